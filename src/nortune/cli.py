@@ -1,0 +1,94 @@
+"""Thin command line: parse, load and validate the recipe, call one stage. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from nortune.config import ConfigError, load_recipe
+from nortune.jsonl import DataError
+
+
+def _recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe YAML, e.g. configs/demo.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                        help="dotted overrides applied before validation, e.g. train.lr=1e-5")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(recipe.to_yaml(), end="")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from nortune.plan import format_plan, plan_from_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    plan = plan_from_recipe(recipe, model=args.model)
+    print(json.dumps(plan.to_json(), indent=2) if args.json else format_plan(plan))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.gpus and args.gpus > 1:
+        from nortune.launch import launch_command
+        import subprocess
+
+        command = launch_command(recipe, args.recipe, args.overrides, gpus=args.gpus,
+                                 resume=args.resume, allow_contaminated=args.allow_contaminated)
+        print("launching:", " ".join(command), flush=True)
+        return subprocess.call(command)
+    from nortune.train import run
+
+    result = run(recipe, resume=args.resume, allow_contaminated=args.allow_contaminated)
+    print(json.dumps(result.get("metrics", {}), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nortune", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="inspect a recipe")
+    config_sub = config.add_subparsers(dest="action", required=True)
+    show = config_sub.add_parser("show", help="print the resolved, validated recipe")
+    _recipe_args(show)
+    show.set_defaults(func=cmd_config)
+
+    plan = sub.add_parser("plan", help="adapter plan and memory estimate from the model config alone")
+    _recipe_args(plan)
+    plan.add_argument("--model", help="override model: local folder, config.json, GGUF or hub id")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.set_defaults(func=cmd_plan)
+
+    train = sub.add_parser("train", help="PiSSA LoRA SFT on the selected layers")
+    _recipe_args(train)
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--gpus", type=int, default=1, help="N > 1 launches through accelerate")
+    train.add_argument("--allow-contaminated", metavar="REASON",
+                       help="train despite a failing contamination gate; the reason is recorded")
+    train.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"nortune: config error:\n{exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"nortune: data error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
