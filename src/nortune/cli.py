@@ -49,6 +49,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decontam(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nortune.decontam import run
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    manifest = run(recipe, data=Path(args.data) if args.data else None, force=args.force,
+                   write_clean=True if args.clean else None)
+    print(json.dumps(manifest.get("metrics", {}), indent=2))
+    print(f"report: {recipe.run_dir / 'decontam' / 'summary.md'}")
+    return 0 if manifest.get("metrics", {}).get("passed") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nortune", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -73,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-contaminated", metavar="REASON",
                        help="train despite a failing contamination gate; the reason is recorded")
     train.set_defaults(func=cmd_train)
+    decontam = sub.add_parser("decontam", help="check training data against the benchmark test texts")
+    _recipe_args(decontam)
+    decontam.add_argument("--data", help="training file to check (default: decontam.data, then train.data)")
+    decontam.add_argument("--clean", action="store_true", help="also write the file without contaminated records")
+    decontam.add_argument("--force", action="store_true", help="rerun even when inputs and settings are unchanged")
+    decontam.set_defaults(func=cmd_decontam)
     return parser
 
 

@@ -176,6 +176,211 @@ class PlanSection(Section):
     gradient_checkpointing: bool = True
 
 
+class DecontamTestSet(Section):
+    """One benchmark's test side: an HF dataset id (or local folder name) and the text fields to check."""
+
+    dataset: str  # e.g. ltg/norcommonsenseqa; locally <noreval_dir>/<name after the slash>/<config>/<split>.jsonl
+    configs: list[str] = Field(default_factory=lambda: ["nb", "nn"], min_length=1)
+    split: str = "test"
+    # Dotted paths into a record; a path reaching a list checks every item (e.g. choices.text).
+    fields: list[str] = Field(min_length=1)
+    optional_fields: list[str] = Field(default_factory=list)  # checked when present
+    id_field: str | None = "id"
+
+
+class DecontamExtra(Section):
+    """An extra benchmark given as a file (JSONL or Parquet) with the fields that hold test text."""
+
+    name: str = Field(pattern=r"^[\w.:/-]+$")
+    path: Path
+    fields: list[str] = Field(min_length=1)
+    id_field: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: Path) -> Path:
+        return _existing_file(value)  # type: ignore[return-value]
+
+
+class DecontamNormalize(Section):
+    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD", "none"] = "NFKC"
+    casefold: bool = True
+    collapse_whitespace: bool = True
+    strip_punctuation: bool = False
+
+
+def _noreval_test_sets() -> list[DecontamTestSet]:
+    choices = ["choices.text"]
+    return [
+        DecontamTestSet(dataset="ltg/norcommonsenseqa", split="train", fields=["question", *choices]),
+        DecontamTestSet(dataset="ltg/noropenbookqa", split="test", fields=["fact", "question_stem", *choices]),
+        DecontamTestSet(dataset="ltg/nortruthfulqa_mc", split="validation",
+                        fields=["question", "mc1_targets.choices"], optional_fields=["mc2_targets.choices"]),
+        DecontamTestSet(dataset="ltg/nrk_quiz_qa", split="test", fields=["question", *choices]),
+    ]
+
+
+class DecontamSection(Section):
+    """Contamination check of the training data against benchmark test texts (see docs/decontam.md)."""
+
+    # Training file (chat JSONL, any JSONL, Parquet or .txt). None: train.data, else the curate output.
+    data: Path | None = None
+    # Dotted paths to the text of a training record; None: messages[].content, else "text".
+    text_fields: list[str] | None = None
+    noreval_source: Literal["hf", "local"] = "hf"
+    noreval_dir: Path | None = None  # folder per task in the HF schema, for noreval_source=local
+    noreval_revision: str | None = None
+    test_sets: list[DecontamTestSet] = Field(default_factory=_noreval_test_sets)
+    extra: list[DecontamExtra] = Field(default_factory=list)
+    methods: list[Literal["exact", "substring", "char_ngram", "word_ngram"]] = Field(
+        default_factory=lambda: ["exact", "substring", "char_ngram", "word_ngram"], min_length=1)
+    char_ngrams: list[int] = Field(default_factory=lambda: [50, 30], min_length=1)
+    word_ngram: int = Field(13, ge=1)
+    substring_min_chars: int = Field(30, ge=8)
+    normalize: DecontamNormalize = Field(default_factory=DecontamNormalize)
+    # Boilerplate phrases: a match that is nothing but these phrases (plus less than n other chars) is allowed.
+    allow: list[str] = Field(default_factory=list)
+    # The train gate refuses data with more contaminated records than this (any method, allow-list applied).
+    max_contaminated_records: int = Field(0, ge=0)
+    write_clean: bool = False  # also write the training file without contaminated records
+    examples_per_record: int = Field(5, ge=1)
+
+    @field_validator("char_ngrams")
+    @classmethod
+    def _ngrams_sane(cls, value: list[int]) -> list[int]:
+        if any(n < 8 for n in value):
+            raise ValueError("character n-grams shorter than 8 match ordinary words; use n >= 8")
+        return sorted(set(value), reverse=True)
+
+    @model_validator(mode="after")
+    def _local_needs_dir(self) -> "DecontamSection":
+        if self.noreval_source == "local" and self.test_sets:
+            if self.noreval_dir is None or not Path(self.noreval_dir).is_dir():
+                raise ValueError(f"noreval_source is local but noreval_dir is not a folder: {self.noreval_dir}")
+        return self
+
+
+CURATE_BUCKETS = ("nb", "nn", "en", "other", "mixed", "translation")
+
+
+class CurateSource(Section):
+    """One raw source: a local JSONL/Parquet/CSV/text file or a HF dataset id."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*$")
+    path: Path | None = None
+    hf_dataset: str | None = None  # owner/name on the hub (real loader; streams)
+    hf_config: str | None = None
+    hf_split: str = "train"
+    hf_revision: str | None = None
+    format: Literal["auto", "jsonl", "parquet", "csv", "text"] = "auto"
+    # How a record becomes chat messages; "auto" picks by the fields present.
+    mapping: Literal["auto", "messages", "instruction", "prompt_response", "text"] = "auto"
+    # Rename the source's fields to the canonical ones, e.g. {output: answer}: canonical <- source.
+    fields: dict[str, str] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    quota: int | None = Field(None, ge=0)  # at most this many output records from this source
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value)
+
+    @field_validator("hf_dataset")
+    @classmethod
+    def _hub_id(cls, value: str | None) -> str | None:
+        if value is not None and not _HUB_ID.match(value):
+            raise ValueError(f"{value!r} is not a hub dataset id like owner/name")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _canonical_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        known = {"messages", "instruction", "input", "output", "prompt", "response", "text",
+                 "system", "role", "content"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown canonical field(s) {unknown}; known: {sorted(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "CurateSource":
+        if (self.path is None) == (self.hf_dataset is None):
+            raise ValueError("give exactly one of path or hf_dataset")
+        return self
+
+
+class CurateFilters(Section):
+    min_chars: int = Field(20, ge=0)  # whole record, all turns
+    max_chars: int = Field(20_000, ge=1)
+    min_answer_chars: int = Field(2, ge=0)  # last assistant turn
+    max_repetition: float = Field(0.35, ge=0, le=1)  # share of repeated word 3-grams
+    boilerplate: list[str] = Field(default_factory=lambda: [
+        r"(?i)\bas an ai (language )?model\b", r"(?i)\bsom en ki-?(språk)?modell\b",
+        r"(?i)\bsom ein ki-?(språk)?modell\b", r"(?i)lorem ipsum", r"(?i)\bclick here\b",
+        r"(?i)\bklikk her\b"])
+    truncated: bool = True  # drop answers that stop mid-sentence (no closing punctuation)
+
+    @field_validator("boilerplate")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+        return value
+
+
+class CurateDedup(Section):
+    near: bool = True
+    threshold: float = Field(0.8, gt=0, le=1)  # estimated Jaccard of word 5-gram shingles
+    num_perm: int = Field(64, ge=8, le=512)
+    bands: int = Field(16, ge=1)
+    shingle: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> "CurateDedup":
+        if self.num_perm % self.bands:
+            raise ValueError(f"bands ({self.bands}) must divide num_perm ({self.num_perm})")
+        return self
+
+
+class CurateSection(Section):
+    sources: list[CurateSource] = Field(default_factory=list)
+    # Share of the output per bucket (nb, nn, en, other, mixed, translation); missing = 0.
+    shares: dict[str, float] = Field(default_factory=lambda: {"nb": 0.67, "nn": 0.31, "en": 0.02,
+                                                                "translation": 0.0})
+    target_size: int | None = Field(None, ge=1)  # None: the largest set the shares allow
+    seed: int = 42
+    strict: bool = False  # any malformed record is fatal
+    allow_shortfall: bool = False  # infeasible mix: write the closest feasible one instead of failing
+    quality_order: bool = True  # pick the best-scoring records first (else seeded random)
+    min_confidence: float = Field(0.5, ge=0, le=1)  # langid below this: dropped as lang:uncertain
+    filters: CurateFilters = Field(default_factory=CurateFilters)
+    dedup: CurateDedup = Field(default_factory=CurateDedup)
+
+    @field_validator("shares")
+    @classmethod
+    def _shares_valid(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(CURATE_BUCKETS))
+        if unknown:
+            raise ValueError(f"unknown bucket(s) {unknown}; known: {list(CURATE_BUCKETS)}")
+        if any(v < 0 for v in value.values()):
+            raise ValueError("shares cannot be negative")
+        total = sum(value.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"shares must add up to 1 (they add up to {total:g})")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "CurateSection":
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {dupes}")
+        return self
+
+
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*$")
     # Where runs go; the run folder is <runs_dir>/<name>.
@@ -184,6 +389,8 @@ class Recipe(Section):
     adapter: AdapterSection = Field(default_factory=AdapterSection)
     train: TrainSection = Field(default_factory=TrainSection)
     plan: PlanSection = Field(default_factory=PlanSection)
+    curate: CurateSection = Field(default_factory=CurateSection)
+    decontam: DecontamSection = Field(default_factory=DecontamSection)
 
     @property
     def run_dir(self) -> Path:

@@ -1,0 +1,29 @@
+"""Contamination check: prove the training data never saw the benchmark test texts.
+
+Modules, each small and importable without side effects:
+
+- ``normalize``  text normalisation shared by both sides (and lm-eval's word convention)
+- ``hashing``    vectorised polynomial rolling hashes over code points (numpy)
+- ``charindex``  the test-side character-window index and the verified span finder
+- ``wordindex``  word n-gram overlap (lm-evaluation-harness's 13-gram convention)
+- ``sources``    test side (NorEval via HF ``datasets`` or local files, extra benchmarks)
+                 and the streamed training side
+- ``scan``       runs every method over the training stream and collects findings
+- ``report``     ``contamination.json`` and the Markdown summary
+- ``stage``      ``run(recipe)``: the pipeline stage (skip when unchanged, manifest last)
+- ``gate``       ``require_clean``: what ``nortune train`` calls before it starts
+"""
+
+
+def run(recipe, data=None, force=False, write_clean=None):
+    """The stage (see ``nortune.decontam.stage.run``); imported lazily so importing the package is free."""
+    from nortune.decontam.stage import run as _run
+
+    return _run(recipe, data=data, force=force, write_clean=write_clean)
+
+
+def require_clean(recipe, data_path, override_reason=None):
+    """The training gate (see ``nortune.decontam.gate.require_clean``)."""
+    from nortune.decontam.gate import require_clean as _require_clean
+
+    return _require_clean(recipe, data_path, override_reason)

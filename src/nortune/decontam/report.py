@@ -1,0 +1,73 @@
+"""``contamination.json`` (machine readable) and ``summary.md`` (a table a person reads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nortune.runs import atomic_write_text
+
+REPORT = "contamination.json"
+SUMMARY = "summary.md"
+REPORT_VERSION = 1
+
+
+def contaminated_records(report: dict[str, Any]) -> int:
+    """Training records with at least one non-allowed hit under any method."""
+    return int(report["training"]["contaminated_records"])
+
+
+def write_report(directory: Path, report: dict[str, Any]) -> tuple[Path, Path]:
+    path = directory / REPORT
+    atomic_write_text(path, json.dumps(report, indent=1, ensure_ascii=False, sort_keys=False))
+    summary = directory / SUMMARY
+    atomic_write_text(summary, markdown(report))
+    return path, summary
+
+
+def markdown(report: dict[str, Any]) -> str:
+    train, test = report["training"], report["test_side"]
+    gate = report["gate"]
+    lines = [
+        "# Contamination check",
+        "",
+        f"Training data: `{report['data']['path']}` (sha256 `{report['data']['sha256'][:16]}…`), "
+        f"{train['records']:,} records, {train['chars']:,} characters, {train['empty_records']:,} empty.",
+        f"Test side: {test['texts']:,} texts from {len(test['texts_by_task'])} tasks "
+        f"({test['empty_texts']:,} empty after normalisation).",
+        f"Normalisation: {json.dumps(report['settings']['normalize'])}.",
+        "",
+        f"**Verdict: {train['contaminated_records']:,} contaminated training records** "
+        f"(gate allows {gate['max_contaminated_records']}: {'PASS' if gate['passed'] else 'FAIL'}).",
+        "",
+        "| method | hits | contaminated records | allowed (boilerplate) | longest match |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, m in report["methods"].items():
+        lines.append(f"| {key} | {m['hits']:,} | {m['contaminated_records']:,} | {m['allowed_hits']:,} "
+                     f"| {m['longest_match']:,} |")
+    lines += ["", "## Hits per task", "", "| task | test texts | " + " | ".join(report["methods"]) + " |",
+              "|---|---:|" + "---:|" * len(report["methods"])]
+    for task, count in test["texts_by_task"].items():
+        cells = [str(m["by_task"].get(task, {}).get("hits", 0)) for m in report["methods"].values()]
+        lines.append(f"| {task} | {count:,} | " + " | ".join(cells) + " |")
+    allowed = report["allowed"]
+    lines += ["", "## Allow-list", ""]
+    if allowed["phrases"]:
+        lines += [f"- `{p}`: {allowed['hits_by_phrase'].get(p, 0):,} matches allowed" for p in allowed["phrases"]]
+    else:
+        lines.append("No phrases are allowed: every match counts.")
+    if report["records"]:
+        lines += ["", "## First contaminated records", "", "| line | id | method | test id | length | text |",
+                  "|---:|---|---|---|---:|---|"]
+        for rec in report["records"][:20]:
+            for key, m in rec["methods"].items():
+                first = m["matches"][0]
+                text = first["text"][:80].replace("|", "\\|").replace("\n", " ")
+                lines.append(f"| {rec['line']} | {rec['id'] or ''} | {key} | {first['test_id']} "
+                             f"| {m['longest_match']} | {text} |")
+    if report.get("cleaned"):
+        c = report["cleaned"]
+        lines += ["", f"Cleaned copy: `{c['path']}`: kept {c['kept']:,} records, removed {c['removed']:,}."]
+    return "\n".join(lines) + "\n"

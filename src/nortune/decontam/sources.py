@@ -1,0 +1,212 @@
+"""Both sides of the check.
+
+Test side: the NorEval tasks of the recipe, through the real HF ``datasets`` loader or
+from local files in the same schema (``<noreval_dir>/<name>/<config>/<split>.jsonl`` or
+``.parquet``), plus extra benchmarks (JSONL/Parquet with a field list). Every question,
+passage/fact and answer choice becomes one test text with a stable id.
+
+Training side: chat JSONL (``messages``), any JSONL or Parquet with text fields, or plain
+text (one record per line), streamed record by record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nortune.jsonl import DataError
+
+
+@dataclass(frozen=True)
+class TestText:
+    __test__ = False  # not a pytest class
+
+    uid: str   # e.g. norcommonsenseqa_nb/train/<row id>/choices.text/2
+    task: str  # e.g. norcommonsenseqa_nb
+    text: str  # as loaded; normalised later
+
+
+@dataclass(frozen=True)
+class TrainRecord:
+    line: int           # 1-based line (JSONL/txt) or row (Parquet)
+    rid: str | None     # the record's own id field, when it has one
+    raw: str | None     # the original line, kept for the cleaned copy (JSONL/txt)
+    row: dict | None    # the parsed row (Parquet), for the cleaned copy
+    text: str
+
+
+def resolve(record: Any, path: str) -> tuple[bool, list[str]]:
+    """Follow a dotted path; lists are walked item by item. Returns (found, strings)."""
+    nodes = [record]
+    for key in path.split("."):
+        nxt = []
+        for node in nodes:
+            if isinstance(node, list):
+                node_items = node
+            else:
+                node_items = [node]
+            for item in node_items:
+                if not isinstance(item, dict) or key not in item:
+                    return False, []
+                nxt.append(item[key])
+        nodes = nxt
+    out: list[str] = []
+    for node in nodes:
+        for item in node if isinstance(node, list) else [node]:
+            if isinstance(item, str):
+                out.append(item)
+            elif item is not None:
+                out.append(str(item))
+    return True, out
+
+
+def _rows_from_file(path: Path) -> Iterator[tuple[int, dict]]:
+    if path.suffix == ".parquet":
+        yield from _parquet_rows(path)
+        return
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+            yield line_no, row
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        reader = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+    row_no = 0
+    for batch in reader.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            row_no += 1
+            yield row_no, row
+
+
+def _texts_of(rows: Iterator[tuple[int, dict]], where: str, task: str, prefix: str, fields: list[str],
+              optional: list[str], id_field: str | None) -> Iterator[TestText]:
+    for line_no, row in rows:
+        rid = row.get(id_field) if id_field else None
+        rid = str(rid) if rid is not None else f"row{line_no}"
+        for name in [*fields, *optional]:
+            found, texts = resolve(row, name)
+            if not found:
+                if name in optional:
+                    continue
+                raise DataError(f"{where}:{line_no}: missing field {name!r} (have: {sorted(row)})")
+            many = len(texts) > 1 or name.count(".") > 0
+            for i, text in enumerate(texts):
+                suffix = f"{name}/{i}" if many else name
+                yield TestText(uid=f"{prefix}/{rid}/{suffix}", task=task, text=text)
+
+
+def _local_noreval_file(root: Path, dataset: str, config: str, split: str) -> Path:
+    name = dataset.split("/")[-1]
+    for ext in (".jsonl", ".parquet"):
+        candidate = root / name / config / f"{split}{ext}"
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{root / name / config / (split + '.jsonl')}: file not found "
+                    f"(local NorEval layout: <noreval_dir>/<name>/<config>/<split>.jsonl or .parquet)")
+
+
+def _hf_rows(dataset: str, config: str, split: str, revision: str | None) -> Iterator[tuple[int, dict]]:
+    """The real loader: ``datasets.load_dataset`` (downloads, or reads the local HF cache)."""
+    from datasets import load_dataset
+
+    try:
+        data = load_dataset(dataset, config, split=split, revision=revision)
+    except Exception as exc:
+        raise DataError(f"{dataset} [{config}/{split}]: could not load with datasets.load_dataset: {exc}") from None
+    for i, row in enumerate(data, start=1):
+        yield i, dict(row)
+
+
+def load_test_side(settings) -> tuple[list[TestText], dict[str, str]]:
+    """All test texts of a DecontamSection; also {task: where it came from}. Fails on the first bad row."""
+    texts: list[TestText] = []
+    origins: dict[str, str] = {}
+    for test_set in settings.test_sets:
+        name = test_set.dataset.split("/")[-1]
+        for config in test_set.configs:
+            task = f"{name}_{config}"
+            if settings.noreval_source == "local":
+                path = _local_noreval_file(Path(settings.noreval_dir), test_set.dataset, config, test_set.split)
+                rows, where = _rows_from_file(path), str(path)
+            else:
+                rows = _hf_rows(test_set.dataset, config, test_set.split, settings.noreval_revision)
+                where = f"{test_set.dataset} [{config}/{test_set.split}] row"
+            origins[task] = where if settings.noreval_source == "local" else \
+                f"hf:{test_set.dataset}:{config}:{test_set.split}@{settings.noreval_revision or 'default'}"
+            texts.extend(_texts_of(rows, where, task, f"{task}/{test_set.split}", test_set.fields,
+                                   test_set.optional_fields, test_set.id_field))
+    for extra in settings.extra:
+        rows = _rows_from_file(Path(extra.path))
+        origins[extra.name] = str(extra.path)
+        texts.extend(_texts_of(rows, str(extra.path), extra.name, extra.name, extra.fields, [], extra.id_field))
+    return texts, origins
+
+
+def _train_text(row: Any, fields: list[str] | None, where: str) -> str:
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if fields:
+        parts: list[str] = []
+        for name in fields:
+            found, texts = resolve(row, name)
+            if not found:
+                raise DataError(f"{where}: missing field {name!r} (have: {sorted(row)})")
+            parts.extend(texts)
+        return "\n".join(parts)
+    messages = row.get("messages")
+    if isinstance(messages, list):
+        parts = []
+        for i, message in enumerate(messages):
+            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(content, str):
+                raise DataError(f"{where}: messages[{i}].content is missing or not a string")
+            parts.append(content)
+        return "\n".join(parts)
+    if isinstance(row.get("text"), str):
+        return row["text"]
+    raise DataError(f"{where}: no 'messages' list or 'text' string (have: {sorted(row)}); "
+                    "set decontam.text_fields to the fields that hold the text")
+
+
+def iter_training(path: Path, fields: list[str] | None) -> Iterator[TrainRecord]:
+    """Stream training records; any malformed line or missing field raises DataError with file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.suffix == ".parquet":
+        for row_no, row in _parquet_rows(path):
+            rid = row.get("id")
+            yield TrainRecord(row_no, None if rid is None else str(rid), None, row,
+                              _train_text(row, fields, f"{path}:row {row_no}"))
+        return
+    plain = path.suffix in (".txt", ".text")
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if plain:
+                yield TrainRecord(line_no, None, line, None, line.rstrip("\n"))
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+            rid = row.get("id") if isinstance(row, dict) else None
+            yield TrainRecord(line_no, None if rid is None else str(rid), line, None,
+                              _train_text(row, fields, f"{path}:{line_no}"))

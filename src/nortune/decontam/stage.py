@@ -1,0 +1,123 @@
+"""``nortune decontam``: the pipeline stage. Writes into ``<run_dir>/decontam``, manifest last."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from nortune.jsonl import DataError
+from nortune.runs import begin_stage, file_sha256, inputs_fingerprint, is_current, read_manifest
+
+from nortune.decontam.report import REPORT_VERSION, write_report
+from nortune.decontam.scan import Scanner, ScanSettings
+from nortune.decontam.sources import TrainRecord, iter_training, load_test_side
+
+log = logging.getLogger(__name__)
+STAGE = "decontam"
+
+
+def training_path(recipe, data: Path | None = None) -> Path:
+    """The file to check: explicit, then decontam.data, then train.data, then the curate output."""
+    for candidate in (data, recipe.decontam.data, recipe.train.data):
+        if candidate is not None:
+            return Path(candidate)
+    curated = recipe.run_dir / "curate" / "train.jsonl"
+    if not curated.is_file():
+        raise DataError(f"no training data to check: decontam.data and train.data are unset and the curate "
+                        f"stage has no output at {curated}")
+    return curated
+
+
+def _fingerprint(recipe, path: Path, sha: str, clean: bool) -> dict[str, Any]:
+    section = recipe.decontam
+    local = [Path(e.path) for e in section.extra]
+    if section.noreval_source == "local" and section.test_sets:
+        local.append(Path(section.noreval_dir))
+    return {"settings": recipe.section_fingerprint("decontam"), "data": {str(path): sha},
+            "test_inputs": inputs_fingerprint(local), "write_clean": clean}
+
+
+class _CleanWriter:
+    """Streams the records without hits into a temporary file, renamed into place at the end."""
+
+    def __init__(self, source: Path, directory: Path) -> None:
+        suffix = ".txt" if source.suffix in (".txt", ".text") else ".jsonl"
+        self.path = directory / f"{source.stem}.clean{suffix}"
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.handle = open(self.tmp, "w", encoding="utf-8")
+        self.kept = 0
+        self.removed = 0
+
+    def __call__(self, record: TrainRecord, contaminated: bool) -> None:
+        if contaminated:
+            self.removed += 1
+            return
+        self.kept += 1
+        if record.raw is not None:
+            self.handle.write(record.raw if record.raw.endswith("\n") else record.raw + "\n")
+        else:
+            self.handle.write(json.dumps(record.row, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> dict[str, Any]:
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+        return {"path": str(self.path), "kept": self.kept, "removed": self.removed}
+
+
+def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool | None = None) -> dict[str, Any]:
+    """Check the training data against every test text; returns the stage manifest."""
+    section = recipe.decontam
+    path = training_path(recipe, data)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    clean = section.write_clean if write_clean is None else write_clean
+    sha = file_sha256(path)
+    fingerprint = _fingerprint(recipe, path, sha, clean)
+    directory = recipe.run_dir / STAGE
+    if not force and is_current(directory, fingerprint):
+        log.info("decontam: skipped, %s and the settings are unchanged since the last check", path)
+        return read_manifest(directory)  # type: ignore[return-value]
+
+    # Cheap, complete validation before any index is built: test side, then every training record.
+    tests, origins = load_test_side(section)
+    if not tests:
+        raise DataError("decontam: the test side is empty (no test_sets and no extra benchmarks)")
+    records = sum(1 for _ in iter_training(path, section.text_fields))
+    log.info("decontam: %d test texts from %d tasks; %d training records in %s",
+             len(tests), len(origins), records, path)
+
+    stage = begin_stage(STAGE, directory, fingerprint, recipe.to_yaml())
+    started = time.perf_counter()
+    scanner = Scanner(tests, ScanSettings.from_section(section))
+    index_seconds = time.perf_counter() - started
+    writer = _CleanWriter(path, directory) if clean else None
+    scanner.scan(iter_training(path, section.text_fields), writer)
+    cleaned = writer.close() if writer else None
+    seconds = time.perf_counter() - started
+
+    summary = scanner.summary()
+    count = summary["training"]["contaminated_records"]
+    report = {
+        "version": REPORT_VERSION,
+        "data": {"path": str(path), "sha256": sha, "bytes": path.stat().st_size},
+        "settings": section.model_dump(mode="json"),
+        "test_origins": origins,
+        **summary,
+        "gate": {"max_contaminated_records": section.max_contaminated_records,
+                 "contaminated_records": count, "passed": count <= section.max_contaminated_records},
+        "cleaned": cleaned,
+        "seconds": {"index": round(index_seconds, 3), "total": round(seconds, 3)},
+    }
+    report_path, summary_path = write_report(directory, report)
+    outputs = [report_path, summary_path] + ([Path(cleaned["path"])] if cleaned else [])
+    metrics = {"contaminated_records": count, "records": summary["training"]["records"],
+               "test_texts": len(tests), "passed": report["gate"]["passed"],
+               "mb_per_s": round(path.stat().st_size / 1e6 / max(seconds, 1e-9), 2),
+               **{f"hits_{k}": v["hits"] for k, v in summary["methods"].items()}}
+    log.info("decontam: %d contaminated records of %d (%s); report %s", count, summary["training"]["records"],
+             "pass" if report["gate"]["passed"] else "FAIL", report_path)
+    return stage.complete(outputs, metrics)
