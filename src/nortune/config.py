@@ -147,7 +147,7 @@ class TrainSection(Section):
     grad_accum: int = Field(1, ge=1)
     max_seq_len: int = Field(2048, ge=8)
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
     seed: int = 42
     packing: bool = False
     # None: on for GPUs, off on CPU (where it costs several times the speed for little memory).

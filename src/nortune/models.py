@@ -64,6 +64,9 @@ def gguf_to_checkpoint(gguf_path: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # The weights are plain dequantised tensors now; drop the GGUF loader's quantiser marker.
+    from nortune.chat_template import ensure_chat_template
+
+    ensure_chat_template(tokenizer, model.config.model_type)
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -71,7 +74,8 @@ def gguf_to_checkpoint(gguf_path: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "nortune_source.json").write_text(json.dumps({"gguf": str(gguf_path)}))
+    (tmp / "nortune_source.json").write_text(json.dumps({"gguf": str(gguf_path),
+                                                          "chat_template": tokenizer.chat_template}))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target

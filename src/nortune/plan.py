@@ -1,0 +1,237 @@
+"""Adapter plan from a model config alone: which modules get LoRA, how many parameters, how much memory.
+
+The model is instantiated on the meta device (no weights, no memory), so a 31B plan takes
+seconds on a laptop. Training uses the plan's exact module names as PEFT targets, so what
+`plan` prints is what `train` adapts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nortune.config import LayerSelection, Recipe, parse_index_ranges
+
+_LAYER_NAME = re.compile(r"^(?P<prefix>.*\.layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
+GIB = 1024**3
+
+
+@dataclass
+class AdaptedModule:
+    name: str
+    in_features: int
+    out_features: int
+    lora_params: int
+
+
+@dataclass
+class LayerPlan:
+    index: int
+    layer_type: str | None
+    selected: bool
+    adapted: list[AdaptedModule] = field(default_factory=list)
+    # Target names this layer does not adapt, each with the reason.
+    excluded: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class MemoryEstimate:
+    gpus: int
+    weights_gib: float
+    adapter_and_optimizer_gib: float
+    activations_gib: float
+    logits_gib: float
+    overhead_gib: float
+    total_gib: float
+    fits: bool
+
+
+@dataclass
+class AdapterPlan:
+    model_type: str
+    num_layers: int
+    total_params: int
+    trainable_params: int
+    layers: list[LayerPlan]
+    frozen_3d_params: int
+    notes: list[str]
+    memory: list[MemoryEstimate]
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable_params / self.total_params
+
+    @property
+    def module_names(self) -> list[str]:
+        return [m.name for layer in self.layers for m in layer.adapted]
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["trainable_percent"] = round(100 * self.trainable_share, 6)
+        out["module_names"] = self.module_names
+        return out
+
+
+def _text_config(config: Any) -> Any:
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def meta_model(config: Any) -> Any:
+    """Instantiate the causal LM for this config on the meta device (no memory used)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(_text_config(config))
+
+
+def select_layers(selection: LayerSelection, layer_types: list[str] | None, num_layers: int) -> dict[int, str]:
+    """Map each layer index to '' if selected, else the reason it is not."""
+    if selection.layer_types is not None:
+        if layer_types is None:
+            raise ValueError("adapter.layers.layer_types is set but this model's config has no "
+                             "layer_types; select layers with adapter.layers.indices instead")
+        unknown = set(selection.layer_types) - set(layer_types)
+        if unknown:
+            raise ValueError(f"adapter.layers.layer_types: {sorted(unknown)} not in this model "
+                             f"(it has {sorted(set(layer_types))})")
+        return {i: "" if t in selection.layer_types else f"layer type {t} not selected"
+                for i, t in enumerate(layer_types)}
+    if selection.indices is not None:
+        chosen = set(parse_index_ranges(selection.indices, num_layers))
+        return {i: "" if i in chosen else "index not selected" for i in range(num_layers)}
+    return {i: "" for i in range(num_layers)}
+
+
+def build_plan(config: Any, recipe: Recipe) -> AdapterPlan:
+    import torch
+
+    text = _text_config(config)
+    model = meta_model(config)
+    num_layers = int(text.num_hidden_layers)
+    layer_types = getattr(text, "layer_types", None)
+    reasons = select_layers(recipe.adapter.layers, layer_types, num_layers)
+    targets = recipe.adapter.target_modules
+    r = recipe.adapter.r
+
+    layers = [LayerPlan(index=i, layer_type=layer_types[i] if layer_types else None,
+                        selected=reasons[i] == "") for i in range(num_layers)]
+    found: dict[int, set[str]] = {i: set() for i in range(num_layers)}
+    notes: list[str] = []
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf not in targets:
+            continue
+        match = _LAYER_NAME.match(name)
+        if not match:
+            notes.append(f"{name} matches a target name but is outside the decoder layers: not adapted")
+            continue
+        index = int(match.group("index"))
+        found[index].add(leaf)
+        layer = layers[index]
+        if not layer.selected:
+            layer.excluded[leaf] = reasons[index]
+        elif not isinstance(module, torch.nn.Linear):
+            layer.excluded[leaf] = f"{type(module).__name__} is not a Linear layer; LoRA not applied"
+        else:
+            layer.adapted.append(AdaptedModule(name, module.in_features, module.out_features,
+                                               r * (module.in_features + module.out_features)))
+    expert_tensors: dict[int, set[str]] = {i: set() for i in range(num_layers)}
+    for name, param in model.named_parameters():
+        match = _LAYER_NAME.match(name)
+        if match and param.dim() == 3:
+            expert_tensors[int(match.group("index"))].add(name.rsplit(".", 1)[-1])
+    for layer in layers:
+        for leaf in targets:
+            if leaf in expert_tensors[layer.index]:
+                layer.excluded[leaf] = "3-D MoE expert tensor: LoRA cannot target it"
+            elif leaf not in found[layer.index]:
+                why = "this layer has no such module"
+                if leaf == "v_proj" and getattr(text, "attention_k_eq_v", False) \
+                        and layer.layer_type == "full_attention":
+                    why += " (attention_k_eq_v: keys double as values in global layers)"
+                layer.excluded[leaf] = why
+    if not any(layer.adapted for layer in layers):
+        raise ValueError(f"adapter plan is empty: no module named {targets} in the selected layers")
+
+    total = sum(p.numel() for p in model.parameters())
+    frozen_3d = sum(p.numel() for p in model.parameters() if p.dim() == 3)
+    if frozen_3d:
+        notes.append(f"{frozen_3d:,} parameters live in 3-D (MoE expert) tensors; LoRA cannot target "
+                     f"them, so they stay frozen ({100 * frozen_3d / total:.1f} % of the model)")
+    trainable = sum(m.lora_params for layer in layers for m in layer.adapted)
+    widths = [4 * int(text.hidden_size)] * num_layers
+    for name, module in model.named_modules():
+        match = _LAYER_NAME.match(name)
+        if match and isinstance(module, torch.nn.Linear):
+            widths[int(match.group("index"))] += module.out_features
+    memory = estimate_memory(text, total, trainable, widths, recipe)
+    return AdapterPlan(model_type=str(text.model_type), num_layers=num_layers, total_params=total,
+                       trainable_params=trainable, layers=layers, frozen_3d_params=frozen_3d,
+                       notes=notes, memory=memory)
+
+
+def estimate_memory(text: Any, total: int, trainable: int, layer_widths: list[int],
+                    recipe: Recipe) -> list[MemoryEstimate]:
+    """Per-GPU memory for bf16 weights + fp32 adapter/grads/AdamW + activations, FSDP-sharded.
+
+    ``layer_widths`` is, per decoder layer, the summed output width of its Linear modules
+    plus a few hidden-size tensors (norms, residuals): the bf16 values one token keeps while
+    that layer's backward runs. Activations are not sharded across GPUs. An estimate.
+    """
+    cfg = recipe.plan
+    b, s = cfg.batch_size, cfg.seq_len
+    h = int(text.hidden_size)
+    if cfg.gradient_checkpointing:
+        activations = len(layer_widths) * 2 * b * s * h + 2 * b * s * max(layer_widths)
+    else:
+        activations = 2 * b * s * sum(layer_widths)
+    logits = 2 * 4 * b * s * int(text.vocab_size)  # fp32 logits and their gradient
+    out = []
+    for n in range(1, cfg.max_gpus + 1):
+        weights = 2 * total / n
+        adapter = 16 * trainable / n  # fp32 params + grads + two AdamW moments
+        overhead = 1.5 * GIB  # CUDA context, allocator slack, NCCL buffers
+        total_bytes = weights + adapter + activations + logits + overhead
+        out.append(MemoryEstimate(
+            gpus=n, weights_gib=weights / GIB, adapter_and_optimizer_gib=adapter / GIB,
+            activations_gib=activations / GIB, logits_gib=logits / GIB, overhead_gib=overhead / GIB,
+            total_gib=total_bytes / GIB, fits=total_bytes / GIB <= cfg.gpu_memory_gib))
+    return out
+
+
+def plan_from_recipe(recipe: Recipe, model: str | None = None) -> AdapterPlan:
+    from nortune.models import load_config
+
+    if model is not None:
+        path = Path(model).expanduser()
+        if path.name == "config.json" or (path.is_dir() and (path / "config.json").is_file()):
+            config = load_config(model, path if path.name == "config.json" else path / "config.json")
+        else:
+            config = load_config(model)
+    else:
+        config = load_config(recipe.model.source, recipe.model.config, recipe.model.revision)
+    return build_plan(config, recipe)
+
+
+def format_plan(plan: AdapterPlan) -> str:
+    lines = [f"model type {plan.model_type}, {plan.num_layers} decoder layers", "",
+             f"{'layer':>5}  {'type':<18} {'adapted modules':<40} excluded (why)"]
+    for layer in plan.layers:
+        adapted = ", ".join(f"{m.name.rsplit('.', 1)[-1]} {m.in_features}->{m.out_features}"
+                            for m in layer.adapted) or "-"
+        excluded = "; ".join(f"{k}: {v}" for k, v in layer.excluded.items()) or "-"
+        lines.append(f"{layer.index:>5}  {layer.layer_type or '-':<18} {adapted:<40} {excluded}")
+    lines += ["", f"trainable parameters: {plan.trainable_params:,} of {plan.total_params:,} "
+                  f"({100 * plan.trainable_share:.4f} %)"]
+    lines += [f"note: {n}" for n in plan.notes]
+    lines += ["", "memory per GPU (estimate; FSDP full shard; GiB):",
+              f"{'gpus':>4} {'weights':>9} {'adapter+opt':>12} {'activations':>12} {'logits':>8} "
+              f"{'overhead':>9} {'total':>8}  fits"]
+    for m in plan.memory:
+        lines.append(f"{m.gpus:>4} {m.weights_gib:>9.2f} {m.adapter_and_optimizer_gib:>12.3f} "
+                     f"{m.activations_gib:>12.2f} {m.logits_gib:>8.2f} {m.overhead_gib:>9.2f} "
+                     f"{m.total_gib:>8.2f}  {'yes' if m.fits else 'NO'}")
+    return "\n".join(lines)

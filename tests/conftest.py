@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny real-architecture Gemma 3 / Gemma 4 models and a tiny tokenizer.
+
+Everything is built from configs in seconds; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
+LAYER_TYPES = ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]
+
+
+def tiny_tokenizer():
+    """A byte-level BPE trained on the fixture chats, with Gemma's special tokens and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from nortune.chat_template import GEMMA_CHAT_TEMPLATE
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    texts = [m["content"] for line in (FIXTURES / "chat_tiny.jsonl").read_text().splitlines()
+             for m in json.loads(line)["messages"]] + ["user model"]
+    core.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
+                                        pad_token="<pad>", unk_token="<unk>")
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_config(kind: str, vocab_size: int):
+    from transformers import Gemma3TextConfig, Gemma4TextConfig
+
+    common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
+                  layer_types=LAYER_TYPES, max_position_embeddings=512, pad_token_id=0, eos_token_id=1,
+                  bos_token_id=2)
+    if kind == "gemma3":
+        return Gemma3TextConfig(**common)
+    # Gemma 4 defaults (512-wide global heads, 262144 x 256 per-layer embeddings) are overridden.
+    return Gemma4TextConfig(**common, global_head_dim=24, num_global_key_value_heads=1,
+                            attention_k_eq_v=True, hidden_size_per_layer_input=0,
+                            vocab_size_per_layer_input=vocab_size)
+
+
+def save_tiny_model(kind: str, folder: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(kind, len(tokenizer)))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(tmp_path_factory) -> Path:
+    return save_tiny_model("gemma3", tmp_path_factory.mktemp("gemma3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma4(tmp_path_factory) -> Path:
+    return save_tiny_model("gemma4", tmp_path_factory.mktemp("gemma4"))
+
+
+def write_recipe(path: Path, model: Path, runs: Path, **sections) -> Path:
+    """A small recipe for tests: sliding layers only, q/v, fp32, a few steps."""
+    import yaml
+
+    tree = {
+        "name": "tiny",
+        "runs_dir": str(runs),
+        "model": {"source": str(model), "dtype": "float32"},
+        "adapter": {"init": "pissa", "svd": "full", "r": 4, "alpha": 8,
+                    "target_modules": ["q_proj", "v_proj"],
+                    "layers": {"layer_types": ["sliding_attention"]}},
+        "train": {"data": str(FIXTURES / "chat_tiny.jsonl"), "lr": 5e-3, "max_steps": 6, "batch_size": 2,
+                  "max_seq_len": 64, "logging_steps": 1, "save_steps": 3, "warmup_ratio": 0.0,
+                  "neftune_noise_alpha": 5, "precision": "fp32", "scheduler": "constant"},
+        "plan": {"batch_size": 1, "seq_len": 64, "max_gpus": 2},
+    }
+    for section, values in sections.items():
+        tree.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(tree))
+    return path

@@ -1,0 +1,90 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from nortune.cli import main
+from nortune.config import load_recipe
+from nortune.plan import build_plan, plan_from_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = REPO / "configs" / "norskgemma4-31b.yaml"
+SHARED_CONFIG = REPO.parent / "shared" / "models" / "gemma-4-31b-text" / "config.json"
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+@pytest.fixture(scope="module")
+def reference_plan():
+    return plan_from_recipe(load_recipe(REFERENCE))
+
+
+def test_reference_recipe_plans_exactly_the_published_adapter(reference_plan):
+    plan = reference_plan
+    assert plan.trainable_params == 9_216_000
+    assert round(100 * plan.trainable_share, 2) == 0.03
+    globals_ = [layer for layer in plan.layers if layer.layer_type == "full_attention"]
+    assert len(globals_) == 10 and all(not layer.adapted for layer in globals_)
+    assert sum(1 for layer in plan.layers if layer.adapted) == 50
+    for layer in globals_:
+        assert layer.excluded["q_proj"] == "layer type full_attention not selected"
+        assert layer.excluded["v_proj"].startswith("this layer has no such module")
+
+
+def test_global_q_proj_is_excluded_by_type_not_by_luck():
+    recipe = load_recipe(REFERENCE, ["adapter.layers.layer_types=[sliding_attention, full_attention]"])
+    plan = plan_from_recipe(recipe)
+    # Selecting the global layers too adds their q_proj (5376 -> 32 x 512) and still no v_proj.
+    assert plan.trainable_params == 9_216_000 + 10 * 8 * (5376 + 16384)
+
+
+@pytest.mark.skipif(not SHARED_CONFIG.is_file(), reason="shared/ not beside this checkout")
+def test_shipped_config_is_the_shared_one():
+    shipped = REPO / "configs" / "models" / "gemma-4-31b-text" / "config.json"
+    assert json.loads(shipped.read_text()) == json.loads(SHARED_CONFIG.read_text())
+
+
+def test_memory_estimate_shrinks_with_more_gpus(reference_plan):
+    totals = [m.total_gib for m in reference_plan.memory]
+    assert len(totals) == 8 and totals == sorted(totals, reverse=True)
+    assert 55 < reference_plan.memory[0].weights_gib < 60  # 30.7 B parameters in bf16
+
+
+def test_index_selection(tmp_path):
+    recipe = load_recipe(REFERENCE, ["adapter.layers.layer_types=null", "adapter.layers.indices=0-1,-1"])
+    plan = plan_from_recipe(recipe)
+    assert [layer.index for layer in plan.layers if layer.adapted] == [0, 1, 59]
+    # Layer 59 is global: only its q_proj exists to adapt.
+    assert plan.layers[59].adapted and [m.name.rsplit(".", 1)[-1] for m in plan.layers[59].adapted] == ["q_proj"]
+
+
+def test_moe_expert_tensors_are_reported_not_skipped(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import tiny_config
+
+    config = tiny_config("gemma4", 400)
+    config.enable_moe_block, config.num_experts, config.top_k_experts, config.moe_intermediate_size = True, 4, 2, 16
+    recipe = load_recipe(REFERENCE, ["adapter.target_modules=[q_proj, gate_up_proj]",
+                                     "adapter.layers.layer_types=null"])
+    plan = build_plan(config, recipe)
+    assert plan.frozen_3d_params == 4 * (4 * 32 * 32 + 4 * 32 * 16)
+    assert any("3-D (MoE expert) tensors" in note for note in plan.notes)
+    assert plan.layers[0].excluded["gate_up_proj"] == "3-D MoE expert tensor: LoRA cannot target it"
+
+
+def test_plan_cli_json(capsys):
+    assert main(["plan", str(REFERENCE), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["trainable_params"] == 9_216_000 and out["total_params"] > 30e9
+    assert len(out["module_names"]) == 100 and len(out["layers"]) == 60
+
+
+def test_plan_cli_table(capsys):
+    assert main(["plan", str(REFERENCE), "--model", "configs/models/gemma-4-31b-text"]) == 0
+    out = capsys.readouterr().out
+    assert "trainable parameters: 9,216,000" in out and "memory per GPU" in out
