@@ -1,0 +1,252 @@
+"""Train stage: PiSSA LoRA on the planned modules only, SFT with TRL, NEFTune, assistant-only loss.
+
+Outputs in ``<run>/train``: ``adapter_init`` (the PiSSA starting point), ``adapter`` (trained
+PiSSA adapter; applies to the PiSSA residual base), ``adapter_lora`` (converted to a plain
+rank-2r LoRA that loads on the untouched base), optionally ``merged``, ``log.jsonl``,
+``loss.png``, ``data_report.json`` and the manifest (last).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from nortune.config import Recipe
+from nortune.jsonl import DataError
+from nortune.plan import AdapterPlan, build_plan
+from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+def training_data_path(recipe: Recipe) -> Path:
+    if recipe.train.data is not None:
+        return recipe.train.data
+    curated = recipe.run_dir / "curate" / "train.jsonl"
+    if not curated.is_file():
+        raise DataError(f"train.data is not set and the curate stage has no output at {curated}; "
+                        "run `nortune curate` first or set train.data")
+    return curated
+
+
+def device_of_choice() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def lora_config(recipe: Recipe, plan: AdapterPlan) -> Any:
+    from peft import LoraConfig
+
+    adapter = recipe.adapter
+    if adapter.init == "pissa":
+        init = "pissa" if adapter.svd == "full" else f"pissa_niter_{adapter.svd_niter}"
+    else:
+        init = True
+    return LoraConfig(r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
+                      target_modules=plan.module_names, init_lora_weights=init, task_type="CAUSAL_LM")
+
+
+def attach_adapter(model: Any, recipe: Recipe, plan: AdapterPlan) -> Any:
+    """Wrap the model with the planned adapter; the SVD of PiSSA is seeded, so reruns are identical."""
+    import torch
+    from peft import get_peft_model
+
+    torch.manual_seed(recipe.train.seed)
+    peft_model = get_peft_model(model, lora_config(recipe, plan))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    if trainable != plan.trainable_params:
+        raise RuntimeError(f"PEFT made {trainable:,} parameters trainable but the plan says "
+                           f"{plan.trainable_params:,}; refusing to train an unplanned adapter")
+    return peft_model
+
+
+def save_adapter(peft_model: Any, directory: Path, **kwargs: Any) -> None:
+    """Save with ``init_lora_weights=True`` so loading never re-runs the SVD on a residual base."""
+    config = peft_model.peft_config["default"]
+    original = config.init_lora_weights
+    config.init_lora_weights = True
+    try:
+        peft_model.save_pretrained(str(directory), **kwargs)
+    finally:
+        config.init_lora_weights = original
+
+
+def sft_config(recipe: Recipe, output_dir: Path, device: str) -> Any:
+    from trl import SFTConfig
+
+    t = recipe.train
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and device == "cuda")
+    checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else device == "cuda"
+    return SFTConfig(
+        output_dir=str(output_dir), learning_rate=t.lr, weight_decay=t.weight_decay,
+        neftune_noise_alpha=t.neftune_noise_alpha, num_train_epochs=t.epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+        max_length=t.max_seq_len, lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio,
+        seed=t.seed, data_seed=t.seed, packing=t.packing, gradient_checkpointing=checkpointing,
+        bf16=bf16, logging_steps=t.logging_steps, save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit, report_to="none", use_cpu=device == "cpu",
+        include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
+        logging_first_step=True,
+    )
+
+
+def _step_progress(log_path: Path) -> Any:
+    from transformers.trainer_callback import ProgressCallback
+
+    class StepProgress(ProgressCallback):
+        """The progress bar plus one line per logging step (loss, lr, tokens/s), kept in log.jsonl."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = (time.time(), 0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            now, seen = time.time(), state.num_input_tokens_seen
+            rate = (seen - self.last[1]) / max(now - self.last[0], 1e-9)
+            self.last = (now, seen)
+            entry = {"step": state.global_step, "max_steps": state.max_steps, "loss": logs["loss"],
+                     "lr": logs.get("learning_rate"), "tokens_seen": seen, "tokens_per_s": rate}
+            line = (f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
+                    f"lr {logs.get('learning_rate', 0):.2e}  {rate:,.0f} tok/s")
+            (self.training_bar.write if self.training_bar is not None else print)(line)
+            with open(log_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+    return StepProgress()
+
+
+def plot_loss(log_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([e["step"] for e in entries], [e["loss"] for e in entries], marker="o", markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (assistant tokens)")
+    ax.set_title("nortune train")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = None,
+        callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """Train; skipped when a finished run with the same recipe sections and data exists."""
+    from nortune.chat_template import ensure_chat_template
+    from nortune.models import load_config, load_model_and_tokenizer, resolve_source
+    from nortune.train_data import build_dataset
+    from transformers import AutoTokenizer
+
+    stage_dir = recipe.run_dir / "train"
+    data_path = training_data_path(recipe)
+    fingerprint = {"recipe": recipe.section_fingerprint("model", "adapter", "train"),
+                   "inputs": inputs_fingerprint([data_path])}
+    if is_current(stage_dir, fingerprint):
+        log.info("train: %s is up to date with this recipe and data; skipping", stage_dir)
+        return read_manifest(stage_dir)
+
+    checkpoints = stage_dir / CHECKPOINTS
+    last_checkpoint = _last_checkpoint(checkpoints)
+    if last_checkpoint and not resume:
+        raise RuntimeError(f"{checkpoints} holds checkpoints of an unfinished run: pass --resume to "
+                           "continue it, or delete that folder to start over")
+    if resume and last_checkpoint:
+        saved = json.loads((checkpoints / "fingerprint.json").read_text())
+        if saved != fingerprint:
+            raise RuntimeError(f"cannot resume from {last_checkpoint}: the recipe or data changed since")
+
+    # Cheap checks first: the plan (meta device) and every data record, before loading weights.
+    config = load_config(recipe.model.source, recipe.model.config, recipe.model.revision)
+    plan = build_plan(config, recipe)
+    where = resolve_source(recipe.model.source)
+    tokenizer = AutoTokenizer.from_pretrained(where, revision=recipe.model.revision)
+    template = ensure_chat_template(tokenizer, plan.model_type)
+    dataset, data_report = build_dataset(data_path, tokenizer, recipe.train.max_seq_len)
+    log.info("%s", data_report.summary())
+    gate = contamination_gate(recipe, data_path, allow_contaminated)
+
+    device = device_of_choice()
+    run_state = begin_stage("train", stage_dir, fingerprint, recipe.to_yaml())
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(checkpoints / "fingerprint.json", json.dumps(fingerprint, sort_keys=True))
+    log_path = stage_dir / "log.jsonl"
+    if not (resume and last_checkpoint):
+        log_path.unlink(missing_ok=True)
+
+    model, _ = load_model_and_tokenizer(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)
+    if recipe.train.packing:
+        model.config.use_cache = False  # packed sequences stay isolated only without the KV cache
+    print(f"adapting {len(plan.module_names)} modules in {sum(1 for l in plan.layers if l.adapted)} layers: "
+          f"{plan.trainable_params:,} trainable parameters ({100 * plan.trainable_share:.4f} %)", flush=True)
+    peft_model = attach_adapter(model, recipe, plan)
+    init_dir = stage_dir / "adapter_init"
+    save_adapter(peft_model, init_dir)
+
+    from trl import SFTTrainer
+
+    from transformers.trainer_callback import ProgressCallback
+
+    trainer = SFTTrainer(model=peft_model, args=sft_config(recipe, checkpoints, device),
+                         train_dataset=dataset, processing_class=tokenizer, callbacks=list(callbacks))
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_step_progress(log_path))
+    started = time.time()
+    output = trainer.train(resume_from_checkpoint=str(last_checkpoint) if resume and last_checkpoint else None)
+    seconds = time.time() - started
+
+    outputs = [init_dir, stage_dir / "adapter", stage_dir / "adapter_lora"]
+    save_adapter(peft_model, outputs[1])
+    if recipe.adapter.init == "pissa":
+        save_adapter(peft_model, outputs[2], path_initial_model_for_weight_conversion=str(init_dir))
+    else:
+        shutil.copytree(outputs[1], outputs[2], dirs_exist_ok=True)
+    tokenizer.save_pretrained(str(stage_dir / "tokenizer"))
+    outputs.append(stage_dir / "tokenizer")
+    if recipe.train.merge:
+        merged = stage_dir / "merged"
+        peft_model.merge_and_unload().save_pretrained(str(merged))
+        tokenizer.save_pretrained(str(merged))
+        outputs.append(merged)
+    atomic_write_text(stage_dir / "data_report.json", json.dumps(data_report.to_json(), indent=2))
+    outputs += [stage_dir / "data_report.json", log_path]
+    if log_path.is_file() and log_path.stat().st_size:
+        plot_loss(log_path, stage_dir / "loss.png")
+        outputs.append(stage_dir / "loss.png")
+    atomic_write_text(stage_dir / "plan.json", json.dumps(plan.to_json(), indent=2))
+    outputs.append(stage_dir / "plan.json")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+    history = [e for e in trainer.state.log_history if "loss" in e]
+    metrics = {"train_loss": output.training_loss, "first_loss": history[0]["loss"] if history else None,
+               "last_loss": history[-1]["loss"] if history else None, "steps": trainer.state.global_step,
+               "seconds": round(seconds, 2), "tokens_seen": trainer.state.num_input_tokens_seen,
+               "tokens_per_s": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
+               "trainable_params": plan.trainable_params, "total_params": plan.total_params}
+    return run_state.complete(outputs, metrics, extra={
+        "data": data_report.to_json(), "device": device, "chat_template_installed": template,
+        "contamination_gate": gate, "resumed_from": str(last_checkpoint) if resume and last_checkpoint else None})
+
+
+def contamination_gate(recipe: Recipe, data_path: Path, allow_contaminated: str | None) -> dict[str, Any]:
+    """Placeholder-free hook: until the decontam stage lands, record that no gate ran."""
+    return {"checked": False, "reason": "decontam stage not available in this build",
+            "override": allow_contaminated}
+
+
+def _last_checkpoint(directory: Path) -> Path | None:
+    if not directory.is_dir():
+        return None
+    found = [p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None

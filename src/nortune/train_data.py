@@ -1,0 +1,120 @@
+"""Chat training records: strict structure checks, assistant-only loss masks, drop counts.
+
+We tokenise ourselves (rather than TRL's ``assistant_only_loss``) because most chat
+templates, Gemma's included, lack the ``{% generation %}`` markers TRL needs. The mask is
+found on the rendered text: each assistant turn's character span is the difference between
+the conversation rendered up to that turn and the same prefix with a generation prompt.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nortune.jsonl import DataError, iter_jsonl
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class DataReport:
+    path: str
+    records: int = 0
+    used: int = 0
+    truncated: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    dropped_lines: dict[str, list[int]] = field(default_factory=dict)
+    assistant_tokens: int = 0
+    tokens: int = 0
+
+    def drop(self, reason: str, line_no: int) -> None:
+        self.dropped[reason] += 1
+        self.dropped_lines.setdefault(reason, [])
+        if len(self.dropped_lines[reason]) < 20:
+            self.dropped_lines[reason].append(line_no)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "records": self.records, "used": self.used, "truncated": self.truncated,
+                "dropped": dict(self.dropped), "dropped_lines_first_20": self.dropped_lines,
+                "tokens": self.tokens, "assistant_tokens": self.assistant_tokens}
+
+    def summary(self) -> str:
+        drops = ", ".join(f"{k}: {v} (lines {self.dropped_lines[k][:5]}...)" for k, v in self.dropped.items())
+        return (f"{self.path}: {self.records} records, {self.used} used, {self.truncated} truncated to "
+                f"max_seq_len; dropped {sum(self.dropped.values())}" + (f" [{drops}]" if drops else ""))
+
+
+def check_messages(record: Any, where: str) -> list[dict[str, str]]:
+    """Return the record's messages or raise DataError naming what is wrong and where."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    messages = record.get("messages")
+    if messages is None:
+        raise DataError(f"{where}: missing field 'messages'")
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: 'messages' must be a non-empty list")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise DataError(f"{where}: messages[{i}] must be an object")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise DataError(f"{where}: messages[{i}].role: {role!r} is not one of {list(ROLES)}")
+        if not isinstance(content, str):
+            raise DataError(f"{where}: messages[{i}].content must be a string")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], where: str) -> tuple[str, list[tuple[int, int]]]:
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not (text.startswith(upto) and upto.startswith(prefix)):
+            raise DataError(f"{where}: the chat template does not render turns as prefixes of each other; "
+                            "cannot locate the assistant turn for the loss mask")
+        spans.append((len(prefix), len(upto)))
+    return text, spans
+
+
+def tokenize_record(tokenizer: Any, messages: list[dict[str, str]], max_len: int,
+                    where: str) -> tuple[list[int], list[int], bool]:
+    """Token ids and a 0/1 mask of assistant tokens (the only ones that carry loss)."""
+    text, spans = assistant_spans(tokenizer, messages, where)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoded["input_ids"]
+    mask = [int(any(s <= start < e for s, e in spans)) for start, _ in encoded["offset_mapping"]]
+    truncated = len(ids) > max_len
+    return ids[:max_len], mask[:max_len], truncated
+
+
+def build_dataset(path: Path, tokenizer: Any, max_len: int) -> tuple[Any, DataReport]:
+    """Validate every record first (errors name file:line), then tokenise into a datasets.Dataset."""
+    from datasets import Dataset
+
+    report = DataReport(path=str(path))
+    rows: dict[str, list] = {"input_ids": [], "assistant_masks": []}
+    for line_no, record in iter_jsonl(path):
+        report.records += 1
+        where = f"{path}:{line_no}"
+        messages = check_messages(record, where)
+        if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+            report.drop("no_assistant_turn", line_no)
+            continue
+        ids, mask, truncated = tokenize_record(tokenizer, messages, max_len, where)
+        if not any(mask):
+            report.drop("no_assistant_tokens_within_max_seq_len", line_no)
+            continue
+        report.truncated += truncated
+        report.used += 1
+        report.tokens += len(ids)
+        report.assistant_tokens += sum(mask)
+        rows["input_ids"].append(ids)
+        rows["assistant_masks"].append(mask)
+    if not report.used:
+        raise DataError(f"{path}: no usable training records ({report.summary()})")
+    return Dataset.from_dict(rows), report
