@@ -216,3 +216,12 @@ def test_report_names_both_ids_and_task() -> None:
     assert match["test_id"] == "nrk_quiz_qa_nb/test/q7/question" and match["task"] == "nrk_quiz_qa_nb"
     assert out["methods"]["char_50gram"]["by_task"]["nrk_quiz_qa_nb"] == {
         "hits": 1, "train_records": 1, "test_texts": 1, "longest_match": 55}
+
+
+def test_batch_normalisation_equals_one_by_one() -> None:
+    rng = random.Random(12)
+    alphabet = list("ab æø\t\n\r  \u00a0\u2003\u3000x\x1c\x85.,É")
+    norm = Normalizer()
+    for _ in range(500):
+        texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(1, 6))]
+        assert norm.batch(texts) == [norm(t) for t in texts]

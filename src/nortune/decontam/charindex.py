@@ -84,7 +84,11 @@ class CharIndex:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty
         ch, cp = h[hit], probes[hit]
+        order = np.argsort(ch)  # sorted keys make the binary searches cache-friendly
+        ch, cp = ch[order], cp[order]
         lo = np.searchsorted(self.hashes, ch, side="left")
+        found = self.hashes[np.minimum(lo, len(self.hashes) - 1)] == ch  # drop the filter's false positives
+        ch, cp, lo = ch[found], cp[found], lo[found]
         hi = np.searchsorted(self.hashes, ch, side="right")
         counts = hi - lo
         chunk_pos = np.repeat(cp, counts)

@@ -81,7 +81,7 @@ def slot(hashes: np.ndarray, bits: int) -> np.ndarray:
 class BitFilter:
     """A one-hash Bloom filter over 2**bits slots: no false negatives, few false positives."""
 
-    def __init__(self, hashes: np.ndarray, bits_per_item: int = 16) -> None:
+    def __init__(self, hashes: np.ndarray, bits_per_item: int = 32) -> None:
         want = max(len(hashes), 1) * bits_per_item
         self.bits = int(min(max(16, int(want - 1).bit_length()), 36))
         self.table = np.zeros(1 << (self.bits - 3), dtype=np.uint8)
