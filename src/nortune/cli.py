@@ -62,6 +62,54 @@ def cmd_decontam(args: argparse.Namespace) -> int:
     return 0 if manifest.get("metrics", {}).get("passed") else 1
 
 
+def cmd_curate(args: argparse.Namespace) -> int:
+    from nortune.curate.compose import InfeasibleMix
+    from nortune.curate.stage import run
+
+    overrides = list(args.overrides)
+    if args.strict:
+        overrides.append("curate.strict=true")
+    if args.allow_shortfall:
+        overrides.append("curate.allow_shortfall=true")
+    recipe = load_recipe(args.recipe, overrides)
+    try:
+        result = run(recipe, force=args.force)
+    except InfeasibleMix as exc:
+        print(f"nortune: curate: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps(result.get("metrics", {}), indent=2))
+    for note in result.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def cmd_langid(args: argparse.Namespace) -> int:
+    from nortune.curate.langid import default_model
+
+    model = default_model()
+    handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    with handle:
+        for line_no, line in enumerate(handle, start=1):
+            text = line.rstrip("\n")
+            if args.field:
+                if not text.strip():
+                    text = ""
+                else:
+                    try:
+                        obj = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{args.file}:{line_no}: malformed JSON: {exc.msg}") from None
+                    value = obj.get(args.field) if isinstance(obj, dict) else None
+                    if isinstance(value, list):  # chat messages: all contents
+                        value = "\n".join(str(m.get("content", "")) for m in value if isinstance(m, dict))
+                    if value is not None and not isinstance(value, str):
+                        raise DataError(f"{args.file}:{line_no}: field {args.field!r} is not text")
+                    text = value or ""
+            label, confidence = model.predict(text)
+            sys.stdout.write(f"{label}\t{confidence:.4f}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nortune", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -92,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     decontam.add_argument("--clean", action="store_true", help="also write the file without contaminated records")
     decontam.add_argument("--force", action="store_true", help="rerun even when inputs and settings are unchanged")
     decontam.set_defaults(func=cmd_decontam)
+
+    curate = sub.add_parser("curate", help="build the training set with an exact language mix")
+    _recipe_args(curate)
+    curate.add_argument("--strict", action="store_true", help="any malformed record is fatal")
+    curate.add_argument("--allow-shortfall", action="store_true",
+                        help="infeasible mix: write the closest feasible one (and say so)")
+    curate.add_argument("--force", action="store_true", help="rerun even if nothing changed")
+    curate.set_defaults(func=cmd_curate)
+
+    langid = sub.add_parser("langid", help="label each line nb/nn/en/other: TSV label<TAB>confidence")
+    langid.add_argument("file", help="plain text, one record per line (or JSONL with --field); - for stdin")
+    langid.add_argument("--field", help="read JSONL and identify this field (text or chat messages)")
+    langid.set_defaults(func=cmd_langid)
     return parser
 
 
