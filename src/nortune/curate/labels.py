@@ -27,13 +27,14 @@ class LangLabel:
 
 def label_record(model: LangId, messages: list[dict[str, str]]) -> LangLabel:
     answer = "\n".join(m["content"] for m in messages if m["role"] == "assistant")
-    lang, conf = model.predict(answer if tokens(answer) else
-                               "\n".join(m["content"] for m in messages))
+    whole = answer if tokens(answer) else "\n".join(m["content"] for m in messages)
+    lang, conf = model.predict(whole)
+    seen = {whole: (lang, conf)}  # a single assistant turn is not scored twice
     turn_langs: list[str] = []
     for message in messages:
         if message["role"] == "system" or len(tokens(message["content"])) < MIN_TURN_WORDS:
             continue
-        turn_lang, turn_conf = model.predict(message["content"])
+        turn_lang, turn_conf = seen.get(message["content"]) or model.predict(message["content"])
         if turn_conf >= 0.8:
             turn_langs.append(turn_lang)
     mixed = len(set(turn_langs)) > 1
