@@ -145,6 +145,7 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
         callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
     """Train; skipped when a finished run with the same recipe sections and data exists."""
     from nortune.chat_template import ensure_chat_template
+    from nortune.decontam import require_clean
     from nortune.models import load_config, load_model_and_tokenizer, resolve_source
     from nortune.train_data import build_dataset
     from transformers import AutoTokenizer
@@ -175,7 +176,7 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
     template = ensure_chat_template(tokenizer, plan.model_type)
     dataset, data_report = build_dataset(data_path, tokenizer, recipe.train.max_seq_len)
     log.info("%s", data_report.summary())
-    gate = contamination_gate(recipe, data_path, allow_contaminated)
+    gate = require_clean(recipe, data_path, allow_contaminated)
 
     device = device_of_choice()
     run_state = begin_stage("train", stage_dir, fingerprint, recipe.to_yaml())
@@ -237,12 +238,6 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
     return run_state.complete(outputs, metrics, extra={
         "data": data_report.to_json(), "device": device, "chat_template_installed": template,
         "contamination_gate": gate, "resumed_from": str(last_checkpoint) if resume and last_checkpoint else None})
-
-
-def contamination_gate(recipe: Recipe, data_path: Path, allow_contaminated: str | None) -> dict[str, Any]:
-    """Placeholder-free hook: until the decontam stage lands, record that no gate ran."""
-    return {"checked": False, "reason": "decontam stage not available in this build",
-            "override": allow_contaminated}
 
 
 def _last_checkpoint(directory: Path) -> Path | None:

@@ -9,7 +9,14 @@ from transformers import AutoModelForCausalLM
 from conftest import FIXTURES, write_recipe
 from nortune.config import load_recipe
 from nortune.plan import build_plan
-from nortune.train import attach_adapter, run
+from nortune.train import attach_adapter
+from nortune.train import run as train_run
+
+OVERRIDE = "tiny fixture data; the gate itself is tested in test_contamination_gate_*"
+
+
+def run(recipe, **kwargs):
+    return train_run(recipe, allow_contaminated=OVERRIDE, **kwargs)
 
 pytestmark = pytest.mark.slow
 ATOL = 1e-5  # fp32, after PiSSA's SVD split W = W_res + B0 A0
@@ -161,3 +168,25 @@ def test_packing_and_bad_data_file(tmp_path, tiny_gemma3):
 
     with pytest.raises(DataError, match="bad.jsonl:7"):
         run(_recipe(tmp_path / "c", tiny_gemma3, train={"data": str(bad)}))
+
+
+def test_contamination_gate_refuses_unchecked_data_and_records_overrides(tmp_path, tiny_gemma3):
+    from nortune.decontam.gate import ContaminationGateError
+
+    recipe = _recipe(tmp_path, tiny_gemma3, train={"max_steps": 1})
+    with pytest.raises(ContaminationGateError, match="no completed contamination report"):
+        train_run(recipe)
+    assert not (recipe.run_dir / "train" / "manifest.json").exists()
+    manifest = run(recipe)
+    assert manifest["contamination_gate"]["override"] == OVERRIDE
+    assert manifest["contamination_gate"]["passed"] is False
+
+
+def test_contamination_gate_passes_after_a_clean_decontam_run(tmp_path, tiny_gemma3):
+    from nortune.decontam.stage import run as decontam_run
+
+    recipe = _recipe(tmp_path, tiny_gemma3, train={"max_steps": 1},
+                     decontam={"noreval_source": "local", "noreval_dir": str(FIXTURES / "noreval_mini")})
+    decontam_run(recipe)
+    gate = train_run(recipe)["contamination_gate"]
+    assert gate["passed"] is True and gate["override"] is None

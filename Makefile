@@ -1,0 +1,32 @@
+# `make demo` and `make test` each set up .venv first (a no-op once done).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.nortune-setup
+
+.PHONY: setup demo test bench clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel on disk, not a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[train,demo,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/nortune plan configs/demo.yaml
+	$(VENV)/bin/nortune curate configs/demo.yaml
+	$(VENV)/bin/nortune decontam configs/demo.yaml
+	$(VENV)/bin/nortune train configs/demo.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/train_throughput.py
+
+clean-runs:
+	rm -rf runs/demo
