@@ -114,13 +114,9 @@ def torch_dtype(name: str, device: str) -> Any:
     return getattr(torch, name)
 
 
-def load_model_and_tokenizer(source: str, dtype: str = "auto", device: str = "cpu",
-                             revision: str | None = None) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(source: str, dtype: str = "auto", device: str = "cpu", revision: str | None = None) -> Any:
+    from transformers import AutoModelForCausalLM
 
-    where = resolve_source(source)
-    tokenizer = AutoTokenizer.from_pretrained(where, revision=revision)
-    model = AutoModelForCausalLM.from_pretrained(
-        where, revision=revision, dtype=torch_dtype(dtype, device)
-    )
-    return model.to(device), tokenizer
+    model = AutoModelForCausalLM.from_pretrained(resolve_source(source), revision=revision,
+                                                 dtype=torch_dtype(dtype, device))
+    return model.to(device)

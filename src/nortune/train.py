@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,103 +142,131 @@ def plot_loss(log_path: Path, png: Path) -> None:
     plt.close(fig)
 
 
-def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = None,
-        callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
-    """Train; skipped when a finished run with the same recipe sections and data exists."""
-    from nortune.chat_template import ensure_chat_template
-    from nortune.decontam import require_clean
-    from nortune.models import load_config, load_model_and_tokenizer, resolve_source
-    from nortune.train_data import build_dataset
+@dataclass
+class Prepared:
+    """Everything checked before any weights load: data path, plan, tokenizer, dataset, gate."""
+
+    data_path: Path
+    plan: AdapterPlan
+    tokenizer: Any
+    template: str | None
+    dataset: Any
+    data_report: Any
+    gate: dict[str, Any]
+
+
+def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     from transformers import AutoTokenizer
 
-    stage_dir = recipe.run_dir / "train"
+    from nortune.chat_template import ensure_chat_template
+    from nortune.decontam import require_clean
+    from nortune.models import load_config, resolve_source
+    from nortune.train_data import build_dataset
+
     data_path = training_data_path(recipe)
-    fingerprint = {"recipe": recipe.section_fingerprint("model", "adapter", "train"),
-                   "inputs": inputs_fingerprint([data_path])}
-    if is_current(stage_dir, fingerprint):
-        log.info("train: %s is up to date with this recipe and data; skipping", stage_dir)
-        return read_manifest(stage_dir)
-
-    checkpoints = stage_dir / CHECKPOINTS
-    last_checkpoint = _last_checkpoint(checkpoints)
-    if last_checkpoint and not resume:
-        raise RuntimeError(f"{checkpoints} holds checkpoints of an unfinished run: pass --resume to "
-                           "continue it, or delete that folder to start over")
-    if resume and last_checkpoint:
-        saved = json.loads((checkpoints / "fingerprint.json").read_text())
-        if saved != fingerprint:
-            raise RuntimeError(f"cannot resume from {last_checkpoint}: the recipe or data changed since")
-
-    # Cheap checks first: the plan (meta device) and every data record, before loading weights.
-    config = load_config(recipe.model.source, recipe.model.config, recipe.model.revision)
-    plan = build_plan(config, recipe)
-    where = resolve_source(recipe.model.source)
-    tokenizer = AutoTokenizer.from_pretrained(where, revision=recipe.model.revision)
+    plan = build_plan(load_config(recipe.model.source, recipe.model.config, recipe.model.revision), recipe)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(recipe.model.source), revision=recipe.model.revision)
     template = ensure_chat_template(tokenizer, plan.model_type)
     dataset, data_report = build_dataset(data_path, tokenizer, recipe.train.max_seq_len)
     log.info("%s", data_report.summary())
     gate = require_clean(recipe, data_path, allow_contaminated)
+    return Prepared(data_path, plan, tokenizer, template, dataset, data_report, gate)
+
+
+def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = None,
+        callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """Train; skipped when a finished run with the same recipe sections and data exists."""
+    stage_dir = recipe.run_dir / "train"
+    fingerprint = {"recipe": recipe.section_fingerprint("model", "adapter", "train"),
+                   "inputs": inputs_fingerprint([training_data_path(recipe)])}
+    if is_current(stage_dir, fingerprint):
+        log.info("train: %s is up to date with this recipe and data; skipping", stage_dir)
+        return read_manifest(stage_dir)
+    checkpoints = stage_dir / CHECKPOINTS
+    resume_from = _checkpoint_to_resume(checkpoints, fingerprint, resume)
+    ready = prepare(recipe, allow_contaminated)
 
     device = device_of_choice()
     run_state = begin_stage("train", stage_dir, fingerprint, recipe.to_yaml())
     checkpoints.mkdir(parents=True, exist_ok=True)
     atomic_write_text(checkpoints / "fingerprint.json", json.dumps(fingerprint, sort_keys=True))
     log_path = stage_dir / "log.jsonl"
-    if not (resume and last_checkpoint):
+    if resume_from is None:
         log_path.unlink(missing_ok=True)
 
-    model, _ = load_model_and_tokenizer(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)
+    from nortune.models import load_model
+
+    model = load_model(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)
     if recipe.train.packing:
         model.config.use_cache = False  # packed sequences stay isolated only without the KV cache
+    plan = ready.plan
     print(f"adapting {len(plan.module_names)} modules in {sum(1 for l in plan.layers if l.adapted)} layers: "
           f"{plan.trainable_params:,} trainable parameters ({100 * plan.trainable_share:.4f} %)", flush=True)
     peft_model = attach_adapter(model, recipe, plan)
-    init_dir = stage_dir / "adapter_init"
-    save_adapter(peft_model, init_dir)
-
-    from trl import SFTTrainer
+    save_adapter(peft_model, stage_dir / "adapter_init")
 
     from transformers.trainer_callback import ProgressCallback
+    from trl import SFTTrainer
 
     trainer = SFTTrainer(model=peft_model, args=sft_config(recipe, checkpoints, device),
-                         train_dataset=dataset, processing_class=tokenizer, callbacks=list(callbacks))
+                         train_dataset=ready.dataset, processing_class=ready.tokenizer, callbacks=list(callbacks))
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_step_progress(log_path))
     started = time.time()
-    output = trainer.train(resume_from_checkpoint=str(last_checkpoint) if resume and last_checkpoint else None)
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - started
 
-    outputs = [init_dir, stage_dir / "adapter", stage_dir / "adapter_lora"]
-    save_adapter(peft_model, outputs[1])
-    if recipe.adapter.init == "pissa":
-        save_adapter(peft_model, outputs[2], path_initial_model_for_weight_conversion=str(init_dir))
-    else:
-        shutil.copytree(outputs[1], outputs[2], dirs_exist_ok=True)
-    tokenizer.save_pretrained(str(stage_dir / "tokenizer"))
-    outputs.append(stage_dir / "tokenizer")
-    if recipe.train.merge:
-        merged = stage_dir / "merged"
-        peft_model.merge_and_unload().save_pretrained(str(merged))
-        tokenizer.save_pretrained(str(merged))
-        outputs.append(merged)
-    atomic_write_text(stage_dir / "data_report.json", json.dumps(data_report.to_json(), indent=2))
-    outputs += [stage_dir / "data_report.json", log_path]
-    if log_path.is_file() and log_path.stat().st_size:
-        plot_loss(log_path, stage_dir / "loss.png")
-        outputs.append(stage_dir / "loss.png")
-    atomic_write_text(stage_dir / "plan.json", json.dumps(plan.to_json(), indent=2))
-    outputs.append(stage_dir / "plan.json")
+    outputs = save_outputs(recipe, stage_dir, peft_model, ready)
     shutil.rmtree(checkpoints, ignore_errors=True)
-
     history = [e for e in trainer.state.log_history if "loss" in e]
+    tokens = trainer.state.num_input_tokens_seen
     metrics = {"train_loss": output.training_loss, "first_loss": history[0]["loss"] if history else None,
                "last_loss": history[-1]["loss"] if history else None, "steps": trainer.state.global_step,
-               "seconds": round(seconds, 2), "tokens_seen": trainer.state.num_input_tokens_seen,
-               "tokens_per_s": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
+               "seconds": round(seconds, 2), "tokens_seen": tokens,
+               "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
                "trainable_params": plan.trainable_params, "total_params": plan.total_params}
     return run_state.complete(outputs, metrics, extra={
-        "data": data_report.to_json(), "device": device, "chat_template_installed": template,
-        "contamination_gate": gate, "resumed_from": str(last_checkpoint) if resume and last_checkpoint else None})
+        "data": ready.data_report.to_json(), "device": device, "chat_template_installed": ready.template,
+        "contamination_gate": ready.gate, "resumed_from": str(resume_from) if resume_from else None})
+
+
+def save_outputs(recipe: Recipe, stage_dir: Path, peft_model: Any, ready: Prepared) -> list[Path]:
+    """Adapters (PiSSA and converted), tokenizer, optional merge, reports; returns what was written."""
+    init_dir, adapter_dir, lora_dir = (stage_dir / n for n in ("adapter_init", "adapter", "adapter_lora"))
+    save_adapter(peft_model, adapter_dir)
+    if recipe.adapter.init == "pissa":
+        save_adapter(peft_model, lora_dir, path_initial_model_for_weight_conversion=str(init_dir))
+    else:
+        shutil.copytree(adapter_dir, lora_dir, dirs_exist_ok=True)
+    ready.tokenizer.save_pretrained(str(stage_dir / "tokenizer"))
+    outputs = [init_dir, adapter_dir, lora_dir, stage_dir / "tokenizer"]
+    if recipe.train.merge:
+        merged = stage_dir / "merged"
+        peft_model.merge_and_unload().save_pretrained(str(merged))  # last: it unloads the adapter
+        ready.tokenizer.save_pretrained(str(merged))
+        outputs.append(merged)
+    atomic_write_text(stage_dir / "data_report.json", json.dumps(ready.data_report.to_json(), indent=2))
+    atomic_write_text(stage_dir / "plan.json", json.dumps(ready.plan.to_json(), indent=2))
+    outputs += [stage_dir / "data_report.json", stage_dir / "plan.json"]
+    log_path = stage_dir / "log.jsonl"
+    if log_path.is_file() and log_path.stat().st_size:
+        plot_loss(log_path, stage_dir / "loss.png")
+        outputs += [log_path, stage_dir / "loss.png"]
+    return outputs
+
+
+def _checkpoint_to_resume(checkpoints: Path, fingerprint: dict[str, Any], resume: bool) -> Path | None:
+    last = _last_checkpoint(checkpoints)
+    if last and not resume:
+        raise RuntimeError(f"{checkpoints} holds checkpoints of an unfinished run: pass --resume to "
+                           "continue it, or delete that folder to start over")
+    if not (resume and last):
+        if resume:
+            log.info("train: --resume given but no checkpoint in %s; starting from the beginning", checkpoints)
+        return None
+    if json.loads((checkpoints / "fingerprint.json").read_text()) != fingerprint:
+        raise RuntimeError(f"cannot resume from {last}: the recipe or data changed since")
+    return last
 
 
 def _last_checkpoint(directory: Path) -> Path | None:
