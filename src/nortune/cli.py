@@ -42,6 +42,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  resume=args.resume, allow_contaminated=args.allow_contaminated)
         print("launching:", " ".join(command), flush=True)
         return subprocess.call(command)
+    if recipe.train.stage == "dpo":
+        from nortune.preference.stage import run as run_preference
+
+        result = run_preference(recipe, allow_contaminated=args.allow_contaminated)
+        print(json.dumps(result.get("metrics", {}), indent=2))
+        return 0
     from nortune.train import run
 
     result = run(recipe, resume=args.resume, allow_contaminated=args.allow_contaminated)
@@ -110,6 +116,66 @@ def cmd_langid(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nortune.evaluate import run
+    from nortune.evaluate.compare import compare
+
+    overrides = list(args.overrides) + ([f"evaluate.limit={args.limit}"] if args.limit else [])
+    recipe = load_recipe(args.recipe, overrides)
+    has_train = (recipe.run_dir / "train" / "manifest.json").is_file()
+    labels = {"base": ["base"], "tuned": ["tuned"], "both": ["base", "tuned"]}[
+        args.model or ("both" if has_train else "base")]
+    for label in labels:
+        manifest = run(recipe, label=label, force=args.force)
+        print(json.dumps({label: manifest.get("metrics", {})}, indent=2))
+        print(f"report: {recipe.run_dir / 'evaluate' / label / 'report.md'}")
+    settings = recipe.evaluate
+    base = Path(args.compare) if args.compare else (
+        recipe.run_dir / "evaluate" / "base" / "results.json" if "tuned" in labels else None)
+    if base is None:
+        return 0
+    current = recipe.run_dir / "evaluate" / labels[-1]
+    result = compare(current / "results.json", base, current / "compare", settings.metric,
+                     settings.bootstrap_samples, settings.confidence)
+    print(f"comparison: {current / 'compare' / 'compare.md'}")
+    failed = bool(result["regressions"]) or bool(result["overall"].get("regression"))
+    return 1 if failed and settings.fail_on_regression else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nortune.pipeline import Options, run_pipeline
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    only = args.only.split(",") if args.only else None
+    run_pipeline(recipe, start=args.start, stop=args.stop, only=only, dry_run=args.dry_run,
+                 options=Options(allow_contaminated=args.allow_contaminated, resume=args.resume))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nortune.export import run
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    manifest = run(recipe, force=args.force)
+    metrics = manifest.get("metrics", {})
+    print(f"export: {recipe.run_dir / 'export'} (model card README.md, Modelfile, verification.md)")
+    if metrics.get("failed"):
+        print(f"nortune: export: verification FAILED for {', '.join(metrics['failed'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nortune.export.chat import chat
+
+    return chat(Path(args.gguf), system=args.system, max_tokens=args.max_tokens,
+                temperature=args.temperature, n_ctx=args.ctx)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nortune", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -134,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-contaminated", metavar="REASON",
                        help="train despite a failing contamination gate; the reason is recorded")
     train.set_defaults(func=cmd_train)
+
+    pipeline = sub.add_parser("run", help="the whole pipeline; stages whose manifest matches are skipped")
+    _recipe_args(pipeline)
+    pipeline.add_argument("--from", dest="start", metavar="STAGE", help="first stage to consider")
+    pipeline.add_argument("--to", dest="stop", metavar="STAGE", help="last stage to consider")
+    pipeline.add_argument("--only", metavar="STAGE[,STAGE]", help="just these stages")
+    pipeline.add_argument("--dry-run", action="store_true", help="say what would run and why; run nothing")
+    pipeline.add_argument("--resume", action="store_true", help="let the train stage continue a killed run")
+    pipeline.add_argument("--allow-contaminated", metavar="REASON",
+                          help="train despite a failing contamination gate; the reason is recorded")
+    pipeline.set_defaults(func=cmd_run)
     decontam = sub.add_parser("decontam", help="check training data against the benchmark test texts")
     _recipe_args(decontam)
     decontam.add_argument("--data", help="training file to check (default: decontam.data, then train.data)")
@@ -149,10 +226,32 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--force", action="store_true", help="rerun even if nothing changed")
     curate.set_defaults(func=cmd_curate)
 
+    evaluate = sub.add_parser("evaluate", help="NorEval (lm-eval noreval tasks, p0..p4) on base and/or tuned")
+    _recipe_args(evaluate)
+    evaluate.add_argument("--model", choices=["base", "tuned", "both"],
+                          help="which model (default: both when the train stage has finished, else base)")
+    evaluate.add_argument("--compare", metavar="BASE_RESULTS",
+                          help="results.json (or its folder) of the baseline: paired bootstrap deltas")
+    evaluate.add_argument("--limit", type=int, help="items per task (smoke runs only)")
+    evaluate.add_argument("--force", action="store_true", help="rerun even when nothing changed")
+    evaluate.set_defaults(func=cmd_evaluate)
+
     langid = sub.add_parser("langid", help="label each line nb/nn/en/other: TSV label<TAB>confidence")
     langid.add_argument("file", help="plain text, one record per line (or JSONL with --field); - for stdin")
     langid.add_argument("--field", help="read JSONL and identify this field (text or chat messages)")
     langid.set_defaults(func=cmd_langid)
+    export = sub.add_parser("export", help="merged model, GGUF files verified in llama.cpp, Modelfile, model card")
+    _recipe_args(export)
+    export.add_argument("--force", action="store_true", help="rerun even when nothing changed")
+    export.set_defaults(func=cmd_export)
+
+    chat = sub.add_parser("chat", help="talk to a GGUF file through llama.cpp (empty line ends)")
+    chat.add_argument("gguf", help="a .gguf file, e.g. runs/demo/export/demo-Q4_K_M.gguf")
+    chat.add_argument("--system", help="system message")
+    chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument("--temperature", type=float, default=0.7)
+    chat.add_argument("--ctx", type=int, default=4096, help="context length")
+    chat.set_defaults(func=cmd_chat)
     return parser
 
 

@@ -136,6 +136,8 @@ class AdapterSection(Section):
 
 
 class TrainSection(Section):
+    # sft: supervised fine-tune. dpo: preference optimisation on top of the SFT run (see `preference`).
+    stage: Literal["sft", "dpo"] = "sft"
     # Chat JSONL (one {"messages": [...]} per line). None: the curate stage's output in the run folder.
     data: Path | None = None
     lr: float = Field(5e-6, gt=0)
@@ -159,6 +161,50 @@ class TrainSection(Section):
     merge: bool = False  # also write a merged full model into the run folder
     # Multi-GPU strategy for `--gpus N`; ZeRO-3 is refused for PiSSA (see nortune.launch).
     distributed: Literal["fsdp", "deepspeed_zero3"] = "fsdp"
+
+    @field_validator("data")
+    @classmethod
+    def _data_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value)
+
+
+PREFERENCE_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
+                     "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
+
+
+class SyntheticPairs(Section):
+    """The recipe's failed variant, reproducible: chosen = curated answer, rejected = base model's answer."""
+
+    enabled: bool = False
+    # Chat JSONL whose last assistant turns become `chosen`; None: train.data, else the curate output.
+    source: Path | None = None
+    max_pairs: int = Field(64, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value)
+
+
+class PreferenceSection(Section):
+    """IPO/DPO after SFT (train.stage: dpo), starting from the SFT run's adapter."""
+
+    # JSONL or Parquet with prompt / chosen / rejected (chat message lists or plain strings).
+    data: Path | None = None
+    loss_type: Literal[PREFERENCE_LOSSES] = "ipo"  # type: ignore[valid-type]
+    beta: float = Field(0.1, gt=0)
+    lr: float = Field(5e-7, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_len: int = Field(1024, ge=8)
+    # continue: keep training the SFT adapter; stack: merge SFT, then train a new adapter on top.
+    adapter: Literal["continue", "stack"] = "continue"
+    merge: bool = False
+    synthetic: SyntheticPairs = Field(default_factory=SyntheticPairs)
 
     @field_validator("data")
     @classmethod
@@ -381,6 +427,139 @@ class CurateSection(Section):
         return self
 
 
+_NOREVAL_FAMILIES = ("norcommonsenseqa_nob", "norcommonsenseqa_nno", "noropenbookqa_nob", "noropenbookqa_nno",
+                     "nortruthfulqa_mc_nob", "nortruthfulqa_mc_nno", "nrk_quiz_qa_nob", "nrk_quiz_qa_nno")
+
+
+class EvaluateSection(Section):
+    """NorEval through lm-evaluation-harness's own ``noreval`` tasks (see docs/evaluate.md)."""
+
+    # The 8 task families of the recipe; each runs with every prompt in `prompts` (lm-eval name <family>_<p>).
+    tasks: list[str] = Field(default_factory=lambda: list(_NOREVAL_FAMILIES), min_length=1)
+    prompts: list[Literal["p0", "p1", "p2", "p3", "p4"]] = Field(
+        default_factory=lambda: ["p0", "p1", "p2", "p3", "p4"], min_length=1)
+    # Shots per family; families not named here run 0-shot (the recipe: 16-shot open-book QA).
+    num_fewshot: dict[str, int] = Field(default_factory=lambda: {"noropenbookqa_nob": 16, "noropenbookqa_nno": 16})
+    extra_tasks: list[str] = Field(default_factory=list)  # any other lm-eval task names (reported, not averaged)
+    source: Literal["hf", "local"] = "hf"
+    data_dir: Path | None = None  # local: <data_dir>/<task>/<nb|nn>/<split>.jsonl in the HF schema
+    revision: str | None = None   # HF dataset revision
+    backend: Literal["nortune", "hf", "vllm"] = "nortune"
+    model_args: dict[str, Any] = Field(default_factory=dict)  # extra lm-eval model_args, e.g. tensor_parallel_size
+    device: str = "auto"          # auto: cuda when available, else cpu
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None  # None: model.dtype
+    batch_tokens: int = Field(4096, ge=16)  # nortune backend: padded context tokens per forward
+    batch_size: int | Literal["auto"] = 8   # hf / vllm backends
+    tuned: Literal["adapter", "merged"] = "adapter"  # tuned = base + train/adapter_lora, or train/merged
+    limit: int | None = Field(None, ge=1)   # items per task (smoke runs; results are then not comparable)
+    fewshot_seed: int = 1234                # lm-eval's default
+    metric: Literal["acc", "acc_norm"] = "acc"  # headline metric (truthfulness has acc only)
+    bootstrap_samples: int = Field(2000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    # --compare fails (exit 1) on a significant regression of a task or of the headline.
+    fail_on_regression: bool = True
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_families(cls, value: list[str]) -> list[str]:
+        unknown = [t for t in value if t not in _NOREVAL_FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown NorEval task(s) {unknown}; known: {list(_NOREVAL_FAMILIES)} "
+                             "(other lm-eval tasks go in extra_tasks)")
+        return value
+
+    @field_validator("num_fewshot")
+    @classmethod
+    def _fewshot_keys(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = [t for t in value if t not in _NOREVAL_FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown NorEval task(s) {unknown}; known: {list(_NOREVAL_FAMILIES)}")
+        if any(n < 0 for n in value.values()):
+            raise ValueError("shots cannot be negative")
+        return value
+
+    @model_validator(mode="after")
+    def _local_needs_dir(self) -> "EvaluateSection":
+        if self.source == "local" and (self.data_dir is None or not Path(self.data_dir).is_dir()):
+            raise ValueError(f"source is local but data_dir is not a folder: {self.data_dir}")
+        return self
+
+
+class ExportThreshold(Section):
+    """When a GGUF file passes: top-1 next-token agreement with the HF model and perplexity drift."""
+
+    min_top1: float | None = Field(None, ge=0, le=1)  # share of positions with the same argmax token
+    ppl_tolerance: float | None = Field(None, ge=0)  # |ppl_gguf / ppl_hf - 1| at most this
+
+
+def _export_thresholds() -> dict[str, ExportThreshold]:
+    exact = ExportThreshold(min_top1=0.99, ppl_tolerance=0.01)
+    return {"F32": exact, "F16": exact, "BF16": exact, "Q8_0": exact,
+            "Q4_K_M": ExportThreshold(ppl_tolerance=0.05)}
+
+
+class ExportVerify(Section):
+    """Each GGUF file is loaded in llama.cpp and compared with the merged HF model on held-out text."""
+
+    enabled: bool = True
+    text: Path = Path("data/demo/heldout_no.txt")  # held-out Norwegian text, never trained on
+    max_tokens: int = Field(2048, ge=16)  # tokens of the text scored (windows of `window`)
+    window: int = Field(256, ge=8)
+    threads: int | None = Field(None, ge=1)  # None: all cores
+    # Per llama.cpp type; types not listed must meet `default`.
+    thresholds: dict[str, ExportThreshold] = Field(default_factory=_export_thresholds)
+    default: ExportThreshold = Field(default_factory=lambda: ExportThreshold(ppl_tolerance=0.10))
+
+    @field_validator("text")
+    @classmethod
+    def _text_exists(cls, value: Path) -> Path:
+        return _existing_file(value)  # type: ignore[return-value]
+
+
+class ExportModelfile(Section):
+    """Ollama Modelfile: which GGUF it points at and its sampling parameters."""
+
+    gguf_type: str = "Q4_K_M"
+    parameters: dict[str, float | int | str] = Field(default_factory=lambda: {
+        "temperature": 1.0, "top_k": 64, "top_p": 0.95, "num_ctx": 4096})
+    system: str | None = None
+
+
+class ExportCard(Section):
+    model_name: str | None = None  # None: the recipe name
+    license: str = "apache-2.0"
+    language: list[str] = Field(default_factory=lambda: ["no", "nb", "nn"])
+
+
+class ExportSection(Section):
+    """Merged safetensors + GGUF files made and quantised by llama.cpp's own tools (see docs/export.md)."""
+
+    # Dtype of the merged checkpoint; "auto" keeps the base checkpoint's own dtype.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # llama.cpp types to ship, e.g. Q8_0, Q4_K_M, Q6_K, F16, BF16 (names as llama-quantize spells them).
+    gguf_types: list[str] = Field(default_factory=lambda: ["Q8_0", "Q4_K_M"])
+    # The full-precision GGUF that llama.cpp's converter writes and the quantiser reads.
+    intermediate: Literal["F32", "F16", "BF16"] = "BF16"
+    keep_intermediate: bool = False
+    verify: ExportVerify = Field(default_factory=ExportVerify)
+    modelfile: ExportModelfile = Field(default_factory=ExportModelfile)
+    card: ExportCard = Field(default_factory=ExportCard)
+
+    @field_validator("gguf_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        from nortune.export.formats import check_types  # light module, no llama.cpp
+
+        return check_types(value)
+
+    @model_validator(mode="after")
+    def _modelfile_type_exported(self) -> "ExportSection":
+        if self.modelfile.gguf_type.upper() not in self.gguf_types:
+            raise ValueError(f"modelfile.gguf_type {self.modelfile.gguf_type!r} is not in gguf_types "
+                             f"{self.gguf_types}")
+        return self
+
+
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*$")
     # Where runs go; the run folder is <runs_dir>/<name>.
@@ -388,9 +567,19 @@ class Recipe(Section):
     model: ModelSection = Field(default_factory=ModelSection)
     adapter: AdapterSection = Field(default_factory=AdapterSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    preference: PreferenceSection = Field(default_factory=PreferenceSection)
     plan: PlanSection = Field(default_factory=PlanSection)
     curate: CurateSection = Field(default_factory=CurateSection)
     decontam: DecontamSection = Field(default_factory=DecontamSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+
+    @model_validator(mode="after")
+    def _preference_has_pairs(self) -> "Recipe":
+        if self.train.stage == "dpo" and self.preference.data is None and not self.preference.synthetic.enabled:
+            raise ValueError("preference.data: required when train.stage is dpo "
+                             "(or set preference.synthetic.enabled to build pairs)")
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -433,7 +622,7 @@ def _format_errors(where: str, err: ValidationError) -> str:
             reason = "required key is missing"
         shown = item.get("input")
         got = "" if item["type"] in ("missing", "extra_forbidden") or isinstance(shown, dict) else f" (got {shown!r})"
-        lines.append(f"{where}: {key}: {reason}{got}")
+        lines.append(f"{where}: {key}: {reason}{got}" if item["loc"] else f"{where}: {reason}")
     return "\n".join(lines)
 
 

@@ -97,7 +97,7 @@ def sft_config(recipe: Recipe, output_dir: Path, device: str) -> Any:
     )
 
 
-def _step_progress(log_path: Path) -> Any:
+def step_progress(log_path: Path) -> Any:
     from transformers.trainer_callback import ProgressCallback
 
     class StepProgress(ProgressCallback):
@@ -142,6 +142,12 @@ def plot_loss(log_path: Path, png: Path) -> None:
     plt.close(fig)
 
 
+def stage_fingerprint(recipe: Recipe) -> dict[str, Any]:
+    """What decides whether a finished train stage is still current: its recipe sections and data."""
+    return {"recipe": recipe.section_fingerprint("model", "adapter", "train"),
+            "inputs": inputs_fingerprint([training_data_path(recipe)])}
+
+
 @dataclass
 class Prepared:
     """Everything checked before any weights load: data path, plan, tokenizer, dataset, gate."""
@@ -177,8 +183,7 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
         callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
     """Train; skipped when a finished run with the same recipe sections and data exists."""
     stage_dir = recipe.run_dir / "train"
-    fingerprint = {"recipe": recipe.section_fingerprint("model", "adapter", "train"),
-                   "inputs": inputs_fingerprint([training_data_path(recipe)])}
+    fingerprint = stage_fingerprint(recipe)
     if is_current(stage_dir, fingerprint):
         log.info("train: %s is up to date with this recipe and data; skipping", stage_dir)
         return read_manifest(stage_dir)
@@ -211,7 +216,7 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
     trainer = SFTTrainer(model=peft_model, args=sft_config(recipe, checkpoints, device),
                          train_dataset=ready.dataset, processing_class=ready.tokenizer, callbacks=list(callbacks))
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_step_progress(log_path))
+    trainer.add_callback(step_progress(log_path))
     started = time.time()
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - started

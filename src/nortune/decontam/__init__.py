@@ -15,15 +15,15 @@ Modules, each small and importable without side effects:
 """
 
 
-def run(recipe, data=None, force=False, write_clean=None):
+def run(recipe, data=None, force=False, write_clean=None, folder="decontam", text_fields=None):
     """The stage (see ``nortune.decontam.stage.run``); imported lazily so importing the package is free."""
     from nortune.decontam.stage import run as _run
 
-    return _run(recipe, data=data, force=force, write_clean=write_clean)
+    return _run(recipe, data=data, force=force, write_clean=write_clean, folder=folder, text_fields=text_fields)
 
 
-def require_clean(recipe, data_path, override_reason=None):
+def require_clean(recipe, data_path, override_reason=None, folder="decontam"):
     """The training gate (see ``nortune.decontam.gate.require_clean``)."""
     from nortune.decontam.gate import require_clean as _require_clean
 
-    return _require_clean(recipe, data_path, override_reason)
+    return _require_clean(recipe, data_path, override_reason, folder)

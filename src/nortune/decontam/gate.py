@@ -29,8 +29,9 @@ class ContaminationGateError(DataError):
     """Training refused: the contamination report is missing, stale or over the threshold."""
 
 
-def require_clean(recipe, data_path: Path, override_reason: str | None = None) -> dict[str, Any]:
-    directory = recipe.run_dir / "decontam"
+def require_clean(recipe, data_path: Path, override_reason: str | None = None,
+                  folder: str = "decontam") -> dict[str, Any]:
+    directory = recipe.run_dir / folder
     report_path = directory / REPORT
     limit = recipe.decontam.max_contaminated_records
     result: dict[str, Any] = {"checked": True, "passed": False, "override": override_reason or None,

@@ -41,6 +41,17 @@ def _fingerprint(recipe, path: Path, sha: str, clean: bool) -> dict[str, Any]:
             "test_inputs": inputs_fingerprint(local), "write_clean": clean}
 
 
+def stage_fingerprint(recipe, data: Path | None = None, write_clean: bool | None = None,
+                      text_fields: list[str] | None = None) -> dict[str, Any]:
+    """Settings, test-side inputs and the training file's hash: equal means the report is current."""
+    path = training_path(recipe, data)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    clean = recipe.decontam.write_clean if write_clean is None else write_clean
+    fields = text_fields if text_fields is not None else recipe.decontam.text_fields
+    return {**_fingerprint(recipe, path, file_sha256(path), clean), "text_fields": fields}
+
+
 class _CleanWriter:
     """Streams the records without hits into a temporary file, renamed into place at the end."""
 
@@ -68,16 +79,19 @@ class _CleanWriter:
         return {"path": str(self.path), "kept": self.kept, "removed": self.removed}
 
 
-def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool | None = None) -> dict[str, Any]:
-    """Check the training data against every test text; returns the stage manifest."""
+def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool | None = None,
+        folder: str = STAGE, text_fields: list[str] | None = None) -> dict[str, Any]:
+    """Check the training data against every test text; returns the stage manifest.
+
+    ``folder`` and ``text_fields`` let another stage (preference pairs) keep its own report.
+    """
     section = recipe.decontam
     path = training_path(recipe, data)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     clean = section.write_clean if write_clean is None else write_clean
-    sha = file_sha256(path)
-    fingerprint = _fingerprint(recipe, path, sha, clean)
-    directory = recipe.run_dir / STAGE
+    fields = text_fields if text_fields is not None else section.text_fields
+    fingerprint = stage_fingerprint(recipe, data, write_clean, text_fields)
+    sha = fingerprint["data"][str(path)]
+    directory = recipe.run_dir / folder
     if not force and is_current(directory, fingerprint):
         log.info("decontam: skipped, %s and the settings are unchanged since the last check", path)
         return read_manifest(directory)  # type: ignore[return-value]
@@ -86,16 +100,16 @@ def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool
     tests, origins = load_test_side(section)
     if not tests:
         raise DataError("decontam: the test side is empty (no test_sets and no extra benchmarks)")
-    records = sum(1 for _ in iter_training(path, section.text_fields))
+    records = sum(1 for _ in iter_training(path, fields))
     log.info("decontam: %d test texts from %d tasks; %d training records in %s",
              len(tests), len(origins), records, path)
 
-    stage = begin_stage(STAGE, directory, fingerprint, recipe.to_yaml())
+    stage = begin_stage(folder, directory, fingerprint, recipe.to_yaml())
     started = time.perf_counter()
     scanner = Scanner(tests, ScanSettings.from_section(section))
     index_seconds = time.perf_counter() - started
     writer = _CleanWriter(path, directory) if clean else None
-    scanner.scan(iter_training(path, section.text_fields), writer)
+    scanner.scan(iter_training(path, fields), writer)
     cleaned = writer.close() if writer else None
     seconds = time.perf_counter() - started
 

@@ -1,0 +1,89 @@
+"""The policy and its reference for preference training, PiSSA-aware.
+
+PiSSA moves the adapter's principal part out of the base weights, so "disable the adapter"
+would score against the PiSSA *residual*, a model nobody trained. TRL's DPOTrainer instead
+copies the starting ``default`` adapter into a frozen ``ref`` adapter, which is right for
+both modes as long as that copy does not re-run PiSSA's SVD:
+
+- continue: base -> PiSSA residual (rebuilt from the saved initial adapter, no new SVD)
+  -> the SFT adapter as ``default``;
+- stack: base + SFT LoRA merged -> a new adapter (the recipe's init) as ``default``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from nortune.config import Recipe
+
+WEIGHTS = "adapter_model.safetensors"
+REF = "ref"
+
+
+def subtract_initial_adapter(peft_model: Any, init_dir: Path) -> None:
+    """Turn the base weights into the PiSSA residual W - scale * B0 A0 using the saved B0, A0."""
+    import torch
+
+    state = load_file(str(init_dir / WEIGHTS))
+    for name, module in peft_model.named_modules():
+        if not hasattr(module, "lora_A") or "default" not in module.lora_A:
+            continue
+        key = name.removeprefix("base_model.model.")
+        a = state[f"base_model.model.{key}.lora_A.weight"].float()
+        b = state[f"base_model.model.{key}.lora_B.weight"].float()
+        weight = module.get_base_layer().weight
+        with torch.no_grad():
+            residual = weight.float() - module.scaling["default"] * (b @ a)
+            weight.copy_(residual.to(weight.dtype))
+
+
+def build_policy(recipe: Recipe, base: Any, stage_dir: Path) -> Any:
+    """The trainable ``default`` adapter at its starting point (TRL copies it to ``ref``)."""
+    from peft import PeftModel
+
+    from nortune.plan import build_plan
+    from nortune.train import attach_adapter, save_adapter
+
+    sft = recipe.run_dir / "train"
+    if recipe.preference.adapter == "continue":
+        policy = PeftModel.from_pretrained(base, str(sft / "adapter"), is_trainable=True)
+        if recipe.adapter.init == "pissa":
+            subtract_initial_adapter(policy, sft / "adapter_init")
+    else:
+        merged = PeftModel.from_pretrained(base, str(sft / "adapter_lora")).merge_and_unload()
+        policy = attach_adapter(merged, recipe, build_plan(merged.config, recipe))
+        save_adapter(policy, stage_dir / "adapter_init")
+    # The SVD is done: TRL's copy of this adapter into `ref` must not run it again on the residual.
+    policy.peft_config["default"].init_lora_weights = True
+    return policy
+
+
+def concat_lora(first: Path, second: Path, out: Path) -> None:
+    """Write one plain LoRA equal to the sum of two (same modules): B = [s1 B1 | s2 B2], A = [A1; A2]."""
+    import json
+
+    import torch
+
+    configs = [json.loads((d / "adapter_config.json").read_text()) for d in (first, second)]
+    states = [load_file(str(d / WEIGHTS)) for d in (first, second)]
+    scales = [c["lora_alpha"] / (c["r"] ** 0.5 if c.get("use_rslora") else c["r"]) for c in configs]
+    if any(c.get("rank_pattern") or c.get("alpha_pattern") for c in configs):
+        raise ValueError("cannot concatenate LoRA adapters with rank or alpha patterns")
+    if {k for k in states[0]} != {k for k in states[1]}:
+        raise ValueError(f"{first} and {second} adapt different modules; cannot concatenate")
+    merged: dict[str, Any] = {}
+    for key in states[0]:
+        if key.endswith("lora_A.weight"):
+            merged[key] = torch.cat([states[0][key], states[1][key]], dim=0).contiguous()
+        elif key.endswith("lora_B.weight"):
+            merged[key] = torch.cat([scales[0] * states[0][key], scales[1] * states[1][key]], dim=1).contiguous()
+        else:
+            raise ValueError(f"unexpected tensor {key} in a LoRA adapter")
+    rank = configs[0]["r"] + configs[1]["r"]
+    config = {**configs[0], "r": rank, "lora_alpha": rank, "use_rslora": False, "init_lora_weights": True}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(merged, str(out / WEIGHTS))
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))

@@ -1,0 +1,197 @@
+"""Preference stage (``train.stage: dpo``): IPO/DPO with TRL on top of the SFT run's adapter.
+
+Writes ``<run>/preference``: ``pairs.jsonl`` (normalised), ``pairs_report.{json,md}``,
+``adapter/`` (policy), ``adapter_lora/`` (one plain LoRA for the untouched base holding SFT
++ preference), optional ``merged/``, ``log.jsonl``, ``loss.png``, manifest last. The pairs go
+through the same contamination gate as SFT data (all three fields, own report in
+``<run>/decontam-preference``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from nortune.config import Recipe
+from nortune.jsonl import DataError
+from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
+
+log = logging.getLogger(__name__)
+STAGE = "preference"
+GATE_FOLDER = "decontam-preference"
+PAIR_FIELDS = ["prompt.content", "chosen.content", "rejected.content"]
+
+
+def pair_margins(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]) -> list[float]:
+    """log p(chosen | prompt) - log p(rejected | prompt) per pair, under the active adapter."""
+    import torch
+
+    def completion_logp(prompt: list[dict], answer: list[dict]) -> float:
+        prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(prompt + answer, tokenize=False)
+        start = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        ids = torch.tensor([tokenizer(full, add_special_tokens=False)["input_ids"]], device=model.device)
+        with torch.no_grad():
+            logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        targets = ids[0, 1:]
+        return float(logps[torch.arange(start - 1, len(targets)), targets[start - 1:]].sum())
+
+    model.eval()
+    return [completion_logp(p["prompt"], p["chosen"]) - completion_logp(p["prompt"], p["rejected"])
+            for p in pairs]
+
+
+def _adapter_state(model: Any, name: str) -> dict[str, Any]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model, adapter_name=name).items()}
+
+
+def dpo_config(recipe: Recipe, output_dir: Path, device: str) -> Any:
+    from trl import DPOConfig
+
+    pref, t = recipe.preference, recipe.train
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and device == "cuda")
+    checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else device == "cuda"
+    return DPOConfig(output_dir=str(output_dir), learning_rate=pref.lr, beta=pref.beta, loss_type=[pref.loss_type],
+                     weight_decay=pref.weight_decay, num_train_epochs=pref.epochs, max_steps=pref.max_steps,
+                     per_device_train_batch_size=pref.batch_size, gradient_accumulation_steps=pref.grad_accum,
+                     max_length=pref.max_len, seed=t.seed, data_seed=t.seed, logging_steps=t.logging_steps,
+                     save_strategy="no", report_to="none", use_cpu=device == "cpu", bf16=bf16,
+                     gradient_checkpointing=checkpointing, logging_first_step=True)
+
+
+def stage_fingerprint(recipe: Recipe) -> dict[str, Any]:
+    """The recipe sections, the finished SFT run it builds on, and the pairs file's hash."""
+    sft_manifest = read_manifest(recipe.run_dir / "train")
+    if sft_manifest is None:
+        raise DataError(f"the preference stage needs a finished SFT run in {recipe.run_dir / 'train'}; "
+                        "run `nortune train` with train.stage=sft first")
+    pairs = [recipe.preference.data] if recipe.preference.data is not None else []
+    return {"recipe": recipe.section_fingerprint("model", "adapter", "train", "preference", "decontam"),
+            "sft": sft_manifest["fingerprint"], "sft_finished": sft_manifest["finished"],
+            "inputs": inputs_fingerprint(pairs)}
+
+
+def _pairs_source(recipe: Recipe, stage_dir: Path) -> Path:
+    if recipe.preference.data is not None:
+        return recipe.preference.data
+    return stage_dir / "synthetic_pairs.jsonl"
+
+
+def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]:
+    from nortune.decontam import require_clean
+    from nortune.decontam import run as decontam_run
+    from nortune.models import load_model
+    from nortune.preference.data import normalise_pairs
+    from nortune.preference.policy import REF, build_policy
+    from nortune.train import step_progress, device_of_choice, plot_loss
+
+    stage_dir = recipe.run_dir / STAGE
+    synthetic = recipe.preference.data is None
+    fingerprint = stage_fingerprint(recipe)
+    if is_current(stage_dir, fingerprint):
+        log.info("preference: %s is up to date; skipping", stage_dir)
+        return read_manifest(stage_dir)
+
+    from transformers import AutoTokenizer
+
+    device = device_of_choice()
+    tokenizer = AutoTokenizer.from_pretrained(str(recipe.run_dir / "train" / "tokenizer"))
+    run_state = begin_stage(STAGE, stage_dir, fingerprint, recipe.to_yaml())
+    if synthetic:
+        from nortune.preference.synthetic import build_pairs
+
+        base = load_model(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)
+        count = build_pairs(recipe, base, tokenizer, _pairs_source(recipe, stage_dir))
+        log.info("preference: built %d synthetic pairs (rejected = base model's answers)", count)
+        del base
+    pairs_path = stage_dir / "pairs.jsonl"
+    report = normalise_pairs(_pairs_source(recipe, stage_dir), pairs_path)
+    atomic_write_text(stage_dir / "pairs_report.json", json.dumps(report.to_json(), indent=2))
+    atomic_write_text(stage_dir / "pairs_report.md", report.markdown())
+    decontam_run(recipe, data=pairs_path, folder=GATE_FOLDER, text_fields=PAIR_FIELDS)
+    gate = require_clean(recipe, pairs_path, allow_contaminated, folder=GATE_FOLDER)
+
+    from datasets import load_dataset
+    from transformers.trainer_callback import ProgressCallback
+    from trl import DPOTrainer
+
+    pairs = [json.loads(line) for line in pairs_path.read_text(encoding="utf-8").splitlines()]
+    dataset = load_dataset("json", data_files=str(pairs_path), split="train").select_columns(
+        ["prompt", "chosen", "rejected"])
+    base = load_model(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)
+    policy = build_policy(recipe, base, stage_dir)
+    margins_before = pair_margins(policy, tokenizer, pairs)
+    log_path = stage_dir / "log.jsonl"
+    log_path.unlink(missing_ok=True)
+    trainer = DPOTrainer(model=policy, args=dpo_config(recipe, stage_dir / "checkpoints", device),
+                         train_dataset=dataset, processing_class=tokenizer)
+    if REF not in policy.peft_config:
+        raise RuntimeError("TRL did not create the frozen reference adapter; refusing to train without one")
+    ref_before = _adapter_state(policy, REF)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(step_progress(log_path))
+    started = time.time()
+    output = trainer.train()
+    seconds = time.time() - started
+    policy.set_adapter("default")
+    margins_after = pair_margins(policy, tokenizer, pairs)
+    ref_after = _adapter_state(policy, REF)
+    reference_unchanged = ref_before.keys() == ref_after.keys() and all(
+        (ref_before[k] == ref_after[k]).all() for k in ref_before)
+
+    outputs = save_outputs(recipe, stage_dir, policy, tokenizer, REF)
+    if log_path.is_file() and log_path.stat().st_size:
+        plot_loss(log_path, stage_dir / "loss.png")
+        outputs += [log_path, stage_dir / "loss.png"]
+    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    metrics = {"train_loss": output.training_loss, "steps": trainer.state.global_step, "seconds": round(seconds, 2),
+               "pairs": report.used, "loss_type": recipe.preference.loss_type, "beta": recipe.preference.beta,
+               "margin_before": mean(margins_before), "margin_after": mean(margins_after),
+               "pairs_margin_rose": sum(a > b for a, b in zip(margins_after, margins_before)),
+               "reference_unchanged": bool(reference_unchanged)}
+    outputs += [pairs_path, stage_dir / "pairs_report.json", stage_dir / "pairs_report.md"]
+    return run_state.complete(outputs, metrics, extra={"pairs": report.to_json(), "contamination_gate": gate,
+                                                         "adapter_mode": recipe.preference.adapter,
+                                                         "device": device})
+
+
+def save_outputs(recipe: Recipe, stage_dir: Path, policy: Any, tokenizer: Any, ref: str) -> list[Path]:
+    """Policy adapter, one plain LoRA for the untouched base (SFT + preference), optional merge."""
+    from nortune.preference.policy import concat_lora
+    from nortune.train import save_adapter
+
+    sft = recipe.run_dir / "train"
+    adapter_dir, lora_dir = stage_dir / "adapter", stage_dir / "adapter_lora"
+    policy.delete_adapter(ref)
+    policy.set_adapter("default")
+    save_adapter(policy, adapter_dir)
+    if recipe.preference.adapter == "continue":
+        if recipe.adapter.init == "pissa":
+            save_adapter(policy, lora_dir, path_initial_model_for_weight_conversion=str(sft / "adapter_init"))
+        else:
+            shutil.copytree(adapter_dir, lora_dir, dirs_exist_ok=True)
+    else:
+        own = stage_dir / "adapter_own_lora"
+        if recipe.adapter.init == "pissa":
+            save_adapter(policy, own, path_initial_model_for_weight_conversion=str(stage_dir / "adapter_init"))
+        else:
+            shutil.copytree(adapter_dir, own, dirs_exist_ok=True)
+        concat_lora(sft / "adapter_lora", own, lora_dir)
+        shutil.rmtree(own)
+    tokenizer.save_pretrained(str(stage_dir / "tokenizer"))
+    outputs = [adapter_dir, lora_dir, stage_dir / "tokenizer"]
+    if recipe.preference.adapter == "stack":
+        outputs.append(stage_dir / "adapter_init")
+    if recipe.preference.merge:
+        merged = stage_dir / "merged"
+        policy.merge_and_unload().save_pretrained(str(merged))
+        tokenizer.save_pretrained(str(merged))
+        outputs.append(merged)
+    return outputs
