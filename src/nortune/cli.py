@@ -176,6 +176,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 temperature=args.temperature, n_ctx=args.ctx)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from nortune.report import run
+
+    run(load_recipe(args.recipe, args.overrides))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nortune.ledger import find_runs, format_runs, summarize
+
+    summaries = [summarize(run_dir) for run_dir in find_runs(Path(args.runs_dir))]
+    if args.json:
+        print(json.dumps([s.to_json() for s in summaries], indent=2))
+    else:
+        print(format_runs(summaries) if summaries else f"no runs in {args.runs_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nortune", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -211,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--allow-contaminated", metavar="REASON",
                           help="train despite a failing contamination gate; the reason is recorded")
     pipeline.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="write the run's self-contained HTML report and Markdown summary")
+    _recipe_args(report)
+    report.set_defaults(func=cmd_report)
+
+    runs = sub.add_parser("runs", help="list runs: recipe, model, data, contamination, NorEval, export")
+    runs.add_argument("runs_dir", nargs="?", default="runs")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=cmd_runs)
     decontam = sub.add_parser("decontam", help="check training data against the benchmark test texts")
     _recipe_args(decontam)
     decontam.add_argument("--data", help="training file to check (default: decontam.data, then train.data)")

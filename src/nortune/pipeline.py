@@ -106,6 +106,18 @@ def _preference_run(recipe: Recipe, options: Options) -> dict[str, Any]:
     return run(recipe, allow_contaminated=options.allow_contaminated)
 
 
+def _report_fp(recipe: Recipe) -> dict[str, Any]:
+    from nortune.report import stage_fingerprint
+
+    return stage_fingerprint(recipe)
+
+
+def _report_run(recipe: Recipe, options: Options) -> dict[str, Any]:
+    from nortune.report import run
+
+    return run(recipe)
+
+
 def _preference_enabled(recipe: Recipe) -> str | None:
     pref = recipe.preference
     return None if pref.data is not None or pref.synthetic.enabled else "no preference data configured"
@@ -121,6 +133,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("plan", "plan", _plan_fp, _plan_run),
     Stage("train", "train", _train_fp, _train_run),
     Stage("preference", "preference", _preference_fp, _preference_run, _preference_enabled),
+    Stage("report", "report", _report_fp, _report_run),
 )
 
 

@@ -1,0 +1,49 @@
+"""Open a report in real headless Chromium: console errors, broken images, a screenshot.
+
+Uses Debian's chromium + chromium-driver through Selenium; nothing is downloaded. Where no
+Chromium is installed, ``available()`` says so and the report is written without the check.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1280,2000")
+
+
+def available() -> bool:
+    return shutil.which("chromium") is not None and shutil.which("chromedriver") is not None
+
+
+def check_page(page: Path, screenshot: Path) -> dict[str, Any]:
+    """Load ``page`` from disk; return console errors and image counts; save a full-page PNG."""
+    import tempfile
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory() as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+        try:
+            driver.get(page.resolve().as_uri())
+            images = driver.execute_script(
+                "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0]);")
+            height = driver.execute_script("return document.body.scrollHeight;")
+            driver.set_window_size(1280, min(max(int(height), 800), 12000))
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(screenshot))
+            errors = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        finally:
+            driver.quit()
+    return {"console_errors": errors, "images": len(images),
+            "broken_images": [alt for alt, ok in images if not ok], "screenshot": str(screenshot)}

@@ -1,0 +1,124 @@
+"""What a run folder says about itself, read only from its stage manifests and reports.
+
+Used by `nortune runs` (one row per run), `nortune compare` and the HTML report, so the
+three never disagree about a number.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from nortune.runs import RESOLVED_RECIPE, read_manifest
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+@dataclass
+class RunSummary:
+    run: str
+    recipe: str | None
+    base_model: str | None
+    trainable_params: int | None
+    data_records: int | None
+    data_mix: dict[str, float] | None
+    contamination: str
+    noreval_tuned: float | None
+    noreval_base: float | None
+    delta_vs_base: float | None
+    regressions: list[str]
+    export: str
+    stages_done: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+STAGE_ORDER = ("curate", "decontam", "plan", "train", "preference", "evaluate/base", "evaluate/tuned",
+               "evaluate/preference", "export")
+
+
+def headline(run_dir: Path, label: str) -> float | None:
+    """Best-of-prompts NorEval headline of one evaluated model, if that evaluation finished."""
+    manifest = read_manifest(run_dir / "evaluate" / label)
+    if manifest is None:
+        return None
+    value = manifest.get("metrics", {}).get("best_of_prompts")
+    return None if value is None else float(value)
+
+
+def regressions(run_dir: Path) -> list[str]:
+    """Tasks the evaluation's paired comparison flagged as significant regressions."""
+    found: list[str] = []
+    for label in ("tuned", "preference"):
+        compare = _json(run_dir / "evaluate" / label / "compare" / "compare.json")
+        for item in (compare or {}).get("regressions", []):
+            found.append(f"{label}: {item.get('family', item) if isinstance(item, dict) else item}")
+    return found
+
+
+def summarize(run_dir: Path) -> RunSummary:
+    recipe_text = None
+    for stage in ("train", "plan", "curate", "decontam"):
+        candidate = run_dir / stage / RESOLVED_RECIPE
+        if candidate.is_file():
+            recipe_text = candidate.read_text(encoding="utf-8")
+            break
+    import yaml
+
+    recipe = yaml.safe_load(recipe_text) if recipe_text else {}
+    train = read_manifest(run_dir / "train") or {}
+    plan = _json(run_dir / "train" / "plan.json") or _json(run_dir / "plan" / "plan.json") or {}
+    curate = read_manifest(run_dir / "curate") or {}
+    contamination = _json(run_dir / "decontam" / "contamination.json")
+    if contamination is None:
+        verdict = "not checked"
+    else:
+        gate = contamination.get("gate", {})
+        verdict = f"{'clean' if gate.get('passed') else 'CONTAMINATED'} " \
+                  f"({gate.get('contaminated_records', '?')} records hit)"
+    buckets = (curate.get("metrics") or {}).get("by_bucket") or {}
+    total = sum(buckets.values())
+    mix = {k: round(v / total, 4) for k, v in buckets.items()} if total else None
+    tuned, base = headline(run_dir, "tuned"), headline(run_dir, "base")
+    export = read_manifest(run_dir / "export")
+    if export is None:
+        export_state = "not exported"
+    else:
+        failed = export.get("metrics", {}).get("failed") or []
+        export_state = f"FAILED: {', '.join(failed)}" if failed else "verified"
+    return RunSummary(
+        run=str(run_dir), recipe=recipe.get("name"), base_model=(recipe.get("model") or {}).get("source"),
+        trainable_params=plan.get("trainable_params"),
+        data_records=(train.get("data") or {}).get("used"), data_mix=mix, contamination=verdict,
+        noreval_tuned=tuned, noreval_base=base,
+        delta_vs_base=None if tuned is None or base is None else tuned - base,
+        regressions=regressions(run_dir), export=export_state,
+        stages_done=[s for s in STAGE_ORDER if read_manifest(run_dir / s) is not None])
+
+
+def find_runs(runs_dir: Path) -> list[Path]:
+    return sorted(p for p in runs_dir.iterdir() if p.is_dir() and any(p.glob("*/manifest.json"))) \
+        if runs_dir.is_dir() else []
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def format_runs(summaries: list[RunSummary]) -> str:
+    header = ("| run | base model | trainable | data | contamination | NorEval tuned | base | delta | "
+              "regressions | export |")
+    lines = [header, "|" + "---|" * 10]
+    for s in summaries:
+        delta = "-" if s.delta_vs_base is None else f"{100 * s.delta_vs_base:+.1f} pp"
+        lines.append(f"| {s.recipe or Path(s.run).name} | {s.base_model or '-'} | "
+                     f"{'-' if s.trainable_params is None else f'{s.trainable_params:,}'} | "
+                     f"{'-' if s.data_records is None else s.data_records} | {s.contamination} | "
+                     f"{_pct(s.noreval_tuned)} | {_pct(s.noreval_base)} | {delta} | "
+                     f"{'; '.join(s.regressions) or 'none'} | {s.export} |")
+    return "\n".join(lines)

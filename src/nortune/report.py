@@ -1,0 +1,146 @@
+"""One self-contained HTML page (and a Markdown summary) per run.
+
+Everything comes from the run folder: stage manifests, their Markdown reports (rendered
+with Python-Markdown) and PNG charts (embedded as data URIs, so the page needs no network
+and survives being mailed around). Every artifact is linked, relative to the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from nortune.config import Recipe
+from nortune.ledger import STAGE_ORDER, RunSummary, format_runs, summarize
+from nortune.runs import MANIFEST, atomic_write_text, begin_stage, read_manifest
+
+TITLES = {
+    "curate": "Data composition", "decontam": "Contamination check", "plan": "Adapter plan",
+    "train": "Training (SFT)", "preference": "Preference optimisation",
+    "decontam-preference": "Contamination check of the preference pairs",
+    "evaluate/base": "Evaluation: base model", "evaluate/tuned": "Evaluation: tuned model",
+    "evaluate/preference": "Evaluation: SFT + preference", "export": "Export and verification",
+}
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.8em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3} img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.warn{background:#fde2e1;border:2px solid #c0392b;padding:.8em;font-weight:bold}
+.ok{background:#e4f6e7;border:1px solid #2e8b57;padding:.6em}
+.files{font-size:.9em} code{background:#f6f6f6;padding:0 .2em} details{margin:.5em 0}
+"""
+
+
+def _stage_dirs(run_dir: Path) -> list[str]:
+    found = [s for s in (*STAGE_ORDER, "decontam-preference") if (run_dir / s / MANIFEST).is_file()]
+    return sorted(found, key=lambda s: list(TITLES).index(s) if s in TITLES else 99)
+
+
+def _markdown(text: str) -> str:
+    import markdown
+
+    return markdown.markdown(text, extensions=["tables", "fenced_code"])
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    rows = []
+    for key, value in metrics.items():
+        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+        rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(str(shown))}</td></tr>")
+    return f"<table>{''.join(rows)}</table>" if rows else ""
+
+
+def _files(stage_dir: Path, page_dir: Path) -> str:
+    links = []
+    for path in sorted(p for p in stage_dir.rglob("*") if p.is_file() and "cache" not in p.parts):
+        rel = Path("..") / path.relative_to(page_dir.parent)
+        links.append(f'<li><a href="{html.escape(rel.as_posix())}">{html.escape(str(path.relative_to(stage_dir)))}'
+                     f"</a> ({path.stat().st_size:,} bytes)</li>")
+        if len(links) >= 200:
+            links.append("<li>(more files not listed)</li>")
+            break
+    return f"<details class='files'><summary>{len(links)} files</summary><ul>{''.join(links)}</ul></details>"
+
+
+def _section(run_dir: Path, stage: str, page_dir: Path) -> str:
+    stage_dir = run_dir / stage
+    manifest = read_manifest(stage_dir) or {}
+    parts = [f"<h2 id='{stage.replace('/', '-')}'>{html.escape(TITLES.get(stage, stage))}</h2>",
+             _metrics_table(manifest.get("metrics", {}))]
+    for md in sorted(stage_dir.glob("*.md")):
+        if md.name.lower() != "readme.md" or stage == "export":
+            parts.append(f"<details open><summary>{html.escape(md.name)}</summary>"
+                         f"{_markdown(md.read_text(encoding='utf-8'))}</details>")
+    for png in sorted(stage_dir.glob("*.png")):
+        parts.append(_image(png))
+    parts.append(_files(stage_dir, page_dir))
+    return "\n".join(parts)
+
+
+def _banner(summary: RunSummary) -> str:
+    warnings = [f"Significant regression: {r}" for r in summary.regressions]
+    if summary.contamination.startswith("CONTAMINATED"):
+        warnings.append(f"Training data contamination: {summary.contamination}")
+    if summary.export.startswith("FAILED"):
+        warnings.append(f"Export verification {summary.export}")
+    if warnings:
+        return "".join(f"<p class='warn'>&#9888; {html.escape(w)}</p>" for w in warnings)
+    return "<p class='ok'>No significant regression, no contamination hit, no failed export file.</p>"
+
+
+def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
+    summary = summarize(run_dir)
+    stages = _stage_dirs(run_dir)
+    overview = _markdown(format_runs([summary]))
+    nav = " · ".join(f"<a href='#{s.replace('/', '-')}'>{html.escape(TITLES.get(s, s))}</a>" for s in stages)
+    body = "\n".join(_section(run_dir, s, page_dir) for s in stages)
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>nortune run "
+            f"{html.escape(summary.recipe or run_dir.name)}</title><style>{CSS}</style></head><body>"
+            f"<h1>nortune run: {html.escape(summary.recipe or run_dir.name)}</h1>"
+            f"<p>Run folder <code>{html.escape(str(run_dir))}</code>; stages finished: "
+            f"{html.escape(', '.join(summary.stages_done) or 'none')}.</p>"
+            f"{_banner(summary)}{overview}<p>{nav}</p>{body}</body></html>")
+    markdown_summary = "\n".join([f"# nortune run: {summary.recipe or run_dir.name}", "",
+                                  format_runs([summary]), "",
+                                  *(f"- **{r}**" for r in summary.regressions), ""])
+    return page, markdown_summary
+
+
+def stage_fingerprint(recipe: Recipe) -> dict[str, Any]:
+    """The report is current while no stage it shows has finished again since."""
+    run_dir = recipe.run_dir
+    return {"stages": {s: (read_manifest(run_dir / s) or {}).get("finished") for s in _stage_dirs(run_dir)}}
+
+
+def run(recipe: Recipe) -> dict[str, Any]:
+    """Write ``<run>/report/report.html`` and ``summary.md``."""
+    run_dir = recipe.run_dir
+    page_dir = run_dir / "report"
+    fingerprint = stage_fingerprint(recipe)
+    inputs = fingerprint["stages"]
+    stage = begin_stage("report", page_dir, fingerprint, recipe.to_yaml())
+    page, summary = render(run_dir, page_dir)
+    atomic_write_text(page_dir / "report.html", page)
+    atomic_write_text(page_dir / "summary.md", summary)
+    outputs = [page_dir / "report.html", page_dir / "summary.md"]
+    metrics: dict[str, Any] = {"stages": len(inputs)}
+    from nortune import browser
+
+    if browser.available():
+        checked = browser.check_page(page_dir / "report.html", page_dir / "screenshot.png")
+        metrics.update(console_errors=len(checked["console_errors"]), images=checked["images"],
+                       broken_images=len(checked["broken_images"]))
+        outputs.append(page_dir / "screenshot.png")
+    else:
+        metrics["browser_check"] = "skipped: chromium and chromedriver not installed"
+    print(f"report: {page_dir / 'report.html'}", flush=True)
+    return stage.complete(outputs, metrics)

@@ -1,0 +1,78 @@
+"""`nortune run` on a tiny model: stages in order, skip when current, report in a real browser."""
+
+import json
+
+import pytest
+
+from conftest import FIXTURES, write_recipe
+from nortune import browser
+from nortune.cli import main
+from nortune.config import ConfigError, load_recipe
+from nortune.pipeline import Options, run_pipeline, select
+
+pytestmark = pytest.mark.slow
+NAMES = ["curate", "decontam", "plan", "train", "preference", "report"]
+
+
+def test_stage_selection():
+    assert select(NAMES, "plan", "train", None) == ["plan", "train"]
+    assert select(NAMES, None, None, ["report", "curate"]) == ["curate", "report"]
+    with pytest.raises(ConfigError, match="unknown stage 'nope'"):
+        select(NAMES, "nope", None, None)
+    with pytest.raises(ConfigError, match="comes after"):
+        select(NAMES, "train", "plan", None)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_gemma3):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    recipe = load_recipe(write_recipe(tmp / "r.yaml", tiny_gemma3, tmp / "runs", train={"max_steps": 2},
+                                      decontam={"noreval_source": "local",
+                                                "noreval_dir": str(FIXTURES / "noreval_mini")}))
+    return recipe, run_pipeline(recipe)
+
+
+def test_pipeline_runs_every_enabled_stage_in_order(finished_run):
+    recipe, results = finished_run
+    assert [(r["stage"], r["action"]) for r in results] == [
+        ("curate", "off"), ("decontam", "run"), ("plan", "run"), ("train", "run"), ("preference", "off"),
+        ("report", "run")]
+    assert json.loads((recipe.run_dir / "pipeline.json").read_text())[3]["metrics"]["steps"] == 2
+    # The contamination gate passed for real: decontam ran on the same file before train.
+    train = json.loads((recipe.run_dir / "train" / "manifest.json").read_text())
+    assert train["contamination_gate"]["passed"] is True
+
+
+def test_a_second_run_skips_everything_and_a_lost_stage_reruns(finished_run, capsys):
+    recipe, _ = finished_run
+    again = run_pipeline(recipe, dry_run=True)
+    assert {r["stage"]: r["action"] for r in again if r["action"] != "off"} == {
+        "decontam": "skip", "plan": "skip", "train": "skip", "report": "skip"}
+    (recipe.run_dir / "train" / "manifest.json").rename(recipe.run_dir / "train" / "manifest.killed")
+    try:
+        after_kill = {r["stage"]: (r["action"], r["why"]) for r in run_pipeline(recipe, dry_run=True)}
+        assert after_kill["train"] == ("run", "no finished result yet")
+        assert after_kill["decontam"][0] == "skip" and after_kill["report"][0] == "run"
+    finally:
+        (recipe.run_dir / "train" / "manifest.killed").rename(recipe.run_dir / "train" / "manifest.json")
+
+
+def test_report_is_self_contained_and_renders_in_chromium(finished_run):
+    recipe, _ = finished_run
+    page = (recipe.run_dir / "report" / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+    assert "Training (SFT)" in page and "Contamination check" in page and "data:image/png;base64," in page
+    if not browser.available():
+        pytest.skip("chromium + chromedriver not installed (.ci/run installs them)")
+    manifest = json.loads((recipe.run_dir / "report" / "manifest.json").read_text())
+    assert manifest["metrics"]["console_errors"] == 0 and manifest["metrics"]["broken_images"] == 0
+    assert manifest["metrics"]["images"] >= 1
+    assert (recipe.run_dir / "report" / "screenshot.png").stat().st_size > 10_000
+
+
+def test_runs_ledger_lists_the_run(finished_run, capsys):
+    recipe, _ = finished_run
+    assert main(["runs", str(recipe.runs_dir), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["recipe"] == "tiny" and row["contamination"].startswith("clean")
+    assert row["stages_done"] == ["decontam", "plan", "train"]
