@@ -70,18 +70,70 @@ class StageRun:
             "finished": time.time(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
+            "machine": _machine(),
+            "packages": _package_versions(),
             "nortune_version": _version(),
+            "nortune_git_commit": _git_commit(),
             **(extra or {}),
         }
         atomic_write_text(self.directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
         return manifest
 
 
+HASH_FOLDERS_UP_TO = 2 * 1024**3  # hash folder contents up to this size; above it, sizes only
+
+
 def _describe(path: Path) -> dict[str, Any]:
     if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file()]
-        return {"kind": "folder", "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in files)
+        out: dict[str, Any] = {"kind": "folder", "files": len(files), "bytes": size}
+        if size <= HASH_FOLDERS_UP_TO:
+            digest = hashlib.sha256()
+            for item in files:
+                digest.update(f"{item.relative_to(path)}\0{file_sha256(item)}\n".encode())
+            out["sha256"] = digest.hexdigest()
+        return out
     return {"kind": "file", "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "lm_eval", "llama_cpp_python",
+            "gguf", "numpy")
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _git_commit() -> str | None:
+    """The commit of the nortune checkout this code runs from (None for an installed wheel)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"cpu": platform.machine(), "cpus": os.cpu_count()}
+    torch = sys.modules.get("torch")  # only when a stage already imported it
+    if torch is not None and torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
 
 
 def _version() -> str:
