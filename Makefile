@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel on disk, not a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[train,demo,dev,export,curate,report]"
+	$(PY) -m pip install -q -e ".[train,eval,demo,dev,export,curate,report]"
 	# llama.cpp's converter + Python bindings: a lean wheel built once (about 7-15 min on 2 cores),
 	# cached in $${NORTUNE_CACHE:-~/.cache/nortune}/llama_cpp; seconds when cached (docs/export.md).
 	$(PY) -m nortune.export.toolchain

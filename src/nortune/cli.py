@@ -132,9 +132,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({label: manifest.get("metrics", {})}, indent=2))
         print(f"report: {recipe.run_dir / 'evaluate' / label / 'report.md'}")
     settings = recipe.evaluate
-    base = Path(args.compare) if args.compare else (
-        recipe.run_dir / "evaluate" / "base" / "results.json" if "tuned" in labels else None)
-    if base is None:
+    base = Path(args.compare) if args.compare else recipe.run_dir / "evaluate" / "base" / "results.json"
+    if not args.compare and (labels[-1] != "tuned" or not base.is_file()):
         return 0
     current = recipe.run_dir / "evaluate" / labels[-1]
     result = compare(current / "results.json", base, current / "compare", settings.metric,

@@ -1,0 +1,78 @@
+"""``nortune evaluate --compare``: tuned vs base with paired bootstrap intervals.
+
+A regression whose interval lies entirely below zero is printed to stderr in capitals,
+written at the top of ``compare.md`` and (with ``evaluate.fail_on_regression``) turns the
+command's exit status to 1. The recipe's failed runs lost up to 10 points on truthfulness.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from nortune.evaluate import report
+from nortune.evaluate.stats import paired_bootstrap
+from nortune.jsonl import DataError
+from nortune.runs import atomic_write_text
+
+
+def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A results.json written by nortune evaluate, and the samples.jsonl beside it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+    summary = results.get("nortune")
+    if not isinstance(summary, dict) or "tasks" not in summary:
+        raise DataError(f"{path}: key 'nortune' missing: not a results.json written by nortune evaluate")
+    samples_path = path.parent / summary.get("samples_file", "samples.jsonl")
+    if not samples_path.is_file():
+        raise DataError(f"{samples_path}: file not found (per-item results are needed for paired intervals)")
+    samples = []
+    with open(samples_path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    samples.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{samples_path}:{line_no}: malformed JSON: {exc.msg}") from None
+    return summary, samples
+
+
+def compare(tuned_path: Path, base_path: Path, out_dir: Path, metric: str, samples: int,
+            confidence: float) -> dict[str, Any]:
+    base, base_rows = load_results(base_path)
+    tuned, tuned_rows = load_results(tuned_path)
+    deltas, overall = paired_bootstrap(base_rows, tuned_rows, metric, samples, confidence)
+    regressions = [d.family for d in deltas if d.regression()]
+    result = {"base": str(base_path), "tuned": str(tuned_path), "metric": metric, "confidence": confidence,
+              "bootstrap_samples": samples, "deltas": [asdict(d) | {"regression": d.regression(),
+                                                                    "gain": d.gain()} for d in deltas],
+              "overall": overall, "regressions": regressions,
+              "note": tuned.get("note") or base.get("note")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "compare.json", json.dumps(result, indent=2))
+    atomic_write_text(out_dir / "compare.md", report.compare_markdown(base, tuned, deltas, overall, confidence))
+    report.chart(out_dir / "compare.png", {"base": base, "tuned": tuned}, result["note"])
+    if regressions or overall.get("regression"):
+        from nortune.evaluate.tasks import CATALOGUE
+
+        bar = "!" * 78
+        print(f"\n{bar}\nSIGNIFICANT REGRESSION (tuned vs base, {confidence:.0%} paired bootstrap):", file=sys.stderr)
+        for d in deltas:
+            if d.regression():
+                print(f"  {CATALOGUE[d.family].label}: best-of-5 {d.best:+.1f} pp "
+                      f"[{d.best_ci[0]:+.1f}, {d.best_ci[1]:+.1f}], mean {d.mean:+.1f} pp", file=sys.stderr)
+        if overall.get("regression"):
+            print(f"  average: {overall['best']:+.1f} pp [{overall['best_ci'][0]:+.1f}, "
+                  f"{overall['best_ci'][1]:+.1f}]", file=sys.stderr)
+        print(f"{bar}\n", file=sys.stderr)
+    return result

@@ -1,0 +1,171 @@
+"""``nortune evaluate``: run the NorEval tasks through lm-eval on the base or tuned model.
+
+Writes ``<run>/evaluate/<label>/``: ``results.json`` (lm-eval's results plus a ``nortune``
+summary), ``samples.jsonl`` (one row per item and prompt), ``report.md``, ``chart.png``,
+and ``manifest.json`` last. Every lm-eval request result is cached in ``cache/`` as it is
+computed (lm-eval's CachingLM), so a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from nortune.config import Recipe
+from nortune.evaluate import report
+from nortune.evaluate.stats import family_and_prompt, family_summary, headlines, prompt_scores
+from nortune.evaluate.tasks import SAMPLE_MARKER, task_specs
+from nortune.jsonl import DataError
+from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
+
+log = logging.getLogger(__name__)
+LABELS = ("base", "tuned")
+
+
+def data_note(settings) -> str | None:
+    """The line every report carries when the data are not the official NorEval sets."""
+    if settings.source != "local":
+        return None
+    root = Path(settings.data_dir)
+    if (root / SAMPLE_MARKER).is_file():
+        return (f"SAMPLE SETS, NOT NorEval: {root} holds small NorEval-format sample sets written for "
+                "nortune; the numbers only show that the pipeline works and are not comparable to NorEval.")
+    return f"Local copies of the NorEval data from {root} (not fetched from the hub)."
+
+
+def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """lm-eval model_args for base or tuned, and what identifies that model (for the fingerprint)."""
+    from nortune.models import resolve_source
+
+    settings = recipe.evaluate
+    base = resolve_source(recipe.model.source)
+    args: dict[str, Any] = {"pretrained": base}
+    identity: dict[str, Any] = {"source": recipe.model.source, "revision": recipe.model.revision}
+    if recipe.model.revision:
+        args["revision"] = recipe.model.revision
+    if label == "tuned":
+        train_dir = recipe.run_dir / "train"
+        manifest = read_manifest(train_dir)
+        if manifest is None:
+            raise DataError(f"{train_dir / 'manifest.json'}: no completed train stage to evaluate as tuned "
+                            "(run `nortune train` first, or evaluate --model base)")
+        identity["train"] = manifest.get("fingerprint")
+        identity["train_finished"] = manifest.get("finished")
+        if settings.tuned == "merged":
+            merged = train_dir / "merged"
+            if not (merged / "config.json").is_file():
+                raise DataError(f"{merged}: no merged model (set train.merge: true, or evaluate.tuned: adapter)")
+            args = {"pretrained": str(merged)}
+        else:
+            adapter = train_dir / "adapter_lora"
+            if not (adapter / "adapter_config.json").is_file():
+                raise DataError(f"{adapter / 'adapter_config.json'}: file not found")
+            identity["adapter"] = inputs_fingerprint([adapter])
+            key = "lora_local_path" if settings.backend == "vllm" else "peft"
+            args[key] = str(adapter)
+            if settings.backend == "vllm":
+                args["enable_lora"] = True
+                args["max_lora_rank"] = 64
+            else:
+                args["tokenizer"] = base
+    dtype = settings.dtype or recipe.model.dtype
+    args["dtype"] = dtype
+    if settings.backend == "nortune":
+        args["batch_tokens"] = settings.batch_tokens
+    if settings.backend in ("nortune", "hf"):
+        args["device"] = _device(settings.device)
+    args.update(settings.model_args)
+    identity.update(backend=settings.backend, dtype=dtype, model_args=settings.model_args)
+    return args, identity
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(recipe: Recipe, label: str = "base", force: bool = False) -> dict[str, Any]:
+    """Evaluate one model (``base`` or ``tuned``); skipped when model, data and settings are unchanged."""
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}")
+    settings = recipe.evaluate
+    fewshot = dict(settings.num_fewshot)
+    specs, origins = task_specs(settings, fewshot)  # checks local data before any model loads
+    args, identity = model_spec(recipe, label)
+    data_inputs = inputs_fingerprint([Path(settings.data_dir)]) if settings.source == "local" else origins
+    fingerprint = {"evaluate": recipe.section_fingerprint("evaluate"), "model": identity, "data": data_inputs,
+                   "lm_eval": _version("lm_eval")}
+    out_dir = recipe.run_dir / "evaluate" / label
+    if not force and is_current(out_dir, fingerprint):
+        log.info("evaluate %s: skipped, model, data and settings unchanged (%s)", label, out_dir)
+        return read_manifest(out_dir)  # type: ignore[return-value]
+    stage = begin_stage("evaluate", out_dir, fingerprint, recipe.to_yaml())
+    # Per-request results are keyed by request text; the folder is keyed by the model identity.
+    cache_key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache = out_dir / "cache" / cache_key / "requests"
+
+    import lm_eval
+
+    from nortune.evaluate import backend as _  # noqa: F401  registers the "nortune" model type
+    from nortune.evaluate.tasks import build_tasks
+
+    tasks = build_tasks(specs)
+    log.info("evaluate %s: %d lm-eval tasks with %s (%s)", label, len(tasks), settings.backend, args)
+    batch_size = settings.batch_size if settings.backend != "nortune" else 1
+    raw = lm_eval.simple_evaluate(model=settings.backend, model_args=args, tasks=list(tasks.values()),
+                                  batch_size=batch_size, limit=settings.limit, log_samples=True,
+                                  use_cache=str(cache), fewshot_random_seed=settings.fewshot_seed)
+    samples = list(_sample_rows(raw.pop("samples", {})))
+    scores = prompt_scores(samples)
+    summary = family_summary(scores, settings.metric)
+    summary_all = {
+        "label": label, "metric": settings.metric, "note": data_note(settings), "origins": origins,
+        "num_fewshot": {f: fewshot.get(f, 0) for f in settings.tasks}, "limit": settings.limit,
+        "scores": scores, "tasks": summary, "headline": headlines(summary),
+        "extra_tasks": {t: raw["results"].get(t, {}) for t in settings.extra_tasks},
+        "samples_file": "samples.jsonl", "backend": settings.backend,
+    }
+    raw["nortune"] = summary_all
+    samples_path = out_dir / "samples.jsonl"
+    atomic_write_text(samples_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in samples))
+    results_path = out_dir / "results.json"
+    atomic_write_text(results_path, json.dumps(raw, indent=2, ensure_ascii=False, default=str))
+    md_path = out_dir / "report.md"
+    atomic_write_text(md_path, report.markdown(summary_all))
+    chart = report.chart(out_dir / "chart.png", {label: summary_all}, summary_all["note"])
+    outputs = [results_path, samples_path, md_path] + ([chart] if chart else [])
+    head = summary_all["headline"]
+    metrics = {"best_of_prompts": head["best_of_prompts"], "mean_of_prompts": head["mean_of_prompts"],
+               "tasks": {f: s["best"] for f, s in summary.items()}, "note": summary_all["note"]}
+    return stage.complete(outputs, metrics=metrics)
+
+
+def _sample_rows(samples: dict[str, list[dict]]):
+    """lm-eval's logged samples -> flat rows: one per task, prompt and item."""
+    for task_name, rows in samples.items():
+        family, prompt = family_and_prompt(task_name)
+        for row in rows:
+            doc = json.dumps(row.get("doc"), sort_keys=True, ensure_ascii=False, default=str)
+            lls = [float(r[0][0]) if isinstance(r[0], (list, tuple)) else float(r[0]) for r in row["resps"]]
+            greedy = [bool(r[0][1]) if isinstance(r[0], (list, tuple)) else None for r in row["resps"]]
+            yield {
+                "task": task_name, "family": family, "prompt": prompt, "doc_id": row["doc_id"],
+                "doc_hash": hashlib.sha256(doc.encode()).hexdigest()[:16], "target": row.get("target"),
+                "loglikelihoods": lls, "is_greedy": greedy,
+                "pred": max(range(len(lls)), key=lls.__getitem__) if lls else None,
+                "acc": row.get("acc"), "acc_norm": row.get("acc_norm"),
+                "context": row["arguments"][0][0] if row.get("arguments") else None,
+                "choices": [a[1] for a in row.get("arguments", [])],
+            }
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)

@@ -1,0 +1,200 @@
+"""The NorEval task catalogue and how its lm-eval task definitions get their data.
+
+Prompts, splits, target delimiters, choices, metrics and few-shot sampling all come from
+the ``noreval`` task YAMLs that ship inside lm-evaluation-harness, loaded by lm-eval's own
+``TaskManager``. nortune only overrides where the rows come from (a local folder in the HF
+schema instead of the hub) and the number of shots.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nortune.jsonl import DataError
+
+
+@dataclass(frozen=True)
+class NorEvalTask:
+    family: str          # lm-eval task name without the _pN suffix, e.g. norcommonsenseqa_nob
+    label: str           # row label of the recipe's table
+    dataset: str         # HF id
+    config: str          # nb / nn
+    split: str           # the evaluated split
+    fewshot_split: str | None
+    required: tuple[str, ...]  # dotted fields every row needs (checked before any model loads)
+    references: tuple[float, float, float]  # NorskGemma4-31B, NorskMistral-119B, NorEval best
+
+    @property
+    def short(self) -> str:
+        return self.dataset.split("/")[-1]
+
+
+REFERENCE_COLUMNS = ("NorskGemma4-31B", "NorskMistral-119B", "NorEval best")
+PROMPTS = ("p0", "p1", "p2", "p3", "p4")
+_MC = ("question", "choices.text", "choices.label", "answer")
+_OBQA = ("fact", "question_stem", "choices.text", "choices.label", "answer")
+_TQA = ("question", "mc1_targets.choices")
+
+CATALOGUE: dict[str, NorEvalTask] = {t.family: t for t in [
+    NorEvalTask("norcommonsenseqa_nob", "Commonsense BM", "ltg/norcommonsenseqa", "nb", "train", None, _MC,
+                (85.4, 75.7, 72.2)),
+    NorEvalTask("norcommonsenseqa_nno", "Commonsense NN", "ltg/norcommonsenseqa", "nn", "train", None, _MC,
+                (73.7, 63.2, 52.6)),
+    NorEvalTask("noropenbookqa_nob", "Open-book QA BM", "ltg/noropenbookqa", "nb", "test", "train", _OBQA,
+                (96.5, 95.7, 87.4)),
+    NorEvalTask("noropenbookqa_nno", "Open-book QA NN", "ltg/noropenbookqa", "nn", "test", "train", _OBQA,
+                (94.4, 93.3, 88.9)),
+    NorEvalTask("nortruthfulqa_mc_nob", "Truthfulness BM", "ltg/nortruthfulqa_mc", "nb", "validation", None, _TQA,
+                (85.7, 77.9, 74.6)),
+    NorEvalTask("nortruthfulqa_mc_nno", "Truthfulness NN", "ltg/nortruthfulqa_mc", "nn", "validation", None, _TQA,
+                (93.0, 82.5, 73.7)),
+    NorEvalTask("nrk_quiz_qa_nob", "Norwegian knowledge BM", "ltg/nrk_quiz_qa", "nb", "test", None, _MC,
+                (70.9, 66.5, 63.7)),
+    NorEvalTask("nrk_quiz_qa_nno", "Norwegian knowledge NN", "ltg/nrk_quiz_qa", "nn", "test", None, _MC,
+                (69.6, 65.1, 71.9)),
+]}
+REFERENCE_AVERAGES = (83.6, 76.8, 73.1)
+DEFAULT_FEWSHOT = {"noropenbookqa_nob": 16, "noropenbookqa_nno": 16}
+SAMPLE_MARKER = "SAMPLE_SETS.md"  # a local data folder holding this file is demo data, not NorEval
+
+
+def family_of(task_name: str) -> str | None:
+    """``norcommonsenseqa_nob_p3`` -> ``norcommonsenseqa_nob`` (None for tasks outside the catalogue)."""
+    base, _, prompt = task_name.rpartition("_")
+    return base if base in CATALOGUE and prompt in PROMPTS else None
+
+
+def task_manager(everything: bool = False):
+    """lm-eval's TaskManager over its own shipped ``noreval`` folder (indexing every task of
+    lm-eval takes half a minute on a small machine); ``everything`` for extra task names."""
+    from lm_eval.tasks import TaskManager
+
+    if everything:
+        return TaskManager()
+    import lm_eval
+
+    return TaskManager(include_path=str(Path(lm_eval.__file__).parent / "tasks" / "noreval"),
+                       include_defaults=False)
+
+
+def missing_in_lm_eval(names: list[str]) -> list[str]:
+    """Task names that this lm-eval installation does not know."""
+    known = set(task_manager(everything=any(family_of(n) is None for n in names)).all_tasks)
+    return [n for n in names if n not in known]
+
+
+def local_file(root: Path, task: NorEvalTask, split: str) -> Path:
+    for ext in (".jsonl", ".json", ".parquet"):
+        candidate = root / task.short / task.config / f"{split}{ext}"
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{root / task.short / task.config / (split + '.jsonl')}: file not found "
+                    "(local layout: <data_dir>/<task>/<nb|nn>/<split>.jsonl, HF schema)")
+
+
+def _lookup(row: Any, dotted: str) -> tuple[bool, Any]:
+    node = row
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
+
+
+def check_local_file(path: Path, task: NorEvalTask) -> int:
+    """Every row has the fields the lm-eval templates read; fails on the first bad one (file:line: key)."""
+    if path.suffix == ".parquet":
+        return -1  # read by datasets itself; schema errors surface there
+    count = 0
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+            for key in task.required:
+                found, value = _lookup(row, key)
+                if not found:
+                    raise DataError(f"{path}:{line_no}: missing key {key!r}")
+                if value in (None, "", []):
+                    raise DataError(f"{path}:{line_no}: key {key!r} is empty")
+            if "answer" in task.required and row["answer"] not in row["choices"]["label"]:
+                raise DataError(f"{path}:{line_no}: key 'answer': {row['answer']!r} is not one of "
+                                f"choices.label {row['choices']['label']}")
+            if "choices.text" in task.required and len(row["choices"]["text"]) != len(row["choices"]["label"]):
+                raise DataError(f"{path}:{line_no}: key 'choices': text and label differ in length")
+            if task.family.startswith("norcommonsenseqa") and len(row["choices"]["text"]) != 5:
+                raise DataError(f"{path}:{line_no}: key 'choices.text': the lm-eval prompts list exactly 5")
+            if task.family.startswith("noropenbookqa") and len(row["choices"]["text"]) != 4:
+                raise DataError(f"{path}:{line_no}: key 'choices.text': the lm-eval prompts list exactly 4")
+            count += 1
+    if count == 0:
+        raise DataError(f"{path}: no rows")
+    return count
+
+
+def task_specs(settings, fewshot: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """lm-eval task dicts (registered name + overrides) for the recipe's tasks; also {family: origin}.
+
+    ``settings`` is the recipe's ``evaluate`` section. Local files are checked here, before
+    any model is loaded.
+    """
+    specs: list[dict[str, Any]] = []
+    origins: dict[str, str] = {}
+    for family in settings.tasks:
+        task = CATALOGUE[family]
+        shots = fewshot.get(family, 0)
+        overrides: dict[str, Any] = {"num_fewshot": shots}
+        if settings.source == "local":
+            root = Path(settings.data_dir)
+            files = {task.split: local_file(root, task, task.split)}
+            if task.fewshot_split:
+                try:
+                    files[task.fewshot_split] = local_file(root, task, task.fewshot_split)
+                except DataError:
+                    if shots:
+                        raise
+                    overrides["training_split"] = None  # lm-eval reads it even at 0 shots
+            for path in files.values():
+                check_local_file(path, task)
+            kind = "parquet" if next(iter(files.values())).suffix == ".parquet" else "json"
+            overrides.update(dataset_path=kind, dataset_name=None,
+                             dataset_kwargs={"data_files": {k: str(v) for k, v in files.items()}})
+            origins[family] = str(root / task.short / task.config)
+        else:
+            if settings.revision:
+                overrides["dataset_kwargs"] = {"revision": settings.revision}
+            origins[family] = f"hf:{task.dataset}:{task.config}:{task.split}@{settings.revision or 'default'}"
+        for prompt in settings.prompts:
+            specs.append({"task": f"{family}_{prompt}", **overrides})
+    for name in settings.extra_tasks:
+        specs.append({"task": name})
+        origins[name] = "lm-eval task definition"
+    return specs, origins
+
+
+def build_tasks(specs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Load the registered lm-eval tasks with the overrides applied (lm-eval's own factory).
+
+    An inline group whose members name registered tasks is lm-eval's public way to override a
+    registered task's fields; the group itself is dropped, only its tasks are returned.
+    """
+    manager = task_manager(everything=any(family_of(s["task"]) is None for s in specs))
+    unknown = [s["task"] for s in specs if s["task"] not in manager.all_tasks]
+    if unknown:
+        raise ValueError(f"lm-eval {_lm_eval_version()} does not know task(s) {unknown}")
+    loaded = manager.load([{"group": "nortune_evaluate", "task": specs}])
+    return loaded["tasks"]
+
+
+def _lm_eval_version() -> str:
+    from importlib.metadata import version
+
+    return version("lm_eval")

@@ -1,0 +1,134 @@
+"""Evaluate: statistics, headlines, paired bootstrap, recipe section and local data checks (no model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nortune.config import ConfigError, load_recipe
+from nortune.evaluate.stats import family_summary, headlines, paired_bootstrap, prompt_scores
+from nortune.evaluate.tasks import CATALOGUE, PROMPTS, check_local_file, task_specs
+from nortune.jsonl import DataError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rows(family: str, correct: dict[str, list[int]]) -> list[dict]:
+    return [{"family": family, "prompt": p, "doc_id": i, "doc_hash": f"h{i}", "acc": float(c),
+             "acc_norm": float(c)} for p, values in correct.items() for i, c in enumerate(values)]
+
+
+def test_summary_best_mean_min_std_and_headlines():
+    samples = []
+    for family in CATALOGUE:
+        samples += rows(family, {"p0": [1, 1, 0, 0], "p1": [1, 1, 1, 0], "p2": [0, 0, 0, 0]})
+    scores = prompt_scores(samples)
+    s = family_summary(scores, "acc")["norcommonsenseqa_nob"]
+    assert (s["best"], s["best_prompt"], s["min"]) == (75.0, "p1", 0.0)
+    assert s["mean"] == pytest.approx(41.6667, abs=1e-3)
+    assert s["std"] == pytest.approx(38.188, abs=1e-3)  # sample std over prompts
+    p0 = scores["norcommonsenseqa_nob"]["p0"]["acc"]
+    assert p0["stderr"] == pytest.approx(100 * (1 / 3) ** 0.5 / 2)  # lm-eval's mean_stderr
+    head = headlines(family_summary(scores, "acc"))
+    assert head["complete"] and head["best_of_prompts"] == 75.0
+    assert "best of prompts per task, then unweighted mean" in head["best_of_prompts_label"]
+
+
+def test_paired_bootstrap_flags_a_real_regression_and_not_noise():
+    n = 60
+    base = rows("nortruthfulqa_mc_nob", {p: [1] * 45 + [0] * 15 for p in PROMPTS})
+    worse = rows("nortruthfulqa_mc_nob", {p: [1] * 30 + [0] * 30 for p in PROMPTS})  # -25 pp
+    same = rows("nortruthfulqa_mc_nob", {p: [1] * 44 + [0] + [1] + [0] * 14 for p in PROMPTS})
+    deltas, overall = paired_bootstrap(base, worse, "acc", 500, 0.95)
+    assert deltas[0].regression() and overall["regression"] and deltas[0].n_items == n
+    assert deltas[0].best == pytest.approx(-25.0)
+    deltas, overall = paired_bootstrap(base, same, "acc", 500, 0.95)
+    assert not deltas[0].regression() and not overall["regression"]
+
+
+def test_paired_bootstrap_refuses_different_items():
+    a = rows("nrk_quiz_qa_nob", {"p0": [1, 0]})
+    b = [dict(r, doc_hash="other") for r in a]
+    with pytest.raises(ValueError, match="cannot pair"):
+        paired_bootstrap(a, b, "acc", 100, 0.95)
+
+
+def test_recipe_section_validates(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\nevaluate:\n  tasks: [norcommonsenseqa_nob, arc_easy]\n")
+    with pytest.raises(ConfigError, match="evaluate.tasks: unknown NorEval task"):
+        load_recipe(recipe)
+    recipe.write_text("name: x\nevaluate:\n  source: local\n  data_dir: nowhere\n")
+    with pytest.raises(ConfigError, match="data_dir is not a folder"):
+        load_recipe(recipe)
+    recipe.write_text("name: x\nevaluate:\n  shots: 3\n")
+    with pytest.raises(ConfigError, match="evaluate.shots: unknown key"):
+        load_recipe(recipe)
+    ok = load_recipe(_write(tmp_path / "ok.yaml", "name: x\n"))
+    assert ok.evaluate.num_fewshot == {"noropenbookqa_nob": 16, "noropenbookqa_nno": 16}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_local_data_errors_name_file_line_and_key(tmp_path):
+    path = tmp_path / "test.jsonl"
+    good = {"question": "q", "choices": {"label": ["A", "B", "C", "D"], "text": ["a", "b", "c", "d"]}, "answer": "A"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "answer": "F"}) + "\n")
+    with pytest.raises(DataError, match=r"test.jsonl:2: key 'answer'"):
+        check_local_file(path, CATALOGUE["nrk_quiz_qa_nob"])
+    path.write_text(json.dumps({"question": "q"}) + "\n")
+    with pytest.raises(DataError, match=r"test.jsonl:1: missing key 'choices.text'"):
+        check_local_file(path, CATALOGUE["nrk_quiz_qa_nob"])
+
+
+def test_demo_sample_sets_are_complete_and_valid(tmp_path):
+    root = REPO / "data" / "demo" / "noreval"
+    assert (root / "SAMPLE_SETS.md").is_file()
+    recipe = load_recipe(_write(tmp_path / "r.yaml", f"name: x\nevaluate:\n  source: local\n  data_dir: {root}\n"))
+    specs, origins = task_specs(recipe.evaluate, dict(recipe.evaluate.num_fewshot))
+    assert len(specs) == 40 and len(origins) == 8
+    obqa = next(s for s in specs if s["task"] == "noropenbookqa_nno_p0")
+    assert obqa["num_fewshot"] == 16 and set(obqa["dataset_kwargs"]["data_files"]) == {"test", "train"}
+    for task in CATALOGUE.values():
+        split_file = root / task.short / task.config / f"{task.split}.jsonl"
+        assert check_local_file(split_file, task) >= 15
+
+
+def test_all_forty_noreval_tasks_ship_in_lm_eval():
+    from nortune.evaluate.tasks import missing_in_lm_eval
+
+    names = [f"{family}_{p}" for family in CATALOGUE for p in PROMPTS]
+    assert missing_in_lm_eval(names) == []
+
+
+def _results(folder: Path, label: str, correct: list[int]) -> Path:
+    samples = rows("nortruthfulqa_mc_nob", {p: correct for p in PROMPTS})
+    scores = prompt_scores(samples)
+    summary = family_summary(scores, "acc")
+    folder.mkdir(parents=True)
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
+    (folder / "results.json").write_text(json.dumps({"results": {}, "nortune": {
+        "label": label, "tasks": summary, "scores": scores, "headline": headlines(summary),
+        "note": None, "samples_file": "samples.jsonl"}}))
+    return folder / "results.json"
+
+
+def test_compare_writes_reports_and_shouts_about_a_regression(tmp_path, capsys):
+    from nortune.evaluate.compare import compare
+
+    base = _results(tmp_path / "base", "base", [1] * 40 + [0] * 10)
+    tuned = _results(tmp_path / "tuned", "tuned", [1] * 25 + [0] * 25)  # the recipe's -10 pp, and worse
+    result = compare(tuned, base, tmp_path / "cmp", "acc", 300, 0.95)
+    assert result["regressions"] == ["nortruthfulqa_mc_nob"] and result["overall"]["regression"]
+    assert "SIGNIFICANT REGRESSION" in capsys.readouterr().err
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "SIGNIFICANT REGRESSION: Truthfulness BM" in md and "**REGRESSION**" in md
+    assert (tmp_path / "cmp" / "compare.png").is_file()
+    with pytest.raises(DataError, match="key 'nortune' missing"):
+        (tmp_path / "bad.json").write_text("{}")
+        compare(tmp_path / "bad.json", base, tmp_path / "cmp2", "acc", 100, 0.95)
