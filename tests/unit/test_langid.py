@@ -54,3 +54,57 @@ def test_cli_jsonl_malformed_names_line(tmp_path, capsys):
     path.write_text('{"text": "ok tekst her"}\n{not json\n', encoding="utf-8")
     assert main(["langid", str(path), "--field", "text"]) == 2
     assert f"{path}:2" in capsys.readouterr().err
+
+
+def test_posteriors_sum_to_one_and_nb_probability():
+    model = default_model()
+    post = model.posteriors("Eg veit ikkje kva eg skal gjere med dette no.")
+    assert set(post) == set(model.classes)
+    assert abs(sum(post.values()) - 1.0) < 1e-6
+    assert model.nb_probability("Eg veit ikkje kva eg skal gjere med dette no.") < 0.5
+    assert model.nb_probability("Jeg vet ikke hva jeg skal gjøre med dette nå.") > 0.5
+    assert model.posteriors("") == {} and model.nb_probability("123") is None
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Korleis kan eg endre innstillingane for utskrift i programmet?", "nn"),
+    ("Hvordan kan jeg endre innstillingene for utskrift i programmet?", "nb"),
+    ("Ho fekk ikkje svar frå dei før fristen gjekk ut.", "nn"),
+    ("Hun fikk ikke svar fra dem før fristen gikk ut.", "nb"),
+])
+def test_nb_vs_nn_markers(text, expected):
+    p_nb = default_model().nb_probability(text)
+    assert ("nb" if p_nb >= 0.5 else "nn") == expected
+
+
+def test_hashing_is_position_independent_and_batch_consistent():
+    from nortune.curate.langid import _codes, feature_indices, hash_words, normalise, word_hashes
+
+    norm = normalise("Eg  veit, ikkje! 42 eg")
+    assert norm == " eg veit ikkje eg "
+    hashes = word_hashes(_codes(norm))
+    assert hashes[0] == hashes[3]
+    assert list(hash_words(["eg", "veit", "ikkje"])) == list(hashes[:3])
+    idx, words = feature_indices(norm, 12)
+    assert idx.min() >= 0 and idx.max() < 2 ** 12 and len(words) == 4
+    again, _ = feature_indices(normalise("EG veit ikkje eg"), 12)
+    assert list(idx) == list(again)  # same normalised text, same features
+
+
+def test_lexicon_counts_only_one_standard_forms():
+    from nortune.curate.langid import _codes, normalise, word_hashes
+
+    lexicon = default_model().lexicon
+    assert lexicon is not None
+    nb, nn = lexicon.counts(word_hashes(_codes(normalise("ikkje korleis"))))
+    assert nn >= 2 and nb == 0
+    nb, nn = lexicon.counts(word_hashes(_codes(normalise("hva hvordan"))))
+    assert nb >= 2 and nn == 0
+
+
+def test_long_text_is_read_up_to_max_chars():
+    from nortune.curate.langid import MAX_CHARS
+
+    text = "Eg veit ikkje kva eg skal gjere. " * 200
+    assert len(text) > MAX_CHARS
+    assert default_model().predict(text)[0] == "nn"
