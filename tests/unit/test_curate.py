@@ -52,7 +52,7 @@ def corpus(tmp_path: Path) -> Path:
     rows += [chat("Can you explain this to me?", t) for t in EN]
     rows += [chat("Oversett til nynorsk: Jeg vet ikke hva jeg skal gjøre.", "Eg veit ikkje kva eg skal gjere.")]
     rows += [chat("Kan du forklare dette for meg?", NB[0])]  # exact duplicate
-    rows += ["{broken json", chat("Kort?", "")]  # malformed, then an empty answer
+    rows += ["{broken json", chat("Kan du svare kort på hva jeg bør ha med meg på fjelltur?", "")]  # malformed, empty answer
     return write_jsonl(tmp_path / "src.jsonl", rows)
 
 
@@ -179,7 +179,7 @@ def test_stage_accounts_for_every_record_and_skips_when_unchanged(tmp_path, capl
     m = manifest["metrics"]
     assert m["input_records"] == m["output_records"] + sum(m["dropped"].values()) == 14
     assert m["dropped"]["malformed"] == 1 and m["dropped"]["duplicate:exact"] == 1
-    assert m["dropped"]["filter:too_short"] == 1 and m["dropped"]["compose:unwanted_translation"] == 1
+    assert m["dropped"]["filter:empty_answer"] == 1 and m["dropped"]["compose:unwanted_translation"] == 1
     assert m["by_bucket"] == {"nb": 6, "nn": 3, "en": 1}
     out = (tmp_path / "runs/t/curate/train.jsonl").read_text(encoding="utf-8").splitlines()
     first = json.loads(out[0])
@@ -260,3 +260,11 @@ def test_config_errors_name_the_key(tmp_path):
     assert "curate.shares: shares must add up to 1" in text
     assert "curate.sources.0.path: file not found" in text
     assert "curate.bogus: unknown key" in text
+
+
+def test_nb_nn_mixed_needs_confident_long_turns_on_both_sides():
+    model = default_model()
+    neutral_question = label_record(model, chat("Kan du forklare dette for meg?", NN[0]))
+    assert not neutral_question.mixed and neutral_question.lang == "nn"
+    both_standards = label_record(model, chat(NB[3], NN[0]))
+    assert both_standards.mixed and set(both_standards.turn_langs) == {"nb", "nn"}

@@ -8,6 +8,12 @@ from dataclasses import dataclass
 from nortune.curate.langid import LangId, tokens
 
 MIN_TURN_WORDS = 4  # turns shorter than this are too short to call mixed on
+# Bokmål vs Nynorsk is only reliable from six words on (where langid's accuracy is measured),
+# and a neutral sentence valid in both standards still gets a fairly confident label. A turn
+# below either bar counts as "no" (either standard), so it never makes a record mixed alone.
+MIN_NB_NN_WORDS = 6
+MIN_NB_NN_CONFIDENCE = 0.97
+NORWEGIAN = {"nb", "nn", "no"}
 _TRANSLATE_ASK = re.compile(
     r"(?i)\b(overs[eæ]tt\w*|omsett\w*|omset\b|translat\w*|übersetz\w*|traduc\w*|"
     r"(skriv|gjer|gjør|gjere|gjøre|endre|endra|konverter\w*)( \w+){0,4} om (til|på) (nynorsk|bokmål|engelsk|norsk)|"
@@ -32,13 +38,23 @@ def label_record(model: LangId, messages: list[dict[str, str]]) -> LangLabel:
     seen = {whole: (lang, conf)}  # a single assistant turn is not scored twice
     turn_langs: list[str] = []
     for message in messages:
-        if message["role"] == "system" or len(tokens(message["content"])) < MIN_TURN_WORDS:
+        words = len(tokens(message["content"]))
+        if message["role"] == "system" or words < MIN_TURN_WORDS:
             continue
         turn_lang, turn_conf = seen.get(message["content"]) or model.predict(message["content"])
         if turn_conf >= 0.8:
-            turn_langs.append(turn_lang)
-    mixed = len(set(turn_langs)) > 1
+            undecided = words < MIN_NB_NN_WORDS or turn_conf < MIN_NB_NN_CONFIDENCE
+            turn_langs.append("no" if turn_lang in NORWEGIAN and undecided else turn_lang)
+    mixed = _mixed(set(turn_langs))
     return LangLabel(lang=lang, confidence=conf, mixed=mixed, turn_langs=tuple(turn_langs))
+
+
+def _mixed(langs: set[str]) -> bool:
+    """Two standards of Norwegian, or Norwegian beside another language, or two other languages."""
+    if {"nb", "nn"} <= langs:
+        return True
+    families = {"no" if lang in NORWEGIAN else lang for lang in langs}
+    return len(families) > 1
 
 
 def _trigrams(text: str) -> set[str]:
