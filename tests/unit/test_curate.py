@@ -264,7 +264,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 def test_nb_nn_mixed_needs_confident_long_turns_on_both_sides():
     model = default_model()
-    neutral_question = label_record(model, chat("Kan du forklare dette for meg?", NN[0]))
+    neutral_question = label_record(model, chat("Kan du forklare dette for meg?", NN[0])["messages"])
     assert not neutral_question.mixed and neutral_question.lang == "nn"
-    both_standards = label_record(model, chat(NB[3], NN[0]))
+    both_standards = label_record(model, chat(NB[3], NN[0])["messages"])
     assert both_standards.mixed and set(both_standards.turn_langs) == {"nb", "nn"}
