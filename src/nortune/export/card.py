@@ -1,0 +1,121 @@
+"""The model card (README.md): built only from what the run folder records, nothing typed by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nortune.config import Recipe
+
+
+def _manifest(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _share_table(counts: dict[str, int]) -> str:
+    total = sum(counts.values()) or 1
+    rows = [f"| {k} | {v} | {100 * v / total:.1f} % |" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return "\n".join(["| bucket | records | share |", "|---|---:|---:|", *rows])
+
+
+def _composition(run_dir: Path) -> str:
+    curate = _manifest(run_dir / "curate" / "manifest.json")
+    if curate and curate.get("metrics", {}).get("by_bucket"):
+        return ("Curated by `nortune curate` (language identified per record):\n\n"
+                + _share_table(curate["metrics"]["by_bucket"]))
+    train = _manifest(run_dir / "train" / "manifest.json") or {}
+    data = train.get("data") or {}
+    if data:
+        return (f"Training file `{data.get('path')}`: {data.get('used')} records used, "
+                f"{data.get('tokens')} tokens. No curate report in this run, so no language mix is recorded.")
+    return "Not recorded in this run folder."
+
+
+def _contamination(run_dir: Path) -> str:
+    decontam = _manifest(run_dir / "decontam" / "manifest.json")
+    if decontam:
+        m = decontam.get("metrics", {})
+        hits = ", ".join(f"{k.removeprefix('hits_')}: {v}" for k, v in sorted(m.items()) if k.startswith("hits_"))
+        verdict = "passed" if m.get("passed") else "FAILED"
+        return (f"{verdict}: {m.get('contaminated_records')} contaminated of {m.get('records')} training records "
+                f"against {m.get('test_texts')} benchmark test texts ({hits}).")
+    gate = ((_manifest(run_dir / "train" / "manifest.json") or {}).get("contamination_gate")) or {}
+    if gate:
+        note = gate.get("override") or gate.get("reason") or ""
+        return f"No decontam report in this run folder; the train gate recorded: {json.dumps(gate)} {note}".strip()
+    return "No contamination check is recorded in this run folder."
+
+
+def _evaluation(run_dir: Path) -> str:
+    folder = run_dir / "evaluate"
+    for pattern in ("**/compare.md", "tuned/report.md", "*/report.md"):
+        found = sorted(folder.glob(pattern)) if folder.is_dir() else []
+        if found:
+            body = found[0].read_text(encoding="utf-8").strip()
+            return f"From `{found[0].relative_to(run_dir)}`:\n\n{body}"
+    return "No evaluation in this run folder (run `nortune evaluate`)."
+
+
+def model_card(recipe: Recipe, checks: list[dict[str, Any]], files: dict[str, str],
+               merge_info: dict[str, Any], verification_table: str) -> str:
+    run_dir = recipe.run_dir
+    card = recipe.export.card
+    name = card.model_name or recipe.name
+    train = _manifest(run_dir / "train" / "manifest.json") or {}
+    metrics = train.get("metrics", {})
+    trainable, total = metrics.get("trainable_params"), metrics.get("total_params")
+    share = f" ({100 * trainable / total:.4f} % of {total:,})" if trainable and total else ""
+    adapter, tr = recipe.adapter, recipe.train
+    layers = adapter.layers.layer_types or adapter.layers.indices or "all"
+    languages = "\n".join(f"- {code}" for code in card.language)
+    gguf_lines = "\n".join(f"- `{f}` ({t})" for t, f in files.items()) or "- none"
+    failed = [c["file"] for c in checks if not c["passed"]]
+    warning = (f"\n> **Verification failed for {', '.join(failed)}**: do not ship those files.\n"
+               if failed else "")
+    return f"""---
+license: {card.license}
+language:
+{languages}
+base_model: {recipe.model.source}
+tags: [nortune, norwegian, gguf, pissa, lora]
+---
+
+# {name}
+
+A Norwegian (Bokmål and Nynorsk) fine-tune of `{recipe.model.source}` made with nortune.
+{warning}
+## Files
+- `merged/`: the merged checkpoint (safetensors, config, tokenizer with chat template)
+{gguf_lines}
+- `Modelfile`: for Ollama (`ollama create {name} -f Modelfile`)
+
+## Recipe
+| item | value |
+|---|---|
+| adapter | LoRA, {adapter.init} init, r = {adapter.r}, alpha = {adapter.alpha:g} |
+| target modules | {", ".join(adapter.target_modules)} |
+| target layers | {layers} |
+| trainable parameters | {f"{trainable:,}" if trainable else "not recorded"}{share} |
+| optimiser | LR {tr.lr:g}, weight decay {tr.weight_decay:g}, NEFTune alpha {tr.neftune_noise_alpha} |
+| steps | {metrics.get("steps", "not recorded")} (loss {metrics.get("first_loss", float("nan")):.3f} -> {metrics.get("last_loss", float("nan")):.3f}) |
+| merge | {"PiSSA adapter converted to plain LoRA and merged" if merge_info.get("pissa") else "LoRA merged"}; weight identity checked on {merge_info.get("checked_modules")} modules (max relative error {merge_info.get("max_relative_weight_error", 0):.1e}) |
+
+## Data composition
+{_composition(run_dir)}
+
+## Contamination check
+{_contamination(run_dir)}
+
+## Evaluation
+{_evaluation(run_dir)}
+
+## GGUF verification
+Every GGUF file was loaded in llama.cpp and compared with the merged model (transformers, float32)
+on held-out Norwegian text (`{recipe.export.verify.text}`), same token ids for both:
+
+{verification_table}
+
+## License
+{card.license}. The base model's own license and terms of use also apply.
+"""
