@@ -506,6 +506,8 @@ class ExportVerify(Section):
     max_tokens: int = Field(2048, ge=16)  # tokens of the text scored (windows of `window`)
     window: int = Field(256, ge=8)
     threads: int | None = Field(None, ge=1)  # None: all cores
+    # The transformers reference; bfloat16 halves its memory for big models (on a GPU when there is one).
+    reference_dtype: Literal["float32", "bfloat16"] = "float32"
     # Per llama.cpp type; types not listed must meet `default`.
     thresholds: dict[str, ExportThreshold] = Field(default_factory=_export_thresholds)
     default: ExportThreshold = Field(default_factory=lambda: ExportThreshold(ppl_tolerance=0.10))

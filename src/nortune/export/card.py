@@ -67,7 +67,8 @@ def model_card(recipe: Recipe, checks: list[dict[str, Any]], files: dict[str, st
     trainable, total = metrics.get("trainable_params"), metrics.get("total_params")
     share = f" ({100 * trainable / total:.4f} % of {total:,})" if trainable and total else ""
     adapter, tr = recipe.adapter, recipe.train
-    layers = adapter.layers.layer_types or adapter.layers.indices or "all"
+    layers = (", ".join(adapter.layers.layer_types) if adapter.layers.layer_types
+              else adapter.layers.indices or "all")
     languages = "\n".join(f"- {code}" for code in card.language)
     gguf_lines = "\n".join(f"- `{f}` ({t})" for t, f in files.items()) or "- none"
     failed = [c["file"] for c in checks if not c["passed"]]

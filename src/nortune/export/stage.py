@@ -140,7 +140,7 @@ def _verify(recipe: Recipe, merged: Path, out_dir: Path, files: dict[str, str]) 
     from nortune.export.verify import check_file, reference
 
     text = Path(settings.text).read_text(encoding="utf-8")
-    ref = reference(merged, text, settings.window, settings.max_tokens)
+    ref = reference(merged, text, settings.window, settings.max_tokens, settings.reference_dtype)
     checks = []
     for gguf_type, filename in files.items():
         threshold = settings.thresholds.get(gguf_type, settings.default)

@@ -69,12 +69,13 @@ def _paragraphs(text: str) -> list[str]:
     return [p.strip() for p in text.split("\n\n") if p.strip()]
 
 
-def reference(model_dir: Path, text: str, window: int, max_tokens: int) -> Reference:
+def reference(model_dir: Path, text: str, window: int, max_tokens: int, dtype: str = "float32") -> Reference:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype)).to(device)
     model.eval()
     paragraphs = [(p, tokenizer(p, add_special_tokens=False).input_ids) for p in _paragraphs(text)]
     ids = [i for _, para in paragraphs for i in para]
@@ -84,7 +85,7 @@ def reference(model_dir: Path, text: str, window: int, max_tokens: int) -> Refer
     argmax, nll, count = [], 0.0, 0
     with torch.no_grad():
         for win in windows:
-            logits = model(input_ids=torch.tensor([win])).logits[0, :-1].double()
+            logits = model(input_ids=torch.tensor([win], device=device)).logits[0, :-1].double().cpu()
             targets = torch.tensor(win[1:])
             logp = torch.log_softmax(logits, dim=-1)
             nll -= logp.gather(1, targets[:, None]).sum().item()
