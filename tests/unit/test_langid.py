@@ -108,3 +108,24 @@ def test_long_text_is_read_up_to_max_chars():
     text = "Eg veit ikkje kva eg skal gjere. " * 200
     assert len(text) > MAX_CHARS
     assert default_model().predict(text)[0] == "nn"
+
+
+def test_lexicon_counts_with_one_merged_table():
+    from nortune.curate.langid import Lexicon, hash_words, lexicon_keys
+
+    lexicon = Lexicon(lexicon_keys(hash_words(["ikke", "hvem", "begge"])),
+                      lexicon_keys(hash_words(["ikkje", "kven", "begge"])))
+    words = hash_words(["ikke", "ikkje", "kven", "begge", "bil", "ikke"])
+    assert lexicon.counts(words) == (3, 3)  # a key in both lists counts for both
+    assert lexicon.counts(hash_words(["bil"])) == (0, 0)
+    assert Lexicon(lexicon_keys(hash_words(["a"]))[:0], lexicon_keys(hash_words(["a"]))[:0]).counts(words) == (0, 0)
+
+
+def test_feature_count_per_order_words_and_bigrams():
+    from nortune.curate.langid import feature_indices
+
+    idx, words = feature_indices(" ab cd ", 19)  # 7 code points: 7+6+5+4+3 n-grams, 2 words, 1 bigram
+    assert len(words) == 2 and len(idx) == 25 + 2 + 1
+    assert idx.min() >= 0 and idx.max() < 2 ** 19
+    idx, words = feature_indices(" a ", 19)  # shorter than MAX_N: 3+2+1 n-grams, 1 word
+    assert len(idx) == 6 + 1

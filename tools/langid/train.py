@@ -1,14 +1,17 @@
 """Train nortune's langid model (``src/nortune/curate/langid_model.json.gz``).
 
     python tools/langid/train.py OUT.json.gz TRAIN.tsv [TRAIN.tsv ...] [--exclude TEST.tsv]
-        [--bits 19] [--alpha 0.5] [--c-binary 4.0] [--eval DEV.tsv]
+        [--bits 19] [--alpha 0.5] [--binary nblr] [--c-binary 0.03] [--eval DEV.tsv]
 
 Rows are ``label<TAB>package<TAB>text`` (``tools/langid/extract.py``). Features are
 ``nortune.curate.langid.feature_indices`` (hashed character 1-5-grams, words, word bigrams)
 plus the nb-only / nn-only hunspell lexicon counts, exactly as at run time. Two models:
 a multinomial naive Bayes over every label (smoothing ``--alpha``; its centred
 log-probabilities are the class columns), and a scikit-learn logistic regression (L2,
-lbfgs) for nb-vs-nn fitted on the nb and nn rows only (the last column), to whose logit
+lbfgs) for nb-vs-nn fitted on the nb and nn rows only (the last column); by default an
+NB-LR (``--binary nblr``): the counts are scaled by the nb-vs-nn naive Bayes log-count
+ratio (smoothing ``--binary-alpha``) before the fit, which generalises better to other
+translator teams than a plain LR (``--binary lr``); to its logit
 ``--lexicon-logit`` is added per nb-only word (subtracted per nn-only word) at run time. Weights are quantised to int8 per column
 (scale = max |w| / 127); buckets whose weights all round to 0 are not stored. Any text
 that occurs in an ``--exclude`` file is dropped from training (keeps the test set
@@ -66,6 +69,13 @@ def matrix(texts: list[str], bits: int, lexicon: Lexicon) -> sparse.csr_matrix:
     return x
 
 
+def nb_log_ratio(x: sparse.csr_matrix, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Per bucket log(P(bucket | nb) / P(bucket | nn)) of a smoothed multinomial naive Bayes."""
+    p = np.asarray(x[y == 1].sum(axis=0)).ravel() + alpha
+    q = np.asarray(x[y == 0].sum(axis=0)).ravel() + alpha
+    return np.log(p / p.sum()) - np.log(q / q.sum())
+
+
 def quantise(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scale = np.abs(weights).max(axis=0) / 127.0
     q = np.rint(weights / scale).astype(np.int8)
@@ -95,7 +105,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--alpha", type=float, default=0.5, help="naive Bayes smoothing")
     parser.add_argument("--temperature", type=float, default=2.0,
                         help="naive Bayes scores are divided by temperature * sqrt(words)")
-    parser.add_argument("--c-binary", type=float, default=4.0, help="inverse L2 strength, nb-vs-nn")
+    parser.add_argument("--binary", choices=["nblr", "lr"], default="nblr",
+                        help="nb-vs-nn model: NB-scaled logistic regression (default) or plain LR")
+    parser.add_argument("--binary-alpha", type=float, default=1.0, help="smoothing of the NB-LR ratio")
+    parser.add_argument("--c-binary", type=float, default=0.03, help="inverse L2 strength, nb-vs-nn")
     parser.add_argument("--lexicon-logit", type=float, default=0.0,
                         help="added to the nb-vs-nn logit per nb-only word, subtracted per nn-only word")
     parser.add_argument("--binary-temperature", type=float, default=1.0,
@@ -133,10 +146,17 @@ def main(argv: list[str]) -> int:
     logp[:, counts.sum(axis=0) == 0] = 0.0  # buckets never seen carry no evidence
     nb_weights = (logp - logp.mean(axis=0, keepdims=True)).T
     norsk = np.flatnonzero(np.isin(labels, ["nb", "nn"]))
+    xn, yn = x[norsk], (labels[norsk] == "nb").astype(int)  # positive class: nb
+    if args.binary == "nblr":
+        # NB-LR (Wang & Manning 2012): each bucket's count is scaled by its nb-vs-nn naive Bayes
+        # log-count ratio before the logistic regression; the product is one linear weight.
+        ratio = nb_log_ratio(xn, yn, args.binary_alpha)
+    else:
+        ratio = np.ones(x.shape[1])
     binary = LogisticRegression(C=args.c_binary, max_iter=args.max_iter, tol=1e-5)
-    binary.fit(x[norsk], (labels[norsk] == "nb").astype(int))  # positive class: nb
+    binary.fit(xn @ sparse.diags(ratio), yn)
     print(f"fitted in {time.perf_counter() - start:.0f} s", flush=True)
-    weights = np.concatenate([nb_weights, binary.coef_.T], axis=1)
+    weights = np.concatenate([nb_weights, (binary.coef_[0] * ratio)[:, None]], axis=1)
     rows_kept, values, scale = quantise(weights)
     model = {"format": 2, "classes": classes, "bits": args.bits, "max_n": 5,
              "bias": [0.0] * len(classes) + [float(binary.intercept_[0])],
@@ -145,6 +165,7 @@ def main(argv: list[str]) -> int:
              "scale": [*map(float, scale)], "rows": encode_array(rows_kept),
              "values": encode_array(values),
              "training": {"rows": len(rows), "alpha": args.alpha, "c_binary": args.c_binary,
+                          "binary": args.binary, "binary_alpha": args.binary_alpha,
                           "files": [Path(p).name for p in args.train]}}
     with gzip.open(args.out, "wt", encoding="utf-8", compresslevel=9) as handle:
         json.dump(model, handle, separators=(",", ":"))
