@@ -62,7 +62,7 @@ def test_stage_resumes_from_cached_requests_and_evaluates_the_adapter(tiny_gemma
     recipe = write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs",
                           evaluate={"source": "local", "data_dir": str(REPO / "data" / "demo" / "noreval"),
                                     "tasks": ["nrk_quiz_qa_nob", "nortruthfulqa_mc_nno"],
-                                    "prompts": ["p0", "p2"], "limit": 4, "batch_tokens": 48, "bootstrap_samples": 200})
+                                    "prompts": ["p0", "p2"], "limit": 3, "batch_tokens": 48, "bootstrap_samples": 200})
     out = tmp_path / "runs" / "tiny" / "evaluate" / "base"
     real = PrefixSharingLM._score_batch
     calls = {"n": 0}

@@ -113,8 +113,9 @@ def chart(path: Path, runs: dict[str, dict[str, Any]], note: str | None) -> Path
         ax.bar(xs, values, width, label=name, hatch=hatch, alpha=0.55 if hatch else 0.95)
     ax.set_xticks(range(len(families)), [CATALOGUE[f].label for f in families], rotation=25, ha="right")
     ax.set_ylabel("accuracy, best of prompts (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, ncol=len(series))
+    ax.set_ylim(0, 115)  # headroom for the legend above 100 %
+    ax.set_yticks(range(0, 101, 20))
+    ax.legend(fontsize=8, ncol=len(series), loc="upper center")
     ax.set_title("NorEval" + (" — SAMPLE SETS, NOT NorEval" if note and note.startswith("SAMPLE") else ""))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
