@@ -20,10 +20,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(VENV)/bin/nortune plan configs/demo.yaml
-	$(VENV)/bin/nortune curate configs/demo.yaml
-	$(VENV)/bin/nortune decontam configs/demo.yaml
-	$(VENV)/bin/nortune train configs/demo.yaml
+	$(VENV)/bin/nortune run configs/demo.yaml
 
 test: setup
 	$(PY) -m pytest -q

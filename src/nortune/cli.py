@@ -144,12 +144,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nortune.pipeline import Options, run_pipeline
+    from nortune.pipeline import Options, regressions, run_pipeline
 
     recipe = load_recipe(args.recipe, args.overrides)
     only = args.only.split(",") if args.only else None
-    run_pipeline(recipe, start=args.start, stop=args.stop, only=only, dry_run=args.dry_run,
-                 options=Options(allow_contaminated=args.allow_contaminated, resume=args.resume))
+    results = run_pipeline(recipe, start=args.start, stop=args.stop, only=only, dry_run=args.dry_run,
+                           options=Options(allow_contaminated=args.allow_contaminated, resume=args.resume))
+    found = regressions(results)
+    if found and recipe.evaluate.fail_on_regression:
+        print("nortune run: SIGNIFICANT REGRESSION in " + "; ".join(found) +
+              f" (see {recipe.run_dir / 'report' / 'report.html'})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -192,6 +197,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps([s.to_json() for s in summaries], indent=2))
     else:
         print(format_runs(summaries) if summaries else f"no runs in {args.runs_dir}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nortune.ledger import compare_runs
+
+    table = compare_runs([Path(r) for r in args.runs])
+    print(table)
+    if args.html:
+        from nortune.report import standalone_page
+
+        Path(args.html).write_text(standalone_page("nortune compare", table), encoding="utf-8")
+        print(f"html: {args.html}")
     return 0
 
 
@@ -239,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("runs_dir", nargs="?", default="runs")
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=cmd_runs)
+
+    compare = sub.add_parser("compare", help="runs side by side per NorEval task, with paired significance")
+    compare.add_argument("runs", nargs="+", help="run folders, e.g. runs/demo runs/other")
+    compare.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    compare.set_defaults(func=cmd_compare)
     decontam = sub.add_parser("decontam", help="check training data against the benchmark test texts")
     _recipe_args(decontam)
     decontam.add_argument("--data", help="training file to check (default: decontam.data, then train.data)")

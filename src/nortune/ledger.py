@@ -122,3 +122,37 @@ def format_runs(summaries: list[RunSummary]) -> str:
                      f"{_pct(s.noreval_tuned)} | {_pct(s.noreval_base)} | {delta} | "
                      f"{'; '.join(s.regressions) or 'none'} | {s.export} |")
     return "\n".join(lines)
+
+
+def compare_runs(run_dirs: list[Path]) -> str:
+    """Runs side by side per NorEval task (best of prompts), each with its paired delta vs base."""
+    from nortune.evaluate.tasks import CATALOGUE
+
+    columns = []
+    for run_dir in run_dirs:
+        tuned = (read_manifest(run_dir / "evaluate" / "tuned") or {}).get("metrics", {})
+        compare = _json(run_dir / "evaluate" / "tuned" / "compare" / "compare.json") or {}
+        deltas = {d["family"]: d for d in compare.get("deltas", [])}
+        columns.append((run_dir.name, tuned, deltas, compare.get("confidence")))
+    header = "| task | " + " | ".join(name for name, *_ in columns) + " |"
+    lines = [header, "|---|" + "---|" * len(columns)]
+
+    def cell(tuned: dict, deltas: dict, family: str | None) -> str:
+        value = tuned.get("best_of_prompts") if family is None else tuned.get("tasks", {}).get(family)
+        if value is None:
+            return "-"
+        text = f"{100 * value:.1f}"
+        delta = deltas.get(family) if family else None
+        if delta:
+            lo, hi = delta["best_ci"]
+            mark = " **REGRESSION**" if delta.get("regression") else (" (gain)" if delta.get("gain") else "")
+            text += f" ({delta['best']:+.1f} pp [{lo:+.1f}, {hi:+.1f}]{mark})"
+        return text
+
+    for family, spec in CATALOGUE.items():
+        lines.append(f"| {spec.label} | " + " | ".join(cell(t, d, family) for _, t, d, _ in columns) + " |")
+    lines.append("| **average (best of prompts)** | " + " | ".join(cell(t, d, None) for _, t, d, _ in columns) + " |")
+    levels = sorted({f"{c:.0%}" for *_, c in columns if c})
+    lines += ["", "Cells: tuned score, then the paired-bootstrap delta vs that run's own base "
+                  f"({', '.join(levels) or 'no'} confidence interval, pp)."]
+    return "\n".join(lines)

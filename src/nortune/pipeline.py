@@ -106,6 +106,43 @@ def _preference_run(recipe: Recipe, options: Options) -> dict[str, Any]:
     return run(recipe, allow_contaminated=options.allow_contaminated)
 
 
+def _evaluate_stage(label: str, against: str | None) -> tuple[Callable, Callable]:
+    """Fingerprint and run of one evaluation; tuned is compared with base, preference with tuned."""
+
+    def fingerprint(recipe: Recipe) -> dict[str, Any]:
+        from nortune.evaluate.stage import stage_fingerprint
+
+        return stage_fingerprint(recipe, label)
+
+    def run(recipe: Recipe, options: Options) -> dict[str, Any]:
+        from nortune.evaluate.compare import compare
+        from nortune.evaluate.stage import run as evaluate
+
+        manifest = evaluate(recipe, label=label)
+        if against is not None:
+            settings, folder = recipe.evaluate, recipe.run_dir / "evaluate"
+            result = compare(folder / label / "results.json", folder / against / "results.json",
+                             folder / label / "compare", settings.metric, settings.bootstrap_samples,
+                             settings.confidence)
+            manifest = {**manifest, "regressions": result["regressions"],
+                        "overall_regression": bool(result["overall"].get("regression"))}
+        return manifest
+
+    return fingerprint, run
+
+
+def _export_fp(recipe: Recipe) -> dict[str, Any]:
+    from nortune.export.stage import fingerprint
+
+    return fingerprint(recipe)
+
+
+def _export_run(recipe: Recipe, options: Options) -> dict[str, Any]:
+    from nortune.export.stage import run
+
+    return run(recipe)
+
+
 def _report_fp(recipe: Recipe) -> dict[str, Any]:
     from nortune.report import stage_fingerprint
 
@@ -133,6 +170,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("plan", "plan", _plan_fp, _plan_run),
     Stage("train", "train", _train_fp, _train_run),
     Stage("preference", "preference", _preference_fp, _preference_run, _preference_enabled),
+    Stage("evaluate-base", "evaluate/base", *_evaluate_stage("base", None)),
+    Stage("evaluate-tuned", "evaluate/tuned", *_evaluate_stage("tuned", "base")),
+    Stage("evaluate-preference", "evaluate/preference", *_evaluate_stage("preference", "tuned"),
+          _preference_enabled),
+    Stage("export", "export", _export_fp, _export_run),
     Stage("report", "report", _report_fp, _report_run),
 )
 
@@ -182,14 +224,21 @@ def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = No
         line = {"stage": stage.name, "action": verdict, "why": why}
         if dry_run or verdict == "off":
             action = f"would {verdict}" if dry_run and verdict != "off" else verdict
-            print(f"{stage.name:<11} {action:<11} {why}", flush=True)
+            print(f"{stage.name:<20} {action:<11} {why}", flush=True)
             results.append(line)
             continue
         log.info("%s: %s (%s)", stage.name, "skipping" if verdict == "skip" else "running", why)
         started = time.time()
         manifest = stage.run(recipe, options)
         line.update(seconds=round(time.time() - started, 2), metrics=manifest.get("metrics", {}))
+        if manifest.get("regressions") or manifest.get("overall_regression"):
+            line["regressions"] = manifest.get("regressions") or ["average"]
         results.append(line)
     if not dry_run:
         atomic_write_text(recipe.run_dir / "pipeline.json", json.dumps(results, indent=2, default=str))
     return results
+
+
+def regressions(results: list[dict[str, Any]]) -> list[str]:
+    """'stage: task' for every significant regression the evaluation stages of this run found."""
+    return [f"{r['stage']}: {task}" for r in results for task in r.get("regressions", [])]

@@ -97,6 +97,11 @@ def _banner(summary: RunSummary) -> str:
     return "<p class='ok'>No significant regression, no contamination hit, no failed export file.</p>"
 
 
+def standalone_page(title: str, markdown_text: str) -> str:
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{_markdown(markdown_text)}</body></html>")
+
+
 def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
     summary = summarize(run_dir)
     stages = _stage_dirs(run_dir)

@@ -11,7 +11,11 @@ from nortune.config import ConfigError, load_recipe
 from nortune.pipeline import Options, run_pipeline, select
 
 pytestmark = pytest.mark.slow
-NAMES = ["curate", "decontam", "plan", "train", "preference", "report"]
+NAMES = ["curate", "decontam", "plan", "train", "preference", "evaluate-base", "evaluate-tuned",
+         "evaluate-preference", "export", "report"]
+# Export (llama.cpp conversion) has its own tests in test_export.py; here it would only add minutes.
+STAGES_RUN = [n for n in NAMES if n != "export"]
+REPO = FIXTURES.parents[1]
 
 
 def test_stage_selection():
@@ -28,15 +32,19 @@ def finished_run(tmp_path_factory, tiny_gemma3):
     tmp = tmp_path_factory.mktemp("pipeline")
     recipe = load_recipe(write_recipe(tmp / "r.yaml", tiny_gemma3, tmp / "runs", train={"max_steps": 2},
                                       decontam={"noreval_source": "local",
-                                                "noreval_dir": str(FIXTURES / "noreval_mini")}))
-    return recipe, run_pipeline(recipe)
+                                                "noreval_dir": str(FIXTURES / "noreval_mini")},
+                                      evaluate={"source": "local", "data_dir": str(REPO / "data/demo/noreval"),
+                                                "limit": 2, "dtype": "float32", "bootstrap_samples": 200,
+                                                "num_fewshot": {"noropenbookqa_nob": 0, "noropenbookqa_nno": 0}}))
+    return recipe, run_pipeline(recipe, only=STAGES_RUN)
 
 
 def test_pipeline_runs_every_enabled_stage_in_order(finished_run):
     recipe, results = finished_run
     assert [(r["stage"], r["action"]) for r in results] == [
         ("curate", "off"), ("decontam", "run"), ("plan", "run"), ("train", "run"), ("preference", "off"),
-        ("report", "run")]
+        ("evaluate-base", "run"), ("evaluate-tuned", "run"), ("evaluate-preference", "off"), ("report", "run")]
+    assert (recipe.run_dir / "evaluate" / "tuned" / "compare" / "compare.json").is_file()
     assert json.loads((recipe.run_dir / "pipeline.json").read_text())[3]["metrics"]["steps"] == 2
     # The contamination gate passed for real: decontam ran on the same file before train.
     train = json.loads((recipe.run_dir / "train" / "manifest.json").read_text())
@@ -45,12 +53,14 @@ def test_pipeline_runs_every_enabled_stage_in_order(finished_run):
 
 def test_a_second_run_skips_everything_and_a_lost_stage_reruns(finished_run, capsys):
     recipe, _ = finished_run
-    again = run_pipeline(recipe, dry_run=True)
+    again = run_pipeline(recipe, dry_run=True, only=STAGES_RUN)
     assert {r["stage"]: r["action"] for r in again if r["action"] != "off"} == {
-        "decontam": "skip", "plan": "skip", "train": "skip", "report": "skip"}
+        "decontam": "skip", "plan": "skip", "train": "skip", "evaluate-base": "skip", "evaluate-tuned": "skip",
+        "report": "skip"}
     (recipe.run_dir / "train" / "manifest.json").rename(recipe.run_dir / "train" / "manifest.killed")
     try:
-        after_kill = {r["stage"]: (r["action"], r["why"]) for r in run_pipeline(recipe, dry_run=True)}
+        after_kill = {r["stage"]: (r["action"], r["why"]) for r in run_pipeline(recipe, dry_run=True,
+                                                                                   only=STAGES_RUN)}
         assert after_kill["train"] == ("run", "no finished result yet")
         assert after_kill["decontam"][0] == "skip" and after_kill["report"][0] == "run"
     finally:
@@ -75,4 +85,5 @@ def test_runs_ledger_lists_the_run(finished_run, capsys):
     assert main(["runs", str(recipe.runs_dir), "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["recipe"] == "tiny" and row["contamination"].startswith("clean")
-    assert row["stages_done"] == ["decontam", "plan", "train"]
+    assert row["stages_done"] == ["decontam", "plan", "train", "evaluate/base", "evaluate/tuned"]
+    assert row["noreval_tuned"] is not None and row["delta_vs_base"] is not None

@@ -22,7 +22,9 @@ from nortune.jsonl import DataError
 from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger(__name__)
-LABELS = ("base", "tuned")
+# base: the untouched model; tuned: + the SFT adapter; preference: + SFT and preference (train.stage dpo).
+LABELS = ("base", "tuned", "preference")
+STAGE_OF_LABEL = {"tuned": "train", "preference": "preference"}
 
 
 def data_note(settings) -> str | None:
@@ -46,12 +48,12 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
     identity: dict[str, Any] = {"source": recipe.model.source, "revision": recipe.model.revision}
     if recipe.model.revision:
         args["revision"] = recipe.model.revision
-    if label == "tuned":
-        train_dir = recipe.run_dir / "train"
+    if label in STAGE_OF_LABEL:
+        train_dir = recipe.run_dir / STAGE_OF_LABEL[label]
         manifest = read_manifest(train_dir)
         if manifest is None:
-            raise DataError(f"{train_dir / 'manifest.json'}: no completed train stage to evaluate as tuned "
-                            "(run `nortune train` first, or evaluate --model base)")
+            raise DataError(f"{train_dir / 'manifest.json'}: no completed {STAGE_OF_LABEL[label]} stage to "
+                            f"evaluate as {label} (run `nortune train` first, or evaluate --model base)")
         identity["train"] = manifest.get("fingerprint")
         identity["train_finished"] = manifest.get("finished")
         if settings.tuned == "merged":
@@ -82,6 +84,19 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
     return args, identity
 
 
+def _fingerprint(recipe: Recipe, identity: dict[str, Any], origins: dict[str, Any]) -> dict[str, Any]:
+    settings = recipe.evaluate
+    data_inputs = inputs_fingerprint([Path(settings.data_dir)]) if settings.source == "local" else origins
+    return {"evaluate": recipe.section_fingerprint("evaluate"), "model": identity, "data": data_inputs,
+            "lm_eval": _version("lm_eval")}
+
+
+def stage_fingerprint(recipe: Recipe, label: str) -> dict[str, Any]:
+    """What decides whether an evaluation is current, computed without loading any model."""
+    _, origins = task_specs(recipe.evaluate, dict(recipe.evaluate.num_fewshot))
+    return _fingerprint(recipe, model_spec(recipe, label)[1], origins)
+
+
 def _device(name: str) -> str:
     if name != "auto":
         return name
@@ -98,9 +113,7 @@ def run(recipe: Recipe, label: str = "base", force: bool = False) -> dict[str, A
     fewshot = dict(settings.num_fewshot)
     specs, origins = task_specs(settings, fewshot)  # checks local data before any model loads
     args, identity = model_spec(recipe, label)
-    data_inputs = inputs_fingerprint([Path(settings.data_dir)]) if settings.source == "local" else origins
-    fingerprint = {"evaluate": recipe.section_fingerprint("evaluate"), "model": identity, "data": data_inputs,
-                   "lm_eval": _version("lm_eval")}
+    fingerprint = _fingerprint(recipe, identity, origins)
     out_dir = recipe.run_dir / "evaluate" / label
     if not force and is_current(out_dir, fingerprint):
         log.info("evaluate %s: skipped, model, data and settings unchanged (%s)", label, out_dir)
