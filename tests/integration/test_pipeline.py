@@ -30,7 +30,13 @@ def test_stage_selection():
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_gemma3):
     tmp = tmp_path_factory.mktemp("pipeline")
+    chats = [json.loads(line) for line in (FIXTURES / "chat_tiny.jsonl").read_text().splitlines()]
+    pairs = tmp / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": c["messages"][:-1], "chosen": [c["messages"][-1]],
+                                         "rejected": "Det veit eg ikkje."}, ensure_ascii=False) + "\n"
+                             for c in chats))
     recipe = load_recipe(write_recipe(tmp / "r.yaml", tiny_gemma3, tmp / "runs", train={"max_steps": 2},
+                                      preference={"data": str(pairs), "max_steps": 2, "loss_type": "ipo"},
                                       decontam={"noreval_source": "local",
                                                 "noreval_dir": str(FIXTURES / "noreval_mini")},
                                       evaluate={"source": "local", "data_dir": str(REPO / "data/demo/noreval"),
@@ -42,9 +48,13 @@ def finished_run(tmp_path_factory, tiny_gemma3):
 def test_pipeline_runs_every_enabled_stage_in_order(finished_run):
     recipe, results = finished_run
     assert [(r["stage"], r["action"]) for r in results] == [
-        ("curate", "off"), ("decontam", "run"), ("plan", "run"), ("train", "run"), ("preference", "off"),
-        ("evaluate-base", "run"), ("evaluate-tuned", "run"), ("evaluate-preference", "off"), ("report", "run")]
+        ("curate", "off"), ("decontam", "run"), ("plan", "run"), ("train", "run"), ("preference", "run"),
+        ("evaluate-base", "run"), ("evaluate-tuned", "run"), ("evaluate-preference", "run"), ("report", "run")]
     assert (recipe.run_dir / "evaluate" / "tuned" / "compare" / "compare.json").is_file()
+    # SFT-only vs SFT + preference, paired on the same items and prompts.
+    versus = json.loads((recipe.run_dir / "evaluate" / "preference" / "compare" / "compare.json").read_text())
+    assert versus["base"].endswith("evaluate/tuned/results.json") and len(versus["deltas"]) == 8
+    assert all(len(d["best_ci"]) == 2 for d in versus["deltas"])
     assert json.loads((recipe.run_dir / "pipeline.json").read_text())[3]["metrics"]["steps"] == 2
     # The contamination gate passed for real: decontam ran on the same file before train.
     train = json.loads((recipe.run_dir / "train" / "manifest.json").read_text())
@@ -55,8 +65,8 @@ def test_a_second_run_skips_everything_and_a_lost_stage_reruns(finished_run, cap
     recipe, _ = finished_run
     again = run_pipeline(recipe, dry_run=True, only=STAGES_RUN)
     assert {r["stage"]: r["action"] for r in again if r["action"] != "off"} == {
-        "decontam": "skip", "plan": "skip", "train": "skip", "evaluate-base": "skip", "evaluate-tuned": "skip",
-        "report": "skip"}
+        "decontam": "skip", "plan": "skip", "train": "skip", "preference": "skip", "evaluate-base": "skip",
+        "evaluate-tuned": "skip", "evaluate-preference": "skip", "report": "skip"}
     (recipe.run_dir / "train" / "manifest.json").rename(recipe.run_dir / "train" / "manifest.killed")
     try:
         after_kill = {r["stage"]: (r["action"], r["why"]) for r in run_pipeline(recipe, dry_run=True,
@@ -85,5 +95,15 @@ def test_runs_ledger_lists_the_run(finished_run, capsys):
     assert main(["runs", str(recipe.runs_dir), "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["recipe"] == "tiny" and row["contamination"].startswith("clean")
-    assert row["stages_done"] == ["decontam", "plan", "train", "evaluate/base", "evaluate/tuned"]
+    assert row["stages_done"] == ["decontam", "plan", "train", "preference", "evaluate/base", "evaluate/tuned",
+                                  "evaluate/preference"]
     assert row["noreval_tuned"] is not None and row["delta_vs_base"] is not None
+
+
+def test_compare_puts_runs_side_by_side_with_paired_deltas(finished_run, tmp_path, capsys):
+    recipe, _ = finished_run
+    assert main(["compare", str(recipe.run_dir), str(recipe.run_dir), "--html", str(tmp_path / "c.html")]) == 0
+    table = capsys.readouterr().out
+    assert "| Commonsense BM |" in table and "| **average (best of prompts)** |" in table
+    assert " pp [" in table  # the delta vs base with its confidence interval
+    assert "<table>" in (tmp_path / "c.html").read_text()
