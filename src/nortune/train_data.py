@@ -72,12 +72,16 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], where: str) 
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
         upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
-        if not (text.startswith(upto) and upto.startswith(prefix)):
+        if i == 0:  # a text-only record (one assistant turn): the span starts at its content
+            start = upto.find(message["content"].strip())
+        else:
+            prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+            start = len(prefix) if upto.startswith(prefix) else -1
+        if start < 0 or not text.startswith(upto):
             raise DataError(f"{where}: the chat template does not render turns as prefixes of each other; "
                             "cannot locate the assistant turn for the loss mask")
-        spans.append((len(prefix), len(upto)))
+        spans.append((start, len(upto)))
     return text, spans
 
 

@@ -64,3 +64,9 @@ def test_loss_mask_covers_exactly_the_assistant_turns(tokenizer):
     assert masked == "Fem.<end_of_turn>\nÅtte.<end_of_turn>\n"
     unmasked = tokenizer.decode([i for i, m in zip(ids, mask) if not m])
     assert "Svar kort." in unmasked and "Fem." not in unmasked
+
+
+def test_a_text_only_record_trains_on_its_text(tokenizer):
+    messages = [{"role": "assistant", "content": "Bergen er kjend for regnet."}]
+    ids, mask, _ = tokenize_record(tokenizer, messages, 512, "x")
+    assert tokenizer.decode([i for i, m in zip(ids, mask) if m]) == "Bergen er kjend for regnet.<end_of_turn>\n"
