@@ -107,7 +107,8 @@ def find_runs(runs_dir: Path) -> list[Path]:
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+    """Evaluation scores are stored in percent."""
+    return "-" if value is None else f"{value:.1f}"
 
 
 def format_runs(summaries: list[RunSummary]) -> str:
@@ -115,7 +116,7 @@ def format_runs(summaries: list[RunSummary]) -> str:
               "regressions | export |")
     lines = [header, "|" + "---|" * 10]
     for s in summaries:
-        delta = "-" if s.delta_vs_base is None else f"{100 * s.delta_vs_base:+.1f} pp"
+        delta = "-" if s.delta_vs_base is None else f"{s.delta_vs_base:+.1f} pp"
         lines.append(f"| {s.recipe or Path(s.run).name} | {s.base_model or '-'} | "
                      f"{'-' if s.trainable_params is None else f'{s.trainable_params:,}'} | "
                      f"{'-' if s.data_records is None else s.data_records} | {s.contamination} | "
@@ -141,7 +142,7 @@ def compare_runs(run_dirs: list[Path]) -> str:
         value = tuned.get("best_of_prompts") if family is None else tuned.get("tasks", {}).get(family)
         if value is None:
             return "-"
-        text = f"{100 * value:.1f}"
+        text = f"{value:.1f}"
         delta = deltas.get(family) if family else None
         if delta:
             lo, hi = delta["best_ci"]

@@ -102,6 +102,13 @@ def standalone_page(title: str, markdown_text: str) -> str:
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{_markdown(markdown_text)}</body></html>")
 
 
+def _data_notes(run_dir: Path) -> str:
+    """Say up front when the evaluation data are sample sets, not NorEval."""
+    notes = {(read_manifest(run_dir / "evaluate" / label) or {}).get("metrics", {}).get("note")
+             for label in ("base", "tuned", "preference")}
+    return "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in sorted(n for n in notes if n))
+
+
 def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
     summary = summarize(run_dir)
     stages = _stage_dirs(run_dir)
@@ -113,7 +120,7 @@ def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
             f"<h1>nortune run: {html.escape(summary.recipe or run_dir.name)}</h1>"
             f"<p>Run folder <code>{html.escape(str(run_dir))}</code>; stages finished: "
             f"{html.escape(', '.join(summary.stages_done) or 'none')}.</p>"
-            f"{_banner(summary)}{overview}<p>{nav}</p>{body}</body></html>")
+            f"{_banner(summary)}{_data_notes(run_dir)}{overview}<p>{nav}</p>{body}</body></html>")
     markdown_summary = "\n".join([f"# nortune run: {summary.recipe or run_dir.name}", "",
                                   format_runs([summary]), "",
                                   *(f"- **{r}**" for r in summary.regressions), ""])
