@@ -536,6 +536,9 @@ class ExportCard(Section):
 class ExportSection(Section):
     """Merged safetensors + GGUF files made and quantised by llama.cpp's own tools (see docs/export.md)."""
 
+    # Which model to ship: train (SFT), preference (SFT + preference), or auto: preference when the
+    # recipe configures a preference stage, else train.
+    source: Literal["auto", "train", "preference"] = "auto"
     # Dtype of the merged checkpoint; "auto" keeps the base checkpoint's own dtype.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # llama.cpp types to ship, e.g. Q8_0, Q4_K_M, Q6_K, F16, BF16 (names as llama-quantize spells them).

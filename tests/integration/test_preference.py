@@ -86,3 +86,17 @@ def test_synthetic_pairs_take_the_base_models_answer_as_rejected(tmp_path, tiny_
     assert all(r["synthetic"] for r in rows) and rows[0]["chosen"][0]["content"] == "Hovedstaden i Norge er Oslo."
     report = normalise_pairs(out, tmp_path / "pairs.jsonl")
     assert report.synthetic == report.used and report.used + sum(report.dropped.values()) == 3
+
+
+def test_export_merges_the_preference_model_and_checks_it_weight_by_weight(sft_then_preference, tmp_path):
+    from nortune.export.merge import merge, source_stage
+
+    recipe, _, _ = sft_then_preference
+    assert source_stage(recipe) == "preference"  # auto: the recipe configures a preference stage
+    info = merge(recipe, tmp_path / "merged", "float32")  # raises if W + delta(adapter files) is not met
+    assert info["source_stage"] == "preference" and info["max_relative_weight_error"] < 1e-4
+    ids = torch.randint(3, 300, (1, 16), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        exported = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(ids).logits
+        staged = AutoModelForCausalLM.from_pretrained(recipe.run_dir / "preference" / "merged").eval()(ids).logits
+    assert torch.allclose(exported, staged, atol=1e-5)

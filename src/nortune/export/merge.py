@@ -27,18 +27,29 @@ class ExportInputError(ValueError):
     """The train run is missing a file the export needs."""
 
 
+def source_stage(recipe: Recipe) -> str:
+    """The stage whose model is exported: ``export.source``, where auto follows the recipe."""
+    if recipe.export.source != "auto":
+        return recipe.export.source
+    pref = recipe.preference
+    return "preference" if pref.data is not None or pref.synthetic.enabled else "train"
+
+
 def train_inputs(recipe: Recipe) -> dict[str, Path]:
-    """The train outputs export reads; fails early, naming the missing file."""
-    train_dir = recipe.run_dir / "train"
-    needed = {"manifest": train_dir / "manifest.json", "adapter": train_dir / "adapter",
-              "adapter_init": train_dir / "adapter_init", "adapter_lora": train_dir / "adapter_lora",
-              "tokenizer": train_dir / "tokenizer"}
+    """The outputs export reads (from train, or preference); fails early, naming the missing file."""
+    stage = source_stage(recipe)
+    folder = recipe.run_dir / stage
+    needed = {"manifest": folder / "manifest.json", "adapter": folder / "adapter",
+              "adapter_init": folder / "adapter_init", "adapter_lora": folder / "adapter_lora",
+              "tokenizer": folder / "tokenizer"}
+    if stage == "preference" and recipe.preference.adapter == "continue":
+        needed["adapter_init"] = recipe.run_dir / "train" / "adapter_init"  # the adapter it kept training
     for key, path in needed.items():
         if not path.exists():
             raise ExportInputError(f"{path} is missing ({key}): run `nortune train` for this recipe first")
     for key in ("adapter", "adapter_lora"):
         if not (needed[key] / ADAPTER_FILE).is_file():
-            raise ExportInputError(f"{needed[key] / ADAPTER_FILE} is missing: the train run is incomplete")
+            raise ExportInputError(f"{needed[key] / ADAPTER_FILE} is missing: the {stage} run is incomplete")
     return needed
 
 
@@ -62,13 +73,30 @@ def _module_weights(folder: Path) -> tuple[dict[str, tuple[Any, Any]], float]:
     return {n: (p["lora_A"], p["lora_B"]) for n, p in modules.items()}, scale
 
 
-def pissa_delta(train_dir: Path, module: str) -> Any:
+def pissa_delta(adapter: Path, initial_adapter: Path, module: str) -> Any:
     """s (B A - B0 A0) for one module, straight from the trained and initial PiSSA adapters."""
-    trained, scale = _module_weights(train_dir / "adapter")
-    initial, scale0 = _module_weights(train_dir / "adapter_init")
+    trained, scale = _module_weights(adapter)
+    initial, scale0 = _module_weights(initial_adapter)
     a, b = trained[module]
     a0, b0 = initial[module]
     return scale * (b @ a) - scale0 * (b0 @ a0)
+
+
+def expected_delta(recipe: Recipe, inputs: dict[str, Path], module: str) -> Any:
+    """What merging must add to one base weight, from the adapter files alone (not PEFT's merge).
+
+    train, or preference continuing the SFT adapter: the trained adapter minus its initial state.
+    preference stacked on a merged SFT model: the SFT delta plus the new adapter's own delta.
+    """
+    train_dir = recipe.run_dir / "train"
+    pissa = _is_pissa(train_dir)
+    own = pissa_delta(inputs["adapter"], inputs["adapter_init"], module) if pissa \
+        else _lora_delta(inputs["adapter"], module)
+    if source_stage(recipe) == "preference" and recipe.preference.adapter == "stack":
+        sft = pissa_delta(train_dir / "adapter", train_dir / "adapter_init", module) if pissa \
+            else _lora_delta(train_dir / "adapter", module)
+        return sft + own
+    return own
 
 
 def merge(recipe: Recipe, out_dir: Path, dtype: str = "auto") -> dict[str, Any]:
@@ -80,12 +108,11 @@ def merge(recipe: Recipe, out_dir: Path, dtype: str = "auto") -> dict[str, Any]:
     from nortune.models import resolve_source
 
     inputs = train_inputs(recipe)
-    train_dir = recipe.run_dir / "train"
     source = resolve_source(recipe.model.source)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     base = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, revision=recipe.model.revision)
     trained, _ = _module_weights(inputs["adapter"])
-    pissa = (inputs["adapter_init"] / ADAPTER_FILE).is_file() and _is_pissa(train_dir)
+    pissa = _is_pissa(recipe.run_dir / "train")
     checked = sorted(trained)[:CHECKED_MODULES]
     before = {name: base.get_submodule(name).weight.detach().float().clone() for name in checked}
 
@@ -93,7 +120,7 @@ def merge(recipe: Recipe, out_dir: Path, dtype: str = "auto") -> dict[str, Any]:
     worst = 0.0
     for name in checked:
         after = model.get_submodule(name).weight.detach().float()
-        expected = pissa_delta(train_dir, name) if pissa else _lora_delta(inputs["adapter"], name)
+        expected = expected_delta(recipe, inputs, name)
         error = (after - before[name] - expected).abs().max().item()
         worst = max(worst, error / max(before[name].abs().max().item(), 1e-12))
     limit = 1e-4 if next(model.parameters()).dtype == torch.float32 else 2e-2
@@ -109,6 +136,7 @@ def merge(recipe: Recipe, out_dir: Path, dtype: str = "auto") -> dict[str, Any]:
         raise ExportInputError(f"{inputs['tokenizer']} has no chat template; the GGUF files need one")
     tokenizer.save_pretrained(str(out_dir))
     return {"base": source, "adapter": str(inputs["adapter_lora"]), "pissa": pissa,
+            "source_stage": source_stage(recipe),
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
             "checked_modules": len(checked), "max_relative_weight_error": worst}
 
