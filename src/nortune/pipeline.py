@@ -9,6 +9,7 @@ without a matching manifest.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -40,28 +41,13 @@ class Stage:
 
 # ---- the stages: thin adapters from the pipeline's calling convention to each stage module ----
 
-def _curate_fp(recipe: Recipe) -> dict[str, Any]:
-    from nortune.curate.stage import fingerprint
+def _call(module: str, function: str) -> Callable[..., dict[str, Any]]:
+    """``module.function(recipe)``, imported only when a stage runs (nothing heavy at import)."""
 
-    return fingerprint(recipe)
+    def call(recipe: Recipe, *_: Any) -> dict[str, Any]:
+        return getattr(importlib.import_module(module), function)(recipe)
 
-
-def _curate_run(recipe: Recipe, options: Options) -> dict[str, Any]:
-    from nortune.curate.stage import run
-
-    return run(recipe)
-
-
-def _decontam_fp(recipe: Recipe) -> dict[str, Any]:
-    from nortune.decontam.stage import stage_fingerprint
-
-    return stage_fingerprint(recipe)
-
-
-def _decontam_run(recipe: Recipe, options: Options) -> dict[str, Any]:
-    from nortune.decontam.stage import run
-
-    return run(recipe)
+    return call
 
 
 def _plan_fp(recipe: Recipe) -> dict[str, Any]:
@@ -82,22 +68,10 @@ def _plan_run(recipe: Recipe, options: Options) -> dict[str, Any]:
                           {"trainable_params": plan.trainable_params, "total_params": plan.total_params})
 
 
-def _train_fp(recipe: Recipe) -> dict[str, Any]:
-    from nortune.train import stage_fingerprint
-
-    return stage_fingerprint(recipe)
-
-
 def _train_run(recipe: Recipe, options: Options) -> dict[str, Any]:
     from nortune.train import run
 
     return run(recipe, resume=options.resume, allow_contaminated=options.allow_contaminated)
-
-
-def _preference_fp(recipe: Recipe) -> dict[str, Any]:
-    from nortune.preference.stage import stage_fingerprint
-
-    return stage_fingerprint(recipe)
 
 
 def _preference_run(recipe: Recipe, options: Options) -> dict[str, Any]:
@@ -131,30 +105,6 @@ def _evaluate_stage(label: str, against: str | None) -> tuple[Callable, Callable
     return fingerprint, run
 
 
-def _export_fp(recipe: Recipe) -> dict[str, Any]:
-    from nortune.export.stage import fingerprint
-
-    return fingerprint(recipe)
-
-
-def _export_run(recipe: Recipe, options: Options) -> dict[str, Any]:
-    from nortune.export.stage import run
-
-    return run(recipe)
-
-
-def _report_fp(recipe: Recipe) -> dict[str, Any]:
-    from nortune.report import stage_fingerprint
-
-    return stage_fingerprint(recipe)
-
-
-def _report_run(recipe: Recipe, options: Options) -> dict[str, Any]:
-    from nortune.report import run
-
-    return run(recipe)
-
-
 def _preference_enabled(recipe: Recipe) -> str | None:
     pref = recipe.preference
     return None if pref.data is not None or pref.synthetic.enabled else "no preference data configured"
@@ -165,17 +115,21 @@ def _curate_enabled(recipe: Recipe) -> str | None:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("curate", "curate", _curate_fp, _curate_run, _curate_enabled),
-    Stage("decontam", "decontam", _decontam_fp, _decontam_run),
+    Stage("curate", "curate", _call("nortune.curate.stage", "fingerprint"),
+          _call("nortune.curate.stage", "run"), _curate_enabled),
+    Stage("decontam", "decontam", _call("nortune.decontam.stage", "stage_fingerprint"),
+          _call("nortune.decontam.stage", "run")),
     Stage("plan", "plan", _plan_fp, _plan_run),
-    Stage("train", "train", _train_fp, _train_run),
-    Stage("preference", "preference", _preference_fp, _preference_run, _preference_enabled),
+    Stage("train", "train", _call("nortune.train", "stage_fingerprint"), _train_run),
+    Stage("preference", "preference", _call("nortune.preference.stage", "stage_fingerprint"), _preference_run,
+          _preference_enabled),
     Stage("evaluate-base", "evaluate/base", *_evaluate_stage("base", None)),
     Stage("evaluate-tuned", "evaluate/tuned", *_evaluate_stage("tuned", "base")),
     Stage("evaluate-preference", "evaluate/preference", *_evaluate_stage("preference", "tuned"),
           _preference_enabled),
-    Stage("export", "export", _export_fp, _export_run),
-    Stage("report", "report", _report_fp, _report_run),
+    Stage("export", "export", _call("nortune.export.stage", "fingerprint"),
+          _call("nortune.export.stage", "run")),
+    Stage("report", "report", _call("nortune.report", "stage_fingerprint"), _call("nortune.report", "run")),
 )
 
 
