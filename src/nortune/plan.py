@@ -227,7 +227,8 @@ def format_plan(plan: AdapterPlan) -> str:
     lines += ["", f"trainable parameters: {plan.trainable_params:,} of {plan.total_params:,} "
                   f"({100 * plan.trainable_share:.4f} %)"]
     lines += [f"note: {n}" for n in plan.notes]
-    lines += ["", "memory per GPU (estimate; FSDP full shard; GiB):",
+    lines += ["", "memory per GPU (estimate; FSDP full shard; GiB; logits are an upper bound: TRL's fused "
+                  "LM head computes them in tiles):",
               f"{'gpus':>4} {'weights':>9} {'adapter+opt':>12} {'activations':>12} {'logits':>8} "
               f"{'overhead':>9} {'total':>8}  fits"]
     for m in plan.memory:
