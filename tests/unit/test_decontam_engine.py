@@ -133,12 +133,7 @@ def test_unicode_forms_and_astral_characters() -> None:
 
 def test_hash_collisions_never_become_hits(monkeypatch) -> None:
     """Make every window hash equal: every probe is a candidate, only true matches may survive."""
-    real = charindex.window_hashes
-
-    def constant(q, starts, width):
-        return np.zeros(len(real(q, starts, width)), dtype=np.uint64)
-
-    monkeypatch.setattr(charindex, "window_hashes", constant)
+    monkeypatch.setattr(charindex, "HASH_MASK", np.uint64(0))  # index and probes alike hash to 0
     rng = random.Random(5)
     shared = text_of_length(rng, 40)
     tests = [words(rng, 30), "<<" + shared + ">>", words(rng, 20)]
@@ -224,4 +219,18 @@ def test_batch_normalisation_equals_one_by_one() -> None:
     norm = Normalizer()
     for _ in range(500):
         texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(1, 6))]
+        assert norm.batch(texts) == [norm(t) for t in texts]
+
+
+def test_compiled_normalisation_matches_str_methods() -> None:
+    """The batch path (one compiled pass) equals NFKC + str.casefold + split/join, text by text."""
+    from nortune.decontam.normalize import _FOLD_LIMIT
+
+    assert all(chr(c).casefold() == chr(c) for c in range(_FOLD_LIMIT, 0x110000) if not 0xD800 <= c < 0xE000)
+    assert not any(chr(c).casefold().isspace() for c in range(0x3001, _FOLD_LIMIT) if not 0xD800 <= c < 0xE000)
+    rng = random.Random(11)
+    alphabet = list(" \t\n\u3000\u00a0\u2028\x85ÆØÅæøåßẞİΣσςﬁŉǰΐＡ\u212a\U00010400\U0001e900Ab.,!") + ["ord", "ÅR"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(400)]
+    for norm in (Normalizer(), Normalizer(strip_punctuation=True), Normalizer(collapse_whitespace=False),
+                 Normalizer(unicode_form="none"), Normalizer(unicode_form="none", casefold=False)):
         assert norm.batch(texts) == [norm(t) for t in texts]

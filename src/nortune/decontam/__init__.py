@@ -3,7 +3,7 @@
 Modules, each small and importable without side effects:
 
 - ``normalize``  text normalisation shared by both sides (and lm-eval's word convention)
-- ``hashing``    vectorised polynomial rolling hashes over code points (numpy)
+- ``hashing``    polynomial window hashes over code points (numpy index, numba scan loop)
 - ``charindex``  the test-side character-window index and the verified span finder
 - ``wordindex``  word n-gram overlap (lm-evaluation-harness's 13-gram convention)
 - ``sources``    test side (NorEval via HF ``datasets`` or local files, extra benchmarks)

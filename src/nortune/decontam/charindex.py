@@ -17,9 +17,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nortune.decontam.hashing import BitFilter, encode, prefix_sums, window_hashes
+from nortune.decontam.hashing import FULL, BitFilter, encode, prefix_sums, probe, window_hashes
 from nortune.decontam.normalize import SEP
 from nortune.decontam.spans import SpanCollector
+
+
+HASH_MASK = FULL  # ANDed into every hash; a test sets it to 0 so that every window collides
 
 
 def default_stride(min_span: int) -> int:
@@ -52,7 +55,8 @@ class CharIndex:
         counts = np.maximum(lengths - self.width + 1, 0)
         positions = _ranges(self.text_starts, counts)
         q = prefix_sums(encode(self.joined))
-        hashes = window_hashes(q, positions, self.width)
+        self.mask = HASH_MASK
+        hashes = window_hashes(q, positions, self.width, self.mask)
         del q
         order = np.argsort(hashes, kind="stable")
         self.hashes = hashes[order]
@@ -60,6 +64,7 @@ class CharIndex:
         self.positions = positions[order].astype(dtype)
         del hashes, order, positions
         self.filter = BitFilter(self.hashes)
+        probe(encode(" " * self.width), self.stride, self.width, self.filter, self.mask)  # compile/load it now
 
     @property
     def windows(self) -> int:
@@ -75,15 +80,10 @@ class CharIndex:
         if len(chunk) < w or not len(self.hashes):
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty
-        q = prefix_sums(encode(chunk))
-        probes = np.arange(0, len(chunk) - w + 1, s, dtype=np.int64)
-        h = window_hashes(q, probes, w)
-        del q
-        hit = self.filter.candidates(h)
-        if not len(hit):
+        cp, ch = probe(encode(chunk), s, w, self.filter, self.mask)  # filter hits only
+        if not len(cp):
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty
-        ch, cp = h[hit], probes[hit]
         order = np.argsort(ch)  # sorted keys make the binary searches cache-friendly
         ch, cp = ch[order], cp[order]
         lo = np.searchsorted(self.hashes, ch, side="left")

@@ -72,7 +72,7 @@ def _rows_from_file(path: Path) -> Iterator[tuple[int, dict]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = _loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
             if not isinstance(row, dict):
@@ -184,6 +184,20 @@ def _train_text(row: Any, fields: list[str] | None, where: str) -> str:
                     "set decontam.text_fields to the fields that hold the text")
 
 
+_SCAN_ONCE = json.JSONDecoder().scan_once  # json's C scanner without loads()'s per-call wrapping
+
+
+def _loads(line: str) -> Any:
+    """``json.loads(line)``, a little faster on the common line; anything unusual goes to json.loads."""
+    try:
+        row, end = _SCAN_ONCE(line, 0)
+    except StopIteration:
+        return json.loads(line)  # raises the usual JSONDecodeError
+    if end == len(line) or line[end:].isspace():
+        return row
+    return json.loads(line)
+
+
 def iter_training(path: Path, fields: list[str] | None) -> Iterator[TrainRecord]:
     """Stream training records; any malformed line or missing field raises DataError with file:line."""
     path = Path(path)
@@ -198,13 +212,13 @@ def iter_training(path: Path, fields: list[str] | None) -> Iterator[TrainRecord]
     plain = path.suffix in (".txt", ".text")
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
+            if line.isspace() or not line:
                 continue
             if plain:
                 yield TrainRecord(line_no, None, line, None, line.rstrip("\n"))
                 continue
             try:
-                row = json.loads(line)
+                row = _loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
             rid = row.get("id") if isinstance(row, dict) else None
