@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--recipe", default=str(REPO / "configs" / "demo.yaml"))
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--model", default=None, help="override model.source")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best round counts")
     args = parser.parse_args()
 
     from nortune.config import load_recipe
@@ -79,26 +80,38 @@ def main() -> None:
                  "train.logging_steps=1", "adapter.svd=fast"]
     if args.model:
         overrides.append(f"model.source={args.model}")
-    recipe = load_recipe(args.recipe, overrides)
+    runners = {"nortune": lambda r, w: nortune_run(r, w),
+               "nortune_checkpointing": lambda r, w: nortune_run(r, w),
+               "trl_defaults": lambda r, w: plain_trl_run(r, w, None),
+               "trl_no_checkpointing": lambda r, w: plain_trl_run(r, w, False)}
+    extra = {"nortune": ["train.gradient_checkpointing=false"],
+             "nortune_checkpointing": ["train.gradient_checkpointing=true"]}
+    rows: dict[str, dict] = {}
     try:
-        rows = {"nortune": nortune_run(recipe, workdir),
-                "trl_defaults": plain_trl_run(recipe, workdir, None),
-                "trl_no_checkpointing": plain_trl_run(recipe, workdir, False)}
+        # Interleaved rounds, best round per runner: the first run in a process pays one-time costs
+        # (allocator, kernels) that would otherwise count against whichever runner goes first.
+        for round_no in range(args.rounds):
+            for name, runner in runners.items():
+                recipe = load_recipe(args.recipe, overrides + extra.get(name, []) + [f"name=bench-{name}-{round_no}"])
+                row = runner(recipe, workdir)
+                row["tokens_per_s"] = row["tokens"] / max(row["seconds"], 1e-9)
+                if name not in rows or row["tokens_per_s"] > rows[name]["tokens_per_s"]:
+                    rows[name] = row
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    for row in rows.values():
-        row["tokens_per_s"] = row["tokens"] / max(row["seconds"], 1e-9)
+    recipe = load_recipe(args.recipe, overrides)
     base = rows["nortune"]["tokens_per_s"]
     print(f"{'run':<22}{'tokens':>9}{'seconds':>9}{'tokens/s':>10}{'nortune x':>11}")
     for name, row in rows.items():
         print(f"{name:<22}{row['tokens']:>9}{row['seconds']:>9.1f}{row['tokens_per_s']:>10.1f}"
               f"{base / row['tokens_per_s']:>11.2f}")
     print(json.dumps({
-        "model": recipe.model.source, "steps": args.steps, "batch_size": recipe.train.batch_size,
+        "model": recipe.model.source, "steps": args.steps, "rounds": args.rounds, "batch_size": recipe.train.batch_size,
         "max_seq_len": recipe.train.max_seq_len,
         "tokens_per_s": {k: round(v["tokens_per_s"], 1) for k, v in rows.items()},
         "speedup_vs_trl": round(base / rows["trl_no_checkpointing"]["tokens_per_s"], 3),
         "speedup_vs_trl_defaults": round(base / rows["trl_defaults"]["tokens_per_s"], 3),
+        "checkpointing_speedup_nortune": round(rows["nortune_checkpointing"]["tokens_per_s"] / base, 3),
     }))
 
 

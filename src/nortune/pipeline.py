@@ -106,8 +106,7 @@ def _evaluate_stage(label: str, against: str | None) -> tuple[Callable, Callable
 
 
 def _preference_enabled(recipe: Recipe) -> str | None:
-    pref = recipe.preference
-    return None if pref.data is not None or pref.synthetic.enabled else "no preference data configured"
+    return None if recipe.preference.configured else "no preference data configured"
 
 
 def _curate_enabled(recipe: Recipe) -> str | None:

@@ -100,3 +100,19 @@ def test_export_merges_the_preference_model_and_checks_it_weight_by_weight(sft_t
         exported = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(ids).logits
         staged = AutoModelForCausalLM.from_pretrained(recipe.run_dir / "preference" / "merged").eval()(ids).logits
     assert torch.allclose(exported, staged, atol=1e-5)
+
+
+def test_hub_pairs_go_through_the_same_checks(tmp_path, monkeypatch):
+    import datasets
+
+    from nortune.preference.data import normalise_pairs
+    from nortune.preference.stage import fetch_hf_pairs
+
+    rows = [{"prompt": "Kva er hovudstaden i Noreg?", "chosen": "Oslo.", "rejected": "Bergen."},
+            {"prompt": "Hei", "chosen": "Hei!", "rejected": "Hei!"}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split, streaming: iter(rows))
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tmp_path, tmp_path / "runs"),
+                         ["model.source=owner/model", "preference.hf_dataset=owner/pairs"])
+    assert fetch_hf_pairs(recipe, tmp_path / "hf.jsonl") == 2
+    report = normalise_pairs(tmp_path / "hf.jsonl", tmp_path / "pairs.jsonl")
+    assert report.used == 1 and report.dropped == {"identical_chosen_rejected": 1}

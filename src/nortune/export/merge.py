@@ -31,8 +31,7 @@ def source_stage(recipe: Recipe) -> str:
     """The stage whose model is exported: ``export.source``, where auto follows the recipe."""
     if recipe.export.source != "auto":
         return recipe.export.source
-    pref = recipe.preference
-    return "preference" if pref.data is not None or pref.synthetic.enabled else "train"
+    return "preference" if recipe.preference.configured else "train"
 
 
 def train_inputs(recipe: Recipe) -> dict[str, Path]:

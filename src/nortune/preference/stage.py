@@ -80,7 +80,26 @@ def stage_fingerprint(recipe: Recipe) -> dict[str, Any]:
 def _pairs_source(recipe: Recipe, stage_dir: Path) -> Path:
     if recipe.preference.data is not None:
         return recipe.preference.data
+    if recipe.preference.hf_dataset is not None:
+        return stage_dir / "hf_pairs.jsonl"
     return stage_dir / "synthetic_pairs.jsonl"
+
+
+def fetch_hf_pairs(recipe: Recipe, out: Path) -> int:
+    """Stream a hub dataset's prompt/chosen/rejected rows into JSONL (the real loader; not run offline)."""
+    from datasets import load_dataset
+
+    pref = recipe.preference
+    rows = load_dataset(pref.hf_dataset, split=pref.hf_split, streaming=True)
+    count = 0
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps({k: row.get(k) for k in ("id", "prompt", "chosen", "rejected")},
+                                    ensure_ascii=False, default=str) + "\n")
+            count += 1
+    tmp.replace(out)
+    return count
 
 
 def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]:
@@ -92,7 +111,7 @@ def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]
     from nortune.train import step_progress, device_of_choice, plot_loss
 
     stage_dir = recipe.run_dir / STAGE
-    synthetic = recipe.preference.data is None
+    synthetic = recipe.preference.data is None and recipe.preference.hf_dataset is None
     fingerprint = stage_fingerprint(recipe)
     if is_current(stage_dir, fingerprint):
         log.info("preference: %s is up to date; skipping", stage_dir)
@@ -110,6 +129,9 @@ def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]
         count = build_pairs(recipe, base, tokenizer, _pairs_source(recipe, stage_dir))
         log.info("preference: built %d synthetic pairs (rejected = base model's answers)", count)
         del base
+    if recipe.preference.hf_dataset is not None:
+        log.info("preference: %d rows from %s", fetch_hf_pairs(recipe, _pairs_source(recipe, stage_dir)),
+                 recipe.preference.hf_dataset)
     pairs_path = stage_dir / "pairs.jsonl"
     report = normalise_pairs(_pairs_source(recipe, stage_dir), pairs_path)
     atomic_write_text(stage_dir / "pairs_report.json", json.dumps(report.to_json(), indent=2))
