@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +26,17 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 yield line_no, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+
+
+@dataclass
+class Drops:
+    """Records left out, counted by reason, with the first line numbers of each (for the report)."""
+
+    dropped: Counter = field(default_factory=Counter)
+    dropped_lines: dict[str, list[int]] = field(default_factory=dict)
+
+    def drop(self, reason: str, line_no: int, keep: int = 20) -> None:
+        self.dropped[reason] += 1
+        lines = self.dropped_lines.setdefault(reason, [])
+        if len(lines) < keep:
+            lines.append(line_no)

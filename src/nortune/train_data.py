@@ -8,32 +8,23 @@ the conversation rendered up to that turn and the same prefix with a generation 
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nortune.jsonl import DataError, iter_jsonl
+from nortune.jsonl import DataError, Drops, iter_jsonl
 
 ROLES = ("system", "user", "assistant")
 
 
 @dataclass
-class DataReport:
-    path: str
+class DataReport(Drops):
+    path: str = ""
     records: int = 0
     used: int = 0
     truncated: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    dropped_lines: dict[str, list[int]] = field(default_factory=dict)
     assistant_tokens: int = 0
     tokens: int = 0
-
-    def drop(self, reason: str, line_no: int) -> None:
-        self.dropped[reason] += 1
-        self.dropped_lines.setdefault(reason, [])
-        if len(self.dropped_lines[reason]) < 20:
-            self.dropped_lines[reason].append(line_no)
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "records": self.records, "used": self.used, "truncated": self.truncated,

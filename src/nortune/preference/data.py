@@ -13,27 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nortune.jsonl import DataError, iter_jsonl
+from nortune.jsonl import DataError, Drops, iter_jsonl
 from nortune.train_data import check_messages
 
 FIELDS = ("prompt", "chosen", "rejected")
 
 
 @dataclass
-class PairReport:
-    path: str
+class PairReport(Drops):
+    path: str = ""
     records: int = 0
     used: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    dropped_lines: dict[str, list[int]] = field(default_factory=dict)
     languages: Counter = field(default_factory=Counter)
     synthetic: int = 0
-
-    def drop(self, reason: str, line_no: int) -> None:
-        self.dropped[reason] += 1
-        self.dropped_lines.setdefault(reason, [])
-        if len(self.dropped_lines[reason]) < 20:
-            self.dropped_lines[reason].append(line_no)
 
     def to_json(self) -> dict[str, Any]:
         shares = {k: round(v / self.used, 4) for k, v in self.languages.items()} if self.used else {}
