@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+from statistics import fmean
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,7 @@ def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]
         ["prompt", "chosen", "rejected"])
     base = load_model(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)
     policy = build_policy(recipe, base, stage_dir)
+    start = _adapter_state(policy, "default")
     margins_before = pair_margins(policy, tokenizer, pairs)
     log_path = stage_dir / "log.jsonl"
     log_path.unlink(missing_ok=True)
@@ -156,6 +158,8 @@ def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]
     if REF not in policy.peft_config:
         raise RuntimeError("TRL did not create the frozen reference adapter; refusing to train without one")
     ref_before = _adapter_state(policy, REF)
+    if ref_before.keys() != start.keys() or any(not (ref_before[k] == start[k]).all() for k in start):
+        raise RuntimeError("the reference adapter differs from the policy's starting point; refusing to train")
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(step_progress(log_path))
     started = time.time()
@@ -172,10 +176,9 @@ def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]
         plot_loss(log_path, stage_dir / "loss.png")
         outputs += [log_path, stage_dir / "loss.png"]
     shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     metrics = {"train_loss": output.training_loss, "steps": trainer.state.global_step, "seconds": round(seconds, 2),
                "pairs": report.used, "loss_type": recipe.preference.loss_type, "beta": recipe.preference.beta,
-               "margin_before": mean(margins_before), "margin_after": mean(margins_after),
+               "margin_before": fmean(margins_before), "margin_after": fmean(margins_after),
                "pairs_margin_rose": sum(a > b for a, b in zip(margins_after, margins_before)),
                "reference_unchanged": bool(reference_unchanged)}
     outputs += [pairs_path, stage_dir / "pairs_report.json", stage_dir / "pairs_report.md"]
