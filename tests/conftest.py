@@ -93,3 +93,12 @@ def write_recipe(path: Path, model: Path, runs: Path, **sections) -> Path:
         tree.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(tree))
     return path
+
+
+def logits(model, ids):
+    """Eval-mode logits without gradients: what the equality tests compare."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FIXTURES, REPO, tiny_config, write_recipe
+from conftest import FIXTURES, REPO, logits, tiny_config, write_recipe
 
 pytestmark = pytest.mark.slow
 OVERRIDE = "tiny fixture data; the gate itself is tested in test_contamination_gate_*"
@@ -107,13 +107,7 @@ def _ids():
     return torch.randint(4, 650, (2, 24))
 
 
-def _logits(model, ids):
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids=ids).logits
-
-
-def test_merged_logits_equal_the_pissa_adapter_logits(exported):
+def test_merged_logits_equal_the_pissa_adapterlogits(exported):
     from transformers import AutoModelForCausalLM
 
     from nortune.plan import build_plan
@@ -124,11 +118,11 @@ def test_merged_logits_equal_the_pissa_adapter_logits(exported):
     residual = attach_adapter(base, recipe, build_plan(base.config, recipe))  # PiSSA: W - B0 A0
     residual.load_adapter(str(recipe.run_dir / "train" / "adapter"), adapter_name="trained")
     residual.set_adapter("trained")
-    expected = _logits(residual, _ids())
-    untouched = _logits(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), _ids())
+    expected = logits(residual, _ids())
+    untouched = logits(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), _ids())
     assert not torch.allclose(untouched, expected, atol=1e-3)  # training moved the model
     merged = AutoModelForCausalLM.from_pretrained(recipe.run_dir / "export" / "merged", dtype=torch.float32)
-    assert torch.allclose(_logits(merged, _ids()), expected, atol=ATOL)
+    assert torch.allclose(logits(merged, _ids()), expected, atol=ATOL)
     assert manifest["metrics"]["merge"]["pissa"] and manifest["metrics"]["merge"]["max_relative_weight_error"] < 1e-5
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import FIXTURES, write_recipe
+from conftest import FIXTURES, logits, write_recipe
 from nortune.config import load_recipe
 from nortune.plan import build_plan
 from nortune.train import attach_adapter
@@ -27,12 +27,6 @@ def _ids():
     return torch.randint(3, 300, (2, 24))
 
 
-def _logits(model, ids):
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids=ids).logits
-
-
 @pytest.fixture(params=["tiny_gemma3", "tiny_gemma4"])
 def tiny_model(request):
     return request.getfixturevalue(request.param)
@@ -47,10 +41,10 @@ def _recipe(tmp_path, model, **sections):
 def test_pissa_init_keeps_outputs_and_trains_only_planned_modules(tmp_path, tiny_model, svd):
     recipe = _recipe(tmp_path, tiny_model, adapter={"svd": svd, "svd_niter": 4})
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    before = _logits(base, _ids())
+    before = logits(base, _ids())
     plan = build_plan(base.config, recipe)
     peft_model = attach_adapter(base, recipe, plan)
-    assert torch.allclose(_logits(peft_model, _ids()), before, atol=ATOL)
+    assert torch.allclose(logits(peft_model, _ids()), before, atol=ATOL)
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     adapted = {n.split(".lora_")[0].removeprefix("base_model.model.") for n in trainable}
     assert adapted == set(plan.module_names)
@@ -87,7 +81,7 @@ def test_training_lowers_loss_moves_adapter_and_freezes_the_rest(tmp_path, tiny_
     assert json.loads((stage / "plan.json").read_text())["trainable_params"] == metrics["trainable_params"]
 
 
-def test_merged_and_converted_adapters_give_the_adapter_logits(tmp_path, tiny_model):
+def test_merged_and_converted_adapters_give_the_adapterlogits(tmp_path, tiny_model):
     recipe = _recipe(tmp_path, tiny_model, train={"lr": 3e-2, "max_steps": 4, "merge": True})
     run(recipe)
     stage = recipe.run_dir / "train"
@@ -99,15 +93,15 @@ def test_merged_and_converted_adapters_give_the_adapter_logits(tmp_path, tiny_mo
     residual = attach_adapter(base, recipe, build_plan(base.config, recipe))
     residual.load_adapter(str(stage / "adapter"), adapter_name="trained")
     residual.set_adapter("trained")
-    expected = _logits(residual, ids)
+    expected = logits(residual, ids)
     untouched = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    assert not torch.allclose(_logits(untouched, ids), expected, atol=1e-3)  # training changed the model
+    assert not torch.allclose(logits(untouched, ids), expected, atol=1e-3)  # training changed the model
 
     merged = AutoModelForCausalLM.from_pretrained(stage / "merged", dtype=torch.float32)
-    assert torch.allclose(_logits(merged, ids), expected, atol=ATOL)
+    assert torch.allclose(logits(merged, ids), expected, atol=ATOL)
     converted = PeftModel.from_pretrained(untouched, stage / "adapter_lora")
     assert converted.peft_config["default"].r == 2 * recipe.adapter.r
-    assert torch.allclose(_logits(converted, ids), expected, atol=ATOL)
+    assert torch.allclose(logits(converted, ids), expected, atol=ATOL)
 
 
 class _Crash(Exception):
