@@ -1,0 +1,119 @@
+"""GPU check: `nortune plan`'s memory estimate vs the measured peak, and tokens/s, on one GPU.
+
+Trains the demo recipe in bf16 (bf16 weights, bf16 autocast, packed full-length sequences so
+every micro-batch has the shape the estimate assumes) for a few steps and reads PyTorch's peak
+allocated and reserved memory. With ``--random-weights`` the model is built from the source's
+config and tokenizer alone: memory and speed do not depend on weight values, and the
+demo checkpoint (1 GB) cannot travel to a lent GPU machine, while its config and tokenizer can.
+On a machine without CUDA it still trains (on CPU) but reports no peak memory.
+
+    python benchmarks/gpu_memory.py [--steps 10] [--model embedded:gemma3-270m] [--random-weights]
+
+For a lent GPU machine (its python3 has torch, transformers, peft and accelerate, but not trl,
+datasets or pydantic: carry those as wheels), first write the model's shape here with
+``--write-shape DIR`` (config and tokenizer, 34 MB), carry DIR, and run there
+``PYTHONPATH=src python3 benchmarks/gpu_memory.py --model DIR --random-weights``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GIB = 1024 ** 3
+
+
+def random_weights_folder(source: str, target: Path, seed: int) -> Path:
+    """A loadable HF folder with ``source``'s config and tokenizer and seeded random bf16 weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    write_shape(source, target)
+    torch.manual_seed(seed)
+    config = AutoConfig.from_pretrained(str(target))
+    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(str(target))
+    return target
+
+
+def write_shape(source: str, target: Path) -> None:
+    """A weightless folder (config + tokenizer) that ``--random-weights`` accepts as ``--model``."""
+    from transformers import AutoTokenizer
+
+    from nortune.models import load_config, resolve_source
+
+    load_config(source).save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(resolve_source(source)).save_pretrained(str(target))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", default=str(REPO / "configs" / "demo.yaml"))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--model", default=None, help="override model.source")
+    parser.add_argument("--random-weights", action="store_true", help="build the model from its config")
+    parser.add_argument("--write-shape", metavar="DIR", help="write the model's config and tokenizer to DIR and stop")
+    args = parser.parse_args()
+
+    import torch
+
+    from nortune.config import load_recipe
+    from nortune.plan import plan_from_recipe
+    from nortune.train import run
+
+    workdir = Path(tempfile.mkdtemp(prefix="nortune-gpu-check-"))
+    recipe = load_recipe(args.recipe, [f"model.source={args.model}"] if args.model else [])
+    source = recipe.model.source
+    if args.write_shape:
+        write_shape(source, Path(args.write_shape))
+        print(f"wrote {source}'s config and tokenizer to {args.write_shape}")
+        return
+    if args.random_weights:
+        source = str(random_weights_folder(source, workdir / "model", recipe.train.seed))
+    t = recipe.train
+    recipe = load_recipe(args.recipe, [
+        f"model.source={source}", "model.dtype=bfloat16", "train.precision=bf16", "train.packing=true",
+        f"train.max_steps={args.steps}", "train.save_steps=100000", "train.logging_steps=1", f"runs_dir={workdir}",
+        f"train.data={REPO / 'data' / 'demo' / 'chat.jsonl'}", "train.gradient_checkpointing=false",
+        f"plan.batch_size={t.batch_size}", f"plan.seq_len={t.max_seq_len}", "plan.max_gpus=1",
+        "plan.gradient_checkpointing=false"])
+    estimate = plan_from_recipe(recipe).memory[0]
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        metrics = run(recipe, allow_contaminated="GPU memory check on the shipped demo chats")["metrics"]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    allocated = torch.cuda.max_memory_allocated() / GIB if cuda else None
+    reserved = torch.cuda.max_memory_reserved() / GIB if cuda else None
+    without_overhead = estimate.total_gib - estimate.overhead_gib
+    device = torch.cuda.get_device_name() if cuda else "cpu (no CUDA: peak GPU memory not measured)"
+
+    print(f"device: {device}; {args.steps} steps, batch {t.batch_size} x {t.max_seq_len} tokens (packed), bf16")
+    print(f"{'':<36}{'GiB':>8}")
+    for label, value in (("estimate: weights", estimate.weights_gib),
+                         ("estimate: adapter + optimiser", estimate.adapter_and_optimizer_gib),
+                         ("estimate: activations", estimate.activations_gib),
+                         ("estimate: logits (upper bound)", estimate.logits_gib),
+                         ("estimate: total without overhead", without_overhead),
+                         ("estimate: total", estimate.total_gib),
+                         ("measured: peak allocated", allocated), ("measured: peak reserved", reserved)):
+        print(f"{label:<36}{'n/a' if value is None else f'{value:.3f}':>8}")
+    print(f"tokens/s: {metrics['tokens_per_s']}")
+    print(json.dumps({
+        "device": device, "model": recipe.model.source if not args.random_weights else f"{args.model or 'demo'} (random weights)",
+        "steps": args.steps, "batch_size": t.batch_size, "seq_len": t.max_seq_len,
+        "estimate_gib": round(estimate.total_gib, 3), "estimate_without_overhead_gib": round(without_overhead, 3),
+        "peak_allocated_gib": None if allocated is None else round(allocated, 3),
+        "peak_reserved_gib": None if reserved is None else round(reserved, 3),
+        "estimate_over_peak_allocated": None if allocated is None else round(without_overhead / allocated, 3),
+        "tokens_per_s": metrics["tokens_per_s"], "last_loss": metrics["last_loss"],
+    }))
+
+
+if __name__ == "__main__":
+    main()
