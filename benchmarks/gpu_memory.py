@@ -69,7 +69,8 @@ def main() -> None:
     source = recipe.model.source
     if args.write_shape:
         write_shape(source, Path(args.write_shape))
-        print(f"wrote {source}'s config and tokenizer to {args.write_shape}")
+        print(json.dumps({"wrote": args.write_shape, "model": source,
+                          "files": sorted(p.name for p in Path(args.write_shape).iterdir())}))
         return
     if args.random_weights:
         source = str(random_weights_folder(source, workdir / "model", recipe.train.seed))

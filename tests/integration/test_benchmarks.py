@@ -1,0 +1,47 @@
+"""The training benchmarks run end to end on a tiny model and end with their JSON line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def run_script(name: str, *args: str) -> tuple[str, dict]:
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    return done.stdout, json.loads(lines[-1])
+
+
+def test_train_throughput_pairs(tiny_gemma3):
+    table, figures = run_script("train_throughput.py", "--model", str(tiny_gemma3), "--steps", "1", "--rounds", "1")
+    assert set(figures["tokens_per_s"]) == {"nortune_fp32", "trl_fp32", "nortune_bf16", "trl_bf16",
+                                            "nortune_bf16_checkpointing", "trl_defaults"}
+    assert all(v > 0 for v in figures["tokens_per_s"].values())
+    for key in ("speedup_vs_trl", "speedup_vs_trl_bf16", "speedup_vs_trl_defaults"):
+        assert figures[key] > 0 and key in table
+    # The peer's defaults are reported as TRL applied them, not as we assume them.
+    assert figures["trl_defaults"] == {"bf16": True, "gradient_checkpointing": True}
+
+
+def test_gpu_memory_check_from_shape_only(tiny_gemma3, tmp_path):
+    from nortune.config import load_recipe
+    from nortune.plan import plan_from_recipe
+
+    shape = tmp_path / "shape"
+    run_script("gpu_memory.py", "--model", str(tiny_gemma3), "--write-shape", str(shape))
+    assert not list(shape.glob("*.safetensors")) and (shape / "config.json").is_file()
+    _, figures = run_script("gpu_memory.py", "--model", str(shape), "--random-weights", "--steps", "1")
+    recipe = load_recipe(REPO / "configs" / "demo.yaml", [
+        f"model.source={tiny_gemma3}", "plan.batch_size=2", "plan.seq_len=256", "plan.max_gpus=1",
+        "plan.gradient_checkpointing=false"])
+    assert figures["estimate_gib"] == round(plan_from_recipe(recipe).memory[0].total_gib, 3)
+    assert figures["tokens_per_s"] > 0
+    if figures["peak_allocated_gib"] is None:
+        assert figures["device"].startswith("cpu")
