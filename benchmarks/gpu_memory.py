@@ -64,7 +64,6 @@ def main() -> None:
     from nortune.plan import plan_from_recipe
     from nortune.train import run
 
-    workdir = Path(tempfile.mkdtemp(prefix="nortune-gpu-check-"))
     recipe = load_recipe(args.recipe, [f"model.source={args.model}"] if args.model else [])
     source = recipe.model.source
     if args.write_shape:
@@ -72,20 +71,21 @@ def main() -> None:
         print(json.dumps({"wrote": args.write_shape, "model": source,
                           "files": sorted(p.name for p in Path(args.write_shape).iterdir())}))
         return
-    if args.random_weights:
-        source = str(random_weights_folder(source, workdir / "model", recipe.train.seed))
     t = recipe.train
-    recipe = load_recipe(args.recipe, [
-        f"model.source={source}", "model.dtype=bfloat16", "train.precision=bf16", "train.packing=true",
-        f"train.max_steps={args.steps}", "train.save_steps=100000", "train.logging_steps=1", f"runs_dir={workdir}",
-        f"train.data={REPO / 'data' / 'demo' / 'chat.jsonl'}", "train.gradient_checkpointing=false",
-        f"plan.batch_size={t.batch_size}", f"plan.seq_len={t.max_seq_len}", "plan.max_gpus=1",
-        "plan.gradient_checkpointing=false"])
-    estimate = plan_from_recipe(recipe).memory[0]
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    workdir = Path(tempfile.mkdtemp(prefix="nortune-gpu-check-"))
     try:
+        if args.random_weights:
+            source = str(random_weights_folder(source, workdir / "model", t.seed))
+        recipe = load_recipe(args.recipe, [
+            f"model.source={source}", "model.dtype=bfloat16", "train.precision=bf16", "train.packing=true",
+            f"train.max_steps={args.steps}", "train.save_steps=100000", "train.logging_steps=1",
+            f"runs_dir={workdir}", f"train.data={REPO / 'data' / 'demo' / 'chat.jsonl'}",
+            "train.gradient_checkpointing=false", f"plan.batch_size={t.batch_size}",
+            f"plan.seq_len={t.max_seq_len}", "plan.max_gpus=1", "plan.gradient_checkpointing=false"])
+        estimate = plan_from_recipe(recipe).memory[0]
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         metrics = run(recipe, allow_contaminated="GPU memory check on the shipped demo chats")["metrics"]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -106,7 +106,7 @@ def main() -> None:
         print(f"{label:<36}{'n/a' if value is None else f'{value:.3f}':>8}")
     print(f"tokens/s: {metrics['tokens_per_s']}")
     print(json.dumps({
-        "device": device, "model": recipe.model.source if not args.random_weights else f"{args.model or 'demo'} (random weights)",
+        "device": device, "model": f"{args.model or 'demo'} (random weights)" if args.random_weights else source,
         "steps": args.steps, "batch_size": t.batch_size, "seq_len": t.max_seq_len,
         "estimate_gib": round(estimate.total_gib, 3), "estimate_without_overhead_gib": round(without_overhead, 3),
         "peak_allocated_gib": None if allocated is None else round(allocated, 3),
