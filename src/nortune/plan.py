@@ -162,32 +162,60 @@ def build_plan(config: Any, recipe: Recipe) -> AdapterPlan:
         notes.append(f"{frozen_3d:,} parameters live in 3-D (MoE expert) tensors; LoRA cannot target "
                      f"them, so they stay frozen ({100 * frozen_3d / total:.1f} % of the model)")
     trainable = sum(m.lora_params for layer in layers for m in layer.adapted)
-    widths = [4 * int(text.hidden_size)] * num_layers
-    for name, module in model.named_modules():
-        match = _LAYER_NAME.match(name)
-        if match and isinstance(module, torch.nn.Linear):
-            widths[int(match.group("index"))] += module.out_features
-    memory = estimate_memory(text, total, trainable, widths, recipe)
+    adapted = {m.name for layer in layers for m in layer.adapted}
+    memory = estimate_memory(text, total, trainable, saved_bytes_per_token(model, num_layers, adapted), recipe)
     return AdapterPlan(model_type=str(text.model_type), num_layers=num_layers, total_params=total,
                        trainable_params=trainable, layers=layers, frozen_3d_params=frozen_3d,
                        notes=notes, memory=memory)
 
 
-def estimate_memory(text: Any, total: int, trainable: int, layer_widths: list[int],
+def saved_bytes_per_token(model: Any, num_layers: int, adapted: set[str]) -> list[int]:
+    """Per decoder layer, the bytes one token leaves saved for backward under bf16 autocast.
+
+    bf16: every Linear output, the gated MLP's activation output, and the input of each LoRA
+    module (its A matrix needs it). fp32: the input of every RMSNorm (they compute in fp32),
+    where q/k/v norms see their projection's output. Checked against the tensors autograd
+    really saves on tiny Gemma 3 / Gemma 4 models (tests/unit/test_plan_memory.py).
+    """
+    import torch
+
+    modules = dict(model.named_modules())
+    per_layer = [0] * num_layers
+    for name, module in modules.items():
+        match = _LAYER_NAME.match(name)
+        if not match:
+            continue
+        index, leaf = int(match.group("index")), name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear):
+            per_layer[index] += 2 * module.out_features
+            per_layer[index] += 2 * module.in_features if name in adapted else 0
+            per_layer[index] += 2 * module.out_features if leaf == "gate_proj" else 0
+        elif "norm" in type(module).__name__.lower():
+            projection = modules.get(name[: -len("_norm")] + "_proj") if leaf.endswith("_norm") else None
+            if isinstance(projection, torch.nn.Linear):
+                width = projection.out_features
+            else:
+                weight = getattr(module, "weight", None)
+                width = weight.numel() if weight is not None else int(model.config.get_text_config().hidden_size)
+            per_layer[index] += 4 * width
+    return per_layer
+
+
+def estimate_memory(text: Any, total: int, trainable: int, layer_bytes: list[int],
                     recipe: Recipe) -> list[MemoryEstimate]:
     """Per-GPU memory for bf16 weights + fp32 adapter/grads/AdamW + activations, FSDP-sharded.
 
-    ``layer_widths`` is, per decoder layer, the summed output width of its Linear modules
-    plus a few hidden-size tensors (norms, residuals): the bf16 values one token keeps while
-    that layer's backward runs. Activations are not sharded across GPUs. An estimate.
+    ``layer_bytes`` is, per decoder layer, what one token keeps for that layer's backward
+    (``saved_bytes_per_token``); with checkpointing only each layer's bf16 input is kept, plus
+    one layer recomputed at a time. Activations are not sharded across GPUs. An estimate.
     """
     cfg = recipe.plan
     b, s = cfg.batch_size, cfg.seq_len
     h = int(text.hidden_size)
     if cfg.gradient_checkpointing:
-        activations = len(layer_widths) * 2 * b * s * h + 2 * b * s * max(layer_widths)
+        activations = len(layer_bytes) * 2 * b * s * h + b * s * max(layer_bytes)
     else:
-        activations = 2 * b * s * sum(layer_widths)
+        activations = b * s * sum(layer_bytes)
     logits = 2 * 4 * b * s * int(text.vocab_size)  # fp32 logits and their gradient
     out = []
     for n in range(1, cfg.max_gpus + 1):
