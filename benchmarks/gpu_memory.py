@@ -5,7 +5,10 @@ every micro-batch has the shape the estimate assumes) for a few steps and reads 
 allocated and reserved memory. With ``--random-weights`` the model is built from the source's
 config and tokenizer alone: memory and speed do not depend on weight values, and the
 demo checkpoint (1 GB) cannot travel to a lent GPU machine, while its config and tokenizer can.
-On a machine without CUDA it still trains (on CPU) but reports no peak memory.
+On any device it also sums the unique tensors autograd saves for backward (parameters
+excluded): the activations the estimate models, the same on CPU as on a GPU for the same dtype
+and attention kernel, so that term is checked even where no GPU is lent. On a machine without
+CUDA it reports no peak memory.
 
     python benchmarks/gpu_memory.py [--steps 10] [--model embedded:gemma3-270m] [--random-weights]
 
@@ -22,6 +25,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 GIB = 1024 ** 3
@@ -37,6 +41,37 @@ def random_weights_folder(source: str, target: Path, seed: int) -> Path:
     config = AutoConfig.from_pretrained(str(target))
     AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(str(target))
     return target
+
+
+def saved_activations_probe() -> Any:
+    """A callback that records, per step, the bytes of unique non-parameter tensors saved for backward."""
+    import torch
+    from transformers import TrainerCallback
+
+    class SavedActivations(TrainerCallback):
+        def __init__(self) -> None:
+            self.per_step: list[int] = []
+            self.hooks = None
+
+        def on_step_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+            params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+            seen: dict[int, int] = {}
+
+            def pack(tensor):
+                storage = tensor.untyped_storage()
+                if storage.data_ptr() not in params:
+                    seen[storage.data_ptr()] = storage.nbytes()
+                return tensor
+
+            self.seen = seen
+            self.hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)
+            self.hooks.__enter__()
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.hooks.__exit__(None, None, None)
+            self.per_step.append(sum(self.seen.values()))
+
+    return SavedActivations()
 
 
 def write_shape(source: str, target: Path) -> None:
@@ -86,12 +121,15 @@ def main() -> None:
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        metrics = run(recipe, allow_contaminated="GPU memory check on the shipped demo chats")["metrics"]
+        probe = saved_activations_probe()
+        metrics = run(recipe, allow_contaminated="GPU memory check on the shipped demo chats",
+                      callbacks=(probe,))["metrics"]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     allocated = torch.cuda.max_memory_allocated() / GIB if cuda else None
     reserved = torch.cuda.max_memory_reserved() / GIB if cuda else None
     without_overhead = estimate.total_gib - estimate.overhead_gib
+    saved = max(probe.per_step) / GIB
     device = torch.cuda.get_device_name() if cuda else "cpu (no CUDA: peak GPU memory not measured)"
 
     print(f"device: {device}; {args.steps} steps, batch {t.batch_size} x {t.max_seq_len} tokens (packed), bf16")
@@ -102,13 +140,17 @@ def main() -> None:
                          ("estimate: logits (upper bound)", estimate.logits_gib),
                          ("estimate: total without overhead", without_overhead),
                          ("estimate: total", estimate.total_gib),
+                         ("measured: saved for backward, max/step", saved),
                          ("measured: peak allocated", allocated), ("measured: peak reserved", reserved)):
         print(f"{label:<36}{'n/a' if value is None else f'{value:.3f}':>8}")
     print(f"tokens/s: {metrics['tokens_per_s']}")
     print(json.dumps({
         "device": device, "model": f"{args.model or 'demo'} (random weights)" if args.random_weights else source,
         "steps": args.steps, "batch_size": t.batch_size, "seq_len": t.max_seq_len,
-        "estimate_gib": round(estimate.total_gib, 3), "estimate_without_overhead_gib": round(without_overhead, 3),
+        "estimate_gib": round(estimate.total_gib, 3),
+        "estimate_activations_and_logits_gib": round(estimate.activations_gib + estimate.logits_gib, 3),
+        "estimate_activations_gib": round(estimate.activations_gib, 3),
+        "saved_for_backward_gib": round(saved, 3), "estimate_without_overhead_gib": round(without_overhead, 3),
         "peak_allocated_gib": None if allocated is None else round(allocated, 3),
         "peak_reserved_gib": None if reserved is None else round(reserved, 3),
         "estimate_over_peak_allocated": None if allocated is None else round(without_overhead / allocated, 3),
