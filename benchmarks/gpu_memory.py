@@ -14,7 +14,7 @@ CUDA it reports no peak memory.
 
 For a lent GPU machine (its python3 has torch, transformers, peft and accelerate, but not trl,
 datasets or pydantic: carry those as wheels), first write the model's shape here with
-``--write-shape DIR`` (config and tokenizer, 34 MB), carry DIR, and run there
+``--write-shape DIR`` (config and tokenizer, 32 MB), carry DIR, and run there
 ``PYTHONPATH=src python3 benchmarks/gpu_memory.py --model DIR --random-weights``.
 """
 
