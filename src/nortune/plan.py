@@ -163,13 +163,14 @@ def build_plan(config: Any, recipe: Recipe) -> AdapterPlan:
                      f"them, so they stay frozen ({100 * frozen_3d / total:.1f} % of the model)")
     trainable = sum(m.lora_params for layer in layers for m in layer.adapted)
     adapted = {m.name for layer in layers for m in layer.adapted}
-    memory = estimate_memory(text, total, trainable, saved_bytes_per_token(model, num_layers, adapted), recipe)
+    layer_bytes = saved_bytes_per_token(model, num_layers, int(text.hidden_size), adapted)
+    memory = estimate_memory(text, total, trainable, layer_bytes, recipe)
     return AdapterPlan(model_type=str(text.model_type), num_layers=num_layers, total_params=total,
                        trainable_params=trainable, layers=layers, frozen_3d_params=frozen_3d,
                        notes=notes, memory=memory)
 
 
-def saved_bytes_per_token(model: Any, num_layers: int, adapted: set[str]) -> list[int]:
+def saved_bytes_per_token(model: Any, num_layers: int, hidden: int, adapted: set[str]) -> list[int]:
     """Per decoder layer, the bytes one token leaves saved for backward under bf16 autocast.
 
     bf16: every Linear output, the gated MLP's activation output, and the input of each LoRA
@@ -196,7 +197,7 @@ def saved_bytes_per_token(model: Any, num_layers: int, adapted: set[str]) -> lis
                 width = projection.out_features
             else:
                 weight = getattr(module, "weight", None)
-                width = weight.numel() if weight is not None else int(model.config.get_text_config().hidden_size)
+                width = weight.numel() if weight is not None else hidden
             per_layer[index] += 4 * width
     return per_layer
 
