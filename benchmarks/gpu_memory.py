@@ -44,32 +44,22 @@ def random_weights_folder(source: str, target: Path, seed: int) -> Path:
 
 
 def saved_activations_probe() -> Any:
-    """A callback that records, per step, the bytes of unique non-parameter tensors saved for backward."""
-    import torch
+    """A callback that records, per step, the bytes of tensors saved for backward."""
     from transformers import TrainerCallback
+
+    from nortune.plan import saved_for_backward
 
     class SavedActivations(TrainerCallback):
         def __init__(self) -> None:
             self.per_step: list[int] = []
-            self.hooks = None
 
         def on_step_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
-            params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-            seen: dict[int, int] = {}
-
-            def pack(tensor):
-                storage = tensor.untyped_storage()
-                if storage.data_ptr() not in params:
-                    seen[storage.data_ptr()] = storage.nbytes()
-                return tensor
-
-            self.seen = seen
-            self.hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)
-            self.hooks.__enter__()
+            self.block = saved_for_backward(model)
+            self.saved = self.block.__enter__()
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            self.hooks.__exit__(None, None, None)
-            self.per_step.append(sum(self.seen.values()))
+            self.block.__exit__(None, None, None)
+            self.per_step.append(sum(self.saved.values()))
 
     return SavedActivations()
 

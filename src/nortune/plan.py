@@ -8,9 +8,10 @@ seconds on a laptop. Training uses the plan's exact module names as PEFT targets
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from nortune.config import LayerSelection, Recipe, parse_index_ranges
 
@@ -200,6 +201,27 @@ def saved_bytes_per_token(model: Any, num_layers: int, hidden: int, adapted: set
                 width = weight.numel() if weight is not None else hidden
             per_layer[index] += 4 * width
     return per_layer
+
+
+@contextmanager
+def saved_for_backward(model: Any) -> Iterator[dict[int, int]]:
+    """Inside the block, storage -> bytes of every non-parameter tensor autograd saves for backward.
+
+    What ``saved_bytes_per_token`` estimates; the tests and benchmarks/gpu_memory.py measure it.
+    """
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor: Any) -> Any:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        yield seen
 
 
 def estimate_memory(text: Any, total: int, trainable: int, layer_bytes: list[int],

@@ -9,26 +9,10 @@ import torch
 
 from conftest import write_recipe
 from nortune.config import load_recipe
-from nortune.plan import plan_from_recipe
+from nortune.plan import plan_from_recipe, saved_for_backward
 from nortune.train import attach_adapter
 
 BATCH, SEQ = 2, 48
-
-
-def saved_for_backward(model, ids) -> int:
-    """Bytes of unique non-parameter storages autograd saves in one forward."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
-        model(input_ids=ids, use_cache=False).logits.float().sum().backward()
-    return sum(seen.values())
 
 
 @pytest.mark.parametrize("kind", ["tiny_gemma3", "tiny_gemma4"])
@@ -43,6 +27,8 @@ def test_activation_estimate_matches_saved_tensors(kind, request, tmp_path):
     peft_model = attach_adapter(model, recipe, plan)
     peft_model.train()
     ids = torch.randint(5, model.config.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
-    measured = saved_for_backward(peft_model, ids)
+    with saved_for_backward(peft_model) as saved, torch.autocast("cpu", dtype=torch.bfloat16):
+        peft_model(input_ids=ids, use_cache=False).logits.float().sum().backward()
+    measured = sum(saved.values())
     estimated = plan.memory[0].activations_gib * 1024 ** 3
     assert 0.8 < estimated / measured < 1.25, (estimated, measured)
