@@ -77,6 +77,8 @@ def to_messages(obj: dict[str, Any], source: CurateSource) -> tuple[str, list[di
             role = _ROLE_ALIASES.get(role.lower(), role.lower())
             if role not in ROLES:
                 raise MalformedRecord(f"messages[{i}] has unknown role {role!r}")
+            if content is None:
+                raise MalformedRecord(f"messages[{i}] has no content")
             messages.append({"role": role, "content": _text(content, f"messages[{i}].content")})
         if not any(m["role"] == "assistant" for m in messages):
             raise MalformedRecord("messages have no assistant turn")

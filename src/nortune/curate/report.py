@@ -22,7 +22,8 @@ def _table(title: str, counts: Counter, total: int, targets: dict[str, float] | 
 
 
 def write_markdown(path: Path, *, inputs: int, by_lang: Counter, by_source: Counter, by_task: Counter,
-                   drops: Counter, shares: dict[str, float], notes: list[str], malformed: list[str]) -> None:
+                   drops: Counter, shares: dict[str, float], notes: list[str], malformed: list[str],
+                   read: Counter | None = None) -> None:
     out = sum(by_lang.values())
     lines = ["# Curate: composition report", "",
              f"Input records: **{inputs}**. Output records: **{out}**. Dropped: **{sum(drops.values())}**.",
@@ -30,6 +31,10 @@ def write_markdown(path: Path, *, inputs: int, by_lang: Counter, by_source: Coun
              f"({'adds up' if out + sum(drops.values()) == inputs else 'DOES NOT ADD UP'}).", ""]
     for note in notes:
         lines += [f"> **Note:** {note}", ""]
+    if read is not None:
+        lines += ["## Input by source (every record read, before any drop)", "", "| source | records |",
+                  "|---|---:|"] + [f"| {name} | {count} |" for name, count in read.items()]
+        lines += [f"| **total** | **{sum(read.values())}** |", ""]
     lines += ["## Output by bucket (language / translation / mixed)", ""]
     lines += _table("bucket", by_lang, out, shares) + [""]
     lines += ["## Output by source", ""] + _table("source", by_source, out) + [""]

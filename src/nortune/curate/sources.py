@@ -3,11 +3,18 @@
 Every item is ``(location, payload)`` where location is ``file:line`` (or ``file:row N``,
 ``hf:id:N``) and payload is a dict, or a :class:`Malformed` saying why the raw line could
 not even be read. Nothing is loaded whole: files are read line by line or batch by batch.
+
+Files are read as bytes and decoded one line at a time, so a bad byte costs exactly its own
+line (reported with the byte and column) and never the rest of the file. A UTF-8 byte-order
+mark at the start is accepted and stripped. :func:`count_records` counts a file's records
+without parsing them, so the curate report can prove that every record was accounted for.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import sys
 from collections.abc import Iterator
@@ -16,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config import CurateSource
+from nortune.jsonl import DataError
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,8 @@ def detect_format(source: CurateSource) -> str:
             return "csv"
         if suffix in (".txt", ".text"):
             return "text"
-    raise ValueError(f"{source.path}: cannot tell the format from the name; set format")
+    raise ValueError(f"{source.path}: cannot tell the format from the name; set format "
+                     "(jsonl, parquet, csv or text)")
 
 
 def iter_source(source: CurateSource) -> Iterator[Item]:
@@ -54,59 +63,141 @@ def iter_source(source: CurateSource) -> Iterator[Item]:
                 "text": _iter_text}[kind](path)
 
 
+def count_records(source: CurateSource) -> int | None:
+    """How many records the file holds, counted without parsing them (None for a hub dataset).
+
+    JSONL and text: non-blank lines. CSV: non-blank rows after the header (read with bad bytes
+    replaced, so a bad line still counts). Parquet: the row count in the file's metadata.
+    """
+    kind = detect_format(source)
+    if kind == "hf":
+        return None
+    path = Path(source.path)
+    if kind == "parquet":
+        return _parquet_file(path).metadata.num_rows
+    if kind == "csv":
+        csv.field_size_limit(min(sys.maxsize, 1 << 30))
+        with open(path, "rb") as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+            rows = sum(1 for row in csv.reader(text, delimiter=_delimiter(path)) if row)
+        return max(rows - 1, 0)
+    return sum(1 for _, raw in _raw_lines(path) if raw.strip())
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) for each physical line, a leading UTF-8 BOM removed."""
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            yield line_no, raw
+
+
+def _decode(raw: bytes) -> str | Malformed:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Malformed(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+
+
 def _iter_jsonl(path: Path) -> Iterator[Item]:
-    with open(path, encoding="utf-8", errors="strict", newline="\n") as handle:
-        line_no = 0
-        while True:
-            try:
-                line = handle.readline()
-            except UnicodeDecodeError as exc:
-                yield f"{path}:{line_no + 1}", Malformed(f"not UTF-8: {exc.reason}")
-                return  # the decoder's position is lost; stop this file
-            if not line:
-                return
-            line_no += 1
-            if not line.strip():
+    for line_no, raw in _raw_lines(path):
+        if not raw.strip():
+            continue
+        where = f"{path}:{line_no}"
+        line = _decode(raw)
+        if isinstance(line, Malformed):
+            yield where, line
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield where, Malformed(f"malformed JSON: {exc.msg} (column {exc.colno})")
+            continue
+        if not isinstance(obj, dict):
+            yield where, Malformed(f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        yield where, obj
+
+
+def _delimiter(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+class _CsvLines:
+    """Decoded lines for csv.reader; lines with bad bytes are held back as Malformed items.
+
+    ``taken`` lists the physical line numbers handed out since the last reset, so the caller
+    knows on which line each row starts (csv.reader never reads ahead of its row).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.taken: list[int] = []
+        self.bad: list[Item] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for line_no, raw in _raw_lines(self.path):
+            line = _decode(raw)
+            if isinstance(line, Malformed):
+                if line_no == 1:
+                    raise DataError(f"{self.path}:1: the header is {line.reason}")
+                self.bad.append((f"{self.path}:{line_no}", line))
                 continue
-            where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield where, Malformed(f"malformed JSON: {exc.msg} (column {exc.colno})")
-                continue
-            if not isinstance(obj, dict):
-                yield where, Malformed(f"expected a JSON object, got {type(obj).__name__}")
-                continue
-            yield where, obj
+            self.taken.append(line_no)
+            yield line
 
 
 def _iter_csv(path: Path) -> Iterator[Item]:
     csv.field_size_limit(min(sys.maxsize, 1 << 30))
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        start = reader.line_num
-        for row in reader:
-            where = f"{path}:{start + 1}"
-            start = reader.line_num
-            if None in row or any(v is None for v in row.values()):
-                yield where, Malformed("wrong number of columns")
-                continue
-            yield where, {k: v for k, v in row.items() if v != ""}
+    lines = _CsvLines(path)
+    reader = csv.reader(iter(lines), delimiter=_delimiter(path))
+    header: list[str] | None = None
+    while True:
+        lines.taken.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DataError(f"{path}:{lines.taken[0] if lines.taken else '?'}: unreadable CSV: {exc}") from None
+        yield from lines.bad
+        lines.bad.clear()
+        if not row:
+            continue
+        if header is None:
+            header = row
+            continue
+        where = f"{path}:{lines.taken[0]}"
+        if len(row) != len(header):
+            yield where, Malformed(f"wrong number of columns ({len(row)}, the header has {len(header)})")
+            continue
+        yield where, {k: v for k, v in zip(header, row) if v != ""}
+    yield from lines.bad
 
 
 def _iter_text(path: Path) -> Iterator[Item]:
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if line.strip():
-                yield f"{path}:{line_no}", {"text": line.rstrip("\n")}
+    for line_no, raw in _raw_lines(path):
+        if not raw.strip():
+            continue
+        line = _decode(raw)
+        yield f"{path}:{line_no}", line if isinstance(line, Malformed) else {"text": line.rstrip("\r\n")}
+
+
+def _parquet_file(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a Parquet file ({exc}); set the source's format if it is another kind") \
+            from None
 
 
 def _iter_parquet(path: Path) -> Iterator[Item]:
-    import pyarrow.parquet as pq
-
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
+    for batch in _parquet_file(path).iter_batches(batch_size=2048):
         for obj in batch.to_pylist():
             row += 1
             yield f"{path}:row {row}", obj

@@ -18,6 +18,7 @@ OUTPUT = "train.jsonl"
 REPORT = "composition.md"
 CHART = "composition.png"
 SPOOL = ".candidates.jsonl"
+BUCKETS = ["nb", "nn", "en", "other", "mixed", "translation"]
 
 
 def _task(mapping: str, messages: list[dict[str, str]], translation: bool) -> str:
@@ -61,38 +62,40 @@ def run(recipe: Recipe, *, force: bool = False) -> dict[str, Any]:
         log.info("curate: inputs and settings unchanged, skipping (%s)", out_dir)
         return read_manifest(out_dir) or {}
     stage = begin_stage("curate", out_dir, fp, recipe.to_yaml())
-    result = _curate(cfg, out_dir)
+    try:
+        result = _curate(cfg, out_dir)
+    finally:
+        (out_dir / SPOOL).unlink(missing_ok=True)  # an infeasible mix or a fatal record leaves no spool
     outputs = [out_dir / OUTPUT, out_dir / REPORT] + ([out_dir / CHART] if (out_dir / CHART).exists() else [])
     return stage.complete(outputs, metrics=result["metrics"], extra={"notes": result["notes"]})
 
 
 def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
-    import numpy as np
-
-    from nortune.curate.compose import compose
     from nortune.curate.dedup import NearDuplicates, content_digest
     from nortune.curate.filters import QualityFilter, quality_score
     from nortune.curate.labels import is_translation, label_record
     from nortune.curate.langid import default_model
     from nortune.curate.normalize import MalformedRecord, to_messages
-    from nortune.curate.report import write_chart, write_markdown
-    from nortune.curate.sources import Malformed, iter_source
+    from nortune.curate.sources import Malformed, count_records, iter_source
 
     model = default_model()
     quality = QualityFilter(cfg.filters)
     near = NearDuplicates(cfg.dedup, seed=cfg.seed) if cfg.dedup.near else None
-    bucket_names = ["nb", "nn", "en", "other", "mixed", "translation"]
+    bucket_names = BUCKETS
     drops: Counter = Counter()
     malformed: list[str] = []
     seen: set[int] = set()
     buckets, sources, offsets = array("B"), array("H"), array("Q")
     scores = array("d")
-    inputs = 0
+    read: Counter = Counter()  # records read per source (parsed or not)
+    counted: dict[str, int | None] = {}  # records per source, counted without parsing
     spool_path = out_dir / SPOOL
     with open(spool_path, "w", encoding="utf-8") as spool:
         for src_idx, source in enumerate(cfg.sources):
+            counted[source.name] = count_records(source)
+            read[source.name] += 0
             for where, raw in iter_source(source):
-                inputs += 1
+                read[source.name] += 1
                 if isinstance(raw, Malformed):
                     reason = raw.reason
                 else:
@@ -142,6 +145,45 @@ def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
                 buckets.append(bucket_names.index(bucket))
                 sources.append(src_idx)
                 scores.append(quality_score(messages, label.confidence))
+    inputs, notes = _check_inputs(cfg, read, counted)
+    return _compose_and_write(cfg, out_dir, inputs, notes, read, drops, malformed,
+                              buckets, sources, scores, offsets, near)
+
+
+def _check_inputs(cfg: CurateSection, read: Counter, counted: dict[str, int | None]) -> tuple[int, list[str]]:
+    """Total input records, counted independently of parsing; warn on empty sources, fail on none.
+
+    A source whose parsed count differs from its independent count lost records somewhere:
+    that is an error, never a report that silently adds up.
+    """
+    paths = {s.name: s.path or s.hf_dataset for s in cfg.sources}
+    for name, n in counted.items():
+        if n is not None and n != read[name]:
+            raise DataError(f"{paths[name]}: {n} records in the file but {read[name]} were read; "
+                            "curate refuses to lose records it cannot count")
+    inputs = sum(n if n is not None else read[name] for name, n in counted.items())
+    if inputs == 0:
+        raise DataError("curate.sources: every source is empty: " + ", ".join(str(p) for p in paths.values()))
+    notes = []
+    for name in counted:
+        log.info("curate: source %s (%s): %d records", name, paths[name], read[name])
+        if read[name] == 0:
+            notes.append(f"source {name} ({paths[name]}) has no records")
+            log.warning("curate: source %s (%s) is empty", name, paths[name])
+    return inputs, notes
+
+
+def _compose_and_write(cfg: CurateSection, out_dir: Path, inputs: int, notes: list[str], read: Counter,
+                       drops: Counter, malformed: list[str], buckets: array, sources: array, scores: array,
+                       offsets: array, near: Any) -> dict[str, Any]:
+    """Dedup, compose the exact mix, write train.jsonl and the report whose numbers add up."""
+    import numpy as np
+
+    from nortune.curate.compose import compose
+    from nortune.curate.report import write_chart, write_markdown
+
+    bucket_names = BUCKETS
+    spool_path = out_dir / SPOOL
     n = len(buckets)
     bucket_arr = np.frombuffer(buckets, dtype=np.uint8) if n else np.zeros(0, np.uint8)
     alive = np.ones(n, dtype=bool)
@@ -171,7 +213,6 @@ def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
                        "messages": record.pop("messages"), **record}
             out.write(json.dumps(ordered, ensure_ascii=False) + "\n")
     tmp.replace(out_dir / OUTPUT)
-    spool_path.unlink()
     if malformed:
         (out_dir / "malformed.txt").write_text("\n".join(malformed) + "\n", encoding="utf-8")
     output = sum(by_lang.values())
@@ -179,11 +220,13 @@ def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
         raise AssertionError(f"curate accounting: {output} + {sum(drops.values())} != {inputs}")
     for note in comp.notes:
         log.warning("curate: %s", note)
+    notes = notes + comp.notes
     write_markdown(out_dir / REPORT, inputs=inputs, by_lang=by_lang, by_source=by_source, by_task=by_task,
-                   drops=drops, shares=cfg.shares, notes=comp.notes, malformed=malformed)
+                   drops=drops, shares=cfg.shares, notes=notes, malformed=malformed, read=read)
     write_chart(out_dir / CHART, by_lang=by_lang, by_source=by_source, by_task=by_task, drops=drops)
     metrics = {"input_records": inputs, "output_records": output, "dropped": dict(sorted(drops.items())),
                "by_bucket": dict(sorted(by_lang.items())), "by_source": dict(sorted(by_source.items())),
-               "by_task": dict(sorted(by_task.items())), "malformed": len(malformed)}
+               "by_task": dict(sorted(by_task.items())), "malformed": len(malformed),
+               "input_by_source": dict(read)}
     log.info("curate: %d in, %d out, %d dropped", inputs, output, sum(drops.values()))
-    return {"metrics": metrics, "notes": comp.notes}
+    return {"metrics": metrics, "notes": notes}
