@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import REPO, tiny_tokenizer
-from nortune.config import ConfigError, Recipe, load_recipe
+from nortune.config import ConfigError, load_recipe
 from nortune.export.formats import check_types, gguf_filename
 from nortune.export.merge import ExportInputError, train_inputs
 from nortune.export.modelfile import U1, derive_turns, go_template, modelfile
@@ -156,7 +156,6 @@ def test_model_card_reports_what_the_run_folder_holds(tmp_path, monkeypatch):
     assert "| nb | 67 | 67.0 % |" in card and "| nn | 31 | 31.0 % |" in card
     assert "passed: 0 contaminated of 100" in card
     assert "| x | 1 | 2 |" in card and "TABLE" in card and "license: apache-2.0" in card
-    assert isinstance(recipe, Recipe)
 
 
 def test_toolchain_check_does_not_install(tmp_path, monkeypatch):
@@ -165,5 +164,4 @@ def test_toolchain_check_does_not_install(tmp_path, monkeypatch):
     monkeypatch.setenv("NORTUNE_CACHE", str(tmp_path))
     with pytest.raises(toolchain.ToolchainError, match="not set up"):
         toolchain.ensure(install=False)
-    assert toolchain.cpu_key() == toolchain.cpu_key()
     assert not any(tmp_path.iterdir())

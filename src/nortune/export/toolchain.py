@@ -8,10 +8,17 @@ nortune never quantises by hand. It uses what llama.cpp ships:
   plus ``Llama`` to load and run every file it writes.
 
 llama-cpp-python has no binary wheel for this platform, so the first set-up builds one from the
-source distribution (multimodal parts, tests, tools and the server off) and keeps it in
-``$NORTUNE_CACHE/llama_cpp/<version>/wheels/<cpu key>/``; the converter is copied from the same
-source distribution into ``$NORTUNE_CACHE/llama_cpp/<version>/tools/``. Every later set-up, in any
-virtual environment on the same machine, installs the cached wheel in seconds.
+source distribution (multimodal parts, tests, tools and the server off). The default build is
+*portable*: ggml's native CPU detection is off and the kernels are compiled for a fixed baseline
+(x86-64: AVX2 + FMA + F16C + BMI2, the Haswell level; aarch64: plain ARMv8-A), so one wheel runs
+on every CPU from that level up, whatever CPU built it. In particular the AVX-512 and AMX
+weight-repacking kernels that a ``-march=native`` build picks up on a Sapphire Rapids Xeon (and
+that crashed there) are not in it. ``NORTUNE_LLAMA_CPP_BUILD=native`` opts into a ``-march=native``
+build, keyed by this CPU's flags. The wheel is kept in
+``$NORTUNE_CACHE/llama_cpp/<version>/wheels/<build key>/``; the converter is copied from the same
+source distribution into ``$NORTUNE_CACHE/llama_cpp/<version>/tools/``. The installed package carries
+a marker naming its build key, so a virtual environment (or a cache) that holds another build is
+reinstalled instead of used. See docs/export.md.
 
 Run ``python -m nortune.export.toolchain`` (``make setup`` does) to set up or check.
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -29,7 +37,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,18 @@ LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 # Lean build: the bindings need only libllama + ggml; multimodal, tests, tools and server are off.
 LEAN_CMAKE_ARGS = ("-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF "
                    "-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF")
+# Portable CPU kernels per machine type: a fixed instruction-set baseline, never -march=native.
+PORTABLE_CPU_ARGS = {
+    "x86_64": ("-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+               "-DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF "
+               "-DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF "
+               "-DGGML_AMX_BF16=OFF"),
+    "aarch64": "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8-a",
+}
+# What a portable x86-64 build needs from the CPU that runs it (/proc/cpuinfo names).
+PORTABLE_X86_FLAGS = ("avx", "avx2", "fma", "f16c", "bmi2")
+BUILD_ENV = "NORTUNE_LLAMA_CPP_BUILD"  # "portable" (default) or "native"
+MARKER = "nortune-build.json"  # written into the installed llama_cpp package
 # What the converter needs from the source distribution (paths under vendor/llama.cpp).
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "LICENSE",
                    "models/ggml-vocab-gemma-4.gguf")
@@ -54,24 +74,63 @@ def cache_dir(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
     return cache_root() / "llama_cpp" / version
 
 
-def cpu_key() -> str:
-    """The wheel is built for this CPU (ggml's native flags): key the cache by machine and CPU flags."""
-    flags = ""
+def _cpu_flags() -> list[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
-                flags = " ".join(sorted(line.split(":", 1)[1].split()))
-                break
+                return sorted(line.split(":", 1)[1].split())
     except OSError:
-        flags = platform.processor()
-    digest = hashlib.sha256(flags.encode()).hexdigest()[:10]
-    return f"{platform.system().lower()}-{platform.machine()}-{digest}"
+        pass
+    return [platform.processor()]
+
+
+def _machine() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+@dataclass(frozen=True)
+class Build:
+    """Which llama.cpp build this machine uses: its flavour, CMake arguments and cache key."""
+
+    flavour: str
+    cmake_args: str
+    key: str
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def build_for_this_machine(flavour: str | None = None) -> Build:
+    """The portable build for this machine type (or the native one, keyed by this CPU's flags).
+
+    Fails before any work on a CPU below the portable baseline, naming what it lacks.
+    """
+    flavour = flavour or os.environ.get(BUILD_ENV, "portable")
+    machine = _machine()
+    system = platform.system().lower()
+    if flavour == "native":
+        digest = hashlib.sha256(" ".join(_cpu_flags()).encode()).hexdigest()[:10]
+        return Build("native", LEAN_CMAKE_ARGS + " -DGGML_NATIVE=ON", f"{system}-{machine}-native-{digest}")
+    if flavour != "portable":
+        raise ToolchainError(f"{BUILD_ENV}={flavour!r}: use 'portable' (default) or 'native'")
+    if machine not in PORTABLE_CPU_ARGS:
+        raise ToolchainError(f"no portable llama.cpp build is defined for {machine}; set {BUILD_ENV}=native")
+    if machine == "x86_64":
+        missing = [f for f in PORTABLE_X86_FLAGS if f not in _cpu_flags()]
+        if missing:
+            raise ToolchainError(f"this CPU lacks {', '.join(missing)}, which nortune's portable llama.cpp "
+                                 f"build needs (x86-64 from AVX2 up); set {BUILD_ENV}=native to build for it")
+    args = f"{LEAN_CMAKE_ARGS} {PORTABLE_CPU_ARGS[machine]}"
+    digest = hashlib.sha256(args.encode()).hexdigest()[:8]
+    return Build("portable", args, f"{system}-{machine}-portable-{digest}")
 
 
 @dataclass(frozen=True)
 class Toolchain:
     converter: Path  # convert_hf_to_gguf.py inside the cached tools folder
     version: str
+    build: Build
 
     @property
     def tools(self) -> Path:
@@ -83,13 +142,32 @@ class Toolchain:
 
 
 def installed_version() -> str | None:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover
-        return None
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("llama_cpp_python")
     except PackageNotFoundError:
+        return None
+
+
+def _marker_path() -> Path | None:
+    """Where the installed llama_cpp package keeps nortune's build marker (found without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / MARKER
+
+
+def installed_build() -> dict[str, str] | None:
+    """The build marker of the llama_cpp package in this interpreter, if nortune installed it."""
+    path = _marker_path()
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
 
 
@@ -133,22 +211,28 @@ def _extract_converter(sdist: Path, tools: Path, version: str) -> None:
     os.replace(tmp, tools)
 
 
-def _build_wheel(sdist: Path, wheels: Path, python: str) -> Path:
+def _build_wheel(sdist: Path, wheels: Path, python: str, build: Build) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env["CMAKE_ARGS"] = (LEAN_CMAKE_ARGS + " " + env.get("CMAKE_ARGS", "")).strip()
+    env["CMAKE_ARGS"] = build.cmake_args  # exactly these: a stray -march=native must not leak in
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-    print(f"nortune: building llama-cpp-python {sdist.name} once (about 7-10 min on 2 cores); "
-          f"the wheel is cached in {wheels}", flush=True)
+    print(f"nortune: building llama-cpp-python {sdist.name} ({build.flavour}) once (about 7-10 min on "
+          f"2 cores); the wheel is cached in {wheels}", flush=True)
     started = time.time()
     _pip(python, "wheel", "--no-deps", "-w", str(wheels), str(sdist), env=env)
     print(f"nortune: llama-cpp-python built in {time.time() - started:.0f} s", flush=True)
-    return _cached_wheel(wheels)  # type: ignore[return-value]
+    (wheels / MARKER).write_text(json.dumps({**build.to_json(), "build_seconds": round(time.time() - started)}))
+    return _cached_wheel(wheels, build)  # type: ignore[return-value]
 
 
-def _cached_wheel(wheels: Path) -> Path | None:
+def _cached_wheel(wheels: Path, build: Build) -> Path | None:
+    """The cached wheel, only if its folder's marker says it is exactly this build."""
+    try:
+        marker = json.loads((wheels / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
     found = sorted(wheels.glob("llama_cpp_python-*.whl"))
-    return found[-1] if found else None
+    return found[-1] if found and marker.get("key") == build.key else None
 
 
 def ensure(python: str | None = None, version: str = LLAMA_CPP_PYTHON_VERSION,
@@ -163,15 +247,33 @@ def ensure(python: str | None = None, version: str = LLAMA_CPP_PYTHON_VERSION,
                                  "`python -m nortune.export.toolchain` (or `make setup`)")
         root.mkdir(parents=True, exist_ok=True)
         _extract_converter(_sdist(root, version, python), tools, version)
-    current = installed_version() if python == sys.executable else None
-    if current != version:
+    build = build_for_this_machine()
+    if python == sys.executable:
+        marker = installed_build() or {}
+        current = installed_version()
+        if current == version and marker.get("key") == build.key:
+            return Toolchain(converter=tools / "convert_hf_to_gguf.py", version=version, build=build)
         if not install:
-            raise ToolchainError(f"llama-cpp-python {version} is not installed (found {current}); run "
-                                 "`python -m nortune.export.toolchain` (or `make setup`)")
-        wheels = root / "wheels" / cpu_key()
-        wheel = _cached_wheel(wheels) or _build_wheel(_sdist(root, version, python), wheels, python)
-        _pip(python, "install", "-q", str(wheel))
-    return Toolchain(converter=tools / "convert_hf_to_gguf.py", version=version)
+            found = f"{current} ({marker.get('key', 'not built by nortune')})" if current else "nothing"
+            raise ToolchainError(f"llama-cpp-python {version} ({build.key}) is not installed (found {found}); "
+                                 "run `python -m nortune.export.toolchain` (or `make setup`)")
+    wheels = root / "wheels" / build.key
+    wheel = _cached_wheel(wheels, build) or _build_wheel(_sdist(root, version, python), wheels, python, build)
+    _pip(python, "install", "-q", "--force-reinstall", "--no-deps", str(wheel))
+    _write_marker(python, build, version)
+    return Toolchain(converter=tools / "convert_hf_to_gguf.py", version=version, build=build)
+
+
+def _write_marker(python: str, build: Build, version: str) -> None:
+    """Record in the installed package which build it is, so ensure() can tell it apart later."""
+    code = ("import importlib.util, json, pathlib, sys; "
+            "spec = importlib.util.find_spec('llama_cpp'); "
+            "path = pathlib.Path(list(spec.submodule_search_locations)[0]) / sys.argv[1]; "
+            "path.write_text(sys.argv[2])")
+    payload = json.dumps({**build.to_json(), "version": version})
+    result = subprocess.run([python, "-c", code, MARKER, payload], capture_output=True, text=True)
+    if result.returncode:
+        raise ToolchainError(f"could not mark the llama_cpp install in {python}: {result.stderr[-500:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     except ToolchainError as exc:
         print(f"nortune: {exc}", file=sys.stderr)
         return 1
-    print(f"llama.cpp tooling ready: llama-cpp-python {chain.version}, converter {chain.converter}")
+    print(f"llama.cpp tooling ready: llama-cpp-python {chain.version} ({chain.build.key}), "
+          f"converter {chain.converter}")
     return 0
 
 
