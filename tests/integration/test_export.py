@@ -169,13 +169,13 @@ def test_modelfile_and_model_card(exported):
     assert "start_of_turn" in (merged / "chat_template.jinja").read_text()
 
 
-def test_chat_runs_through_llama_cpp(exported, capsys):
+def test_chat_runs_through_llama_cpp(exported, capfd):
     from nortune.export.chat import chat
 
     _, recipe, _, _ = exported
     assert chat(recipe.run_dir / "export" / "tiny-Q4_K_M.gguf", max_tokens=4, n_ctx=128,
                 lines=["Hei! Korleis går det?", ""]) == 0
-    assert "model> " in capsys.readouterr().out
+    assert "model> " in capfd.readouterr().out  # printed by the chat child process
 
 
 def test_rerun_skips_and_a_failing_file_is_marked_failed(tmp_path, exported):

@@ -32,7 +32,19 @@ def reply(llm: Any, messages: list[dict[str, str]], max_tokens: int, temperature
 
 def chat(path: Path, system: str | None = None, max_tokens: int = 512, temperature: float = 0.7,
          n_ctx: int = 4096, lines: Iterable[str] | None = None) -> int:
-    """Read user turns (stdin by default), print the model's answers; empty line or EOF ends."""
+    """Read user turns (stdin by default), print the model's answers; empty line or EOF ends.
+
+    The conversation runs in a child process on this terminal, so a llama.cpp crash while loading
+    or generating is a ``NativeCrash`` naming the file and the signal, not the end of nortune.
+    """
+    from nortune.export.native import call
+
+    return call("chat", path, "nortune.export.chat:chat_in_process", path, system, max_tokens, temperature,
+                n_ctx, list(lines) if lines is not None else None, interactive=True)
+
+
+def chat_in_process(path: Path, system: str | None, max_tokens: int, temperature: float, n_ctx: int,
+                    lines: list[str] | None) -> int:
     llm = open_model(path, n_ctx=n_ctx)
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     source = lines if lines is not None else _stdin_lines()

@@ -151,14 +151,22 @@ def convert(chain: Toolchain, model_dir: Path, out: Path, outtype: str) -> Path:
 
 
 def quantize(source: Path, out: Path, gguf_type: str, threads: int | None = None) -> Path:
-    """llama.cpp's C++ quantiser (``llama_model_quantize``) from a full-precision GGUF."""
+    """llama.cpp's C++ quantiser, in a child process: a crash there is a ``NativeCrash``, not our end."""
+    from nortune.export.native import call
+
+    log.info("quantising %s -> %s (%s)", source.name, out.name, gguf_type)
+    call("quantize", source, "nortune.export.gguf_files:quantize_in_process", source, out, gguf_type, threads)
+    return out
+
+
+def quantize_in_process(source: Path, out: Path, gguf_type: str, threads: int | None = None) -> Path:
+    """``llama_model_quantize`` from a full-precision GGUF (run by ``quantize`` in its child)."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTIZER_FTYPES[gguf_type]
     params.nthread = threads or 0
     tmp = out.with_name(f".{out.name}.tmp")
-    log.info("quantising %s -> %s (%s)", source.name, out.name, gguf_type)
     code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
     if code != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)

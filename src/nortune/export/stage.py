@@ -16,7 +16,7 @@ from typing import Any
 from nortune.config import Recipe
 from nortune.export.formats import gguf_filename, made_by_converter
 from nortune.export.merge import train_inputs
-from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
+from nortune.runs import StageRun, atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ def source_gguf(recipe: Recipe) -> Path | None:
 
 def run(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     """Export; skipped when the train outputs and the export settings are unchanged."""
-    settings = recipe.export
     out_dir = recipe.run_dir / "export"
     print_ = fingerprint(recipe)  # fails early, naming a missing train output
     if not force and is_current(out_dir, print_):
@@ -58,6 +57,17 @@ def run(recipe: Recipe, force: bool = False) -> dict[str, Any]:
 
     chain = ensure()  # set up llama.cpp's tools before any long work (cached after the first time)
     stage = begin_stage("export", out_dir, print_, recipe.to_yaml())
+    from nortune.export.native import NativeCrash
+
+    try:
+        return _export(recipe, chain, stage, out_dir)
+    except NativeCrash as crash:
+        raise stage.fail(str(crash), {"job": crash.job, "file": str(crash.path), "signal": crash.signal_name,
+                                      "log": str(crash.log_file) if crash.log_file else None}) from crash
+
+
+def _export(recipe: Recipe, chain: Any, stage: StageRun, out_dir: Path) -> dict[str, Any]:
+    settings = recipe.export
     timings: dict[str, float] = {}
     started = time.time()
 
@@ -87,12 +97,11 @@ def run(recipe: Recipe, force: bool = False) -> dict[str, Any]:
         convert(chain, model_dir, intermediate, settings.intermediate)
     for gguf_type in settings.gguf_types:
         path = out_dir / gguf_filename(name, gguf_type)
-        if gguf_type == settings.intermediate:
-            pass
-        elif made_by_converter(gguf_type):
-            convert(chain, model_dir, path, gguf_type)
-        else:
-            quantize(intermediate, path, gguf_type, settings.verify.threads)
+        if gguf_type != settings.intermediate:  # the intermediate is already written above
+            if made_by_converter(gguf_type):
+                convert(chain, model_dir, path, gguf_type)
+            else:
+                quantize(intermediate, path, gguf_type, settings.verify.threads)
         files[gguf_type] = path.name
     shutil.rmtree(staging, ignore_errors=True)
     if intermediate.exists() and settings.intermediate not in settings.gguf_types:
@@ -137,14 +146,17 @@ def _verify(recipe: Recipe, merged: Path, out_dir: Path, files: dict[str, str]) 
     settings = recipe.export.verify
     if not settings.enabled:
         return []
-    from nortune.export.verify import check_file, reference
+    from nortune.export.native import call
+    from nortune.export.verify import reference
 
     text = Path(settings.text).read_text(encoding="utf-8")
     ref = reference(merged, text, settings.window, settings.max_tokens, settings.reference_dtype)
     checks = []
     for gguf_type, filename in files.items():
         threshold = settings.thresholds.get(gguf_type, settings.default)
-        check = check_file(out_dir / filename, gguf_type, ref, threshold, settings.threads)
+        path = out_dir / filename
+        check = call("verify", path, "nortune.export.verify:check_file", path, gguf_type, ref, threshold,
+                     settings.threads)
         log.info("export: %s top-1 %.4f ppl ratio %.4f %s", filename, check.top1, check.ppl_ratio,
                  "passed" if check.passed else "FAILED " + "; ".join(check.reasons))
         checks.append(check.to_json())
