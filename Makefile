@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nortune-setup
 
-.PHONY: setup demo test bench clean-runs
+.PHONY: setup browser demo test bench clean-runs
 
-$(STAMP): pyproject.toml
+# The portable llama.cpp build is defined in toolchain.py: a change there must reinstall it.
+$(STAMP): pyproject.toml src/nortune/export/toolchain.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel on disk, not a multi-GB CUDA build.
@@ -17,7 +18,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m nortune.export.toolchain
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The report's browser check (and its test) need Debian's chromium + chromium-driver. A missing
+# browser is an error, never a silent skip; NORTUNE_BROWSER_CHECK=off is the explicit opt-out.
+browser:
+	@if [ "$${NORTUNE_BROWSER_CHECK:-on}" != off ] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium + chromium-driver for the report's browser check"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "nortune: the report's browser check needs chromium + chromedriver: sudo apt-get install chromium chromium-driver (or set NORTUNE_BROWSER_CHECK=off)" >&2; exit 2; \
+	  fi; \
+	fi
+
+setup: $(STAMP) browser
 
 demo: setup
 	$(VENV)/bin/nortune run configs/demo.yaml

@@ -1,7 +1,8 @@
 """Open a report in real headless Chromium: console errors, broken images, a screenshot.
 
-Uses Debian's chromium + chromium-driver through Selenium; nothing is downloaded. Where no
-Chromium is installed, ``available()`` says so and the report is written without the check.
+Uses Debian's chromium + chromium-driver through Selenium; nothing is downloaded. ``make setup``
+installs them. A missing browser is an error that says how to install it, never a silent skip;
+``NORTUNE_BROWSER_CHECK=off`` is the explicit, recorded opt-out.
 """
 
 from __future__ import annotations
@@ -15,8 +16,20 @@ CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
                   "--disable-dev-shm-usage", "--window-size=1280,2000")
 
 
+OPT_OUT_ENV = "NORTUNE_BROWSER_CHECK"
+MISSING = ("the report's browser check needs Chromium and ChromeDriver, which are not installed: run "
+           "`sudo apt-get install chromium chromium-driver` (Debian/Ubuntu; `make setup` does it as root), "
+           f"or set {OPT_OUT_ENV}=off to write the report without the check")
+
+
 def available() -> bool:
     return shutil.which("chromium") is not None and shutil.which("chromedriver") is not None
+
+
+def opted_out() -> bool:
+    import os
+
+    return os.environ.get(OPT_OUT_ENV, "").strip().lower() in ("off", "0", "no", "false")
 
 
 def check_page(page: Path, screenshot: Path) -> dict[str, Any]:

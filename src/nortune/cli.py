@@ -9,6 +9,7 @@ import sys
 
 from nortune.config import ConfigError, load_recipe
 from nortune.jsonl import DataError
+from nortune.runs import StageFailed
 
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -144,12 +145,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nortune.pipeline import Options, regressions, run_pipeline
+    from nortune.pipeline import Options, failures, regressions, run_pipeline
 
     recipe = load_recipe(args.recipe, args.overrides)
     only = args.only.split(",") if args.only else None
     results = run_pipeline(recipe, start=args.start, stop=args.stop, only=only, dry_run=args.dry_run,
                            options=Options(allow_contaminated=args.allow_contaminated, resume=args.resume))
+    for error in failures(results):
+        print(f"nortune run: {error}", file=sys.stderr)
+    if failures(results):
+        return 1
     found = regressions(results)
     if found and recipe.evaluate.fail_on_regression:
         print("nortune run: SIGNIFICANT REGRESSION in " + "; ".join(found) +
@@ -320,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"nortune: data error: {exc}", file=sys.stderr)
         return 2
+    except StageFailed as exc:  # the stage's folder holds failed.json; the report shows it in red
+        print(f"nortune: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nortune.runs import RESOLVED_RECIPE, read_manifest
+from nortune.runs import RESOLVED_RECIPE, read_failure, read_manifest
 
 
 def _json(path: Path) -> Any:
@@ -86,7 +86,11 @@ def summarize(run_dir: Path) -> RunSummary:
     mix = {k: round(v / total, 4) for k, v in buckets.items()} if total else None
     tuned, base = headline(run_dir, "tuned"), headline(run_dir, "base")
     export = read_manifest(run_dir / "export")
-    if export is None:
+    crashed = read_failure(run_dir / "export")
+    if crashed is not None:
+        export_state = f"FAILED: {crashed.get('job', 'export')} of {Path(crashed.get('file', '?')).name} " \
+                       f"crashed ({crashed.get('signal', 'error')})"
+    elif export is None:
         export_state = "not exported"
     else:
         failed = export.get("metrics", {}).get("failed") or []

@@ -19,7 +19,7 @@ from typing import Any
 
 from nortune.config import ConfigError, Recipe
 from nortune.jsonl import DataError
-from nortune.runs import atomic_write_text, begin_stage, read_manifest
+from nortune.runs import StageFailed, atomic_write_text, begin_stage, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,13 @@ def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = No
                  options: Options = Options()) -> list[dict[str, Any]]:
     names = [s.name for s in STAGES]
     chosen = select(names, start, stop, only)
-    results = []
+    results: list[dict[str, Any]] = []
+    failed: list[str] = []
     for stage in (s for s in STAGES if s.name in chosen):
+        if failed and stage.name != "report":  # the report still runs: it shows the failure in red
+            print(f"{stage.name:<20} {'not run':<11} {failed[0]} failed", flush=True)
+            results.append({"stage": stage.name, "action": "not run", "why": f"{failed[0]} failed"})
+            continue
         verdict, why = status(stage, recipe)
         line = {"stage": stage.name, "action": verdict, "why": why}
         if dry_run or verdict == "off":
@@ -182,7 +187,14 @@ def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = No
             continue
         log.info("%s: %s (%s)", stage.name, "skipping" if verdict == "skip" else "running", why)
         started = time.time()
-        manifest = stage.run(recipe, options)
+        try:
+            manifest = stage.run(recipe, options)
+        except StageFailed as exc:
+            log.error("%s", exc)
+            failed.append(stage.name)
+            results.append({**line, "action": "failed", "error": str(exc),
+                            "seconds": round(time.time() - started, 2)})
+            continue
         line.update(seconds=round(time.time() - started, 2), metrics=manifest.get("metrics", {}))
         if manifest.get("regressions") or manifest.get("overall_regression"):
             line["regressions"] = manifest.get("regressions") or ["average"]
@@ -190,6 +202,11 @@ def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = No
     if not dry_run:
         atomic_write_text(recipe.run_dir / "pipeline.json", json.dumps(results, indent=2, default=str))
     return results
+
+
+def failures(results: list[dict[str, Any]]) -> list[str]:
+    """The error of every stage of this run that failed (see ``runs.StageFailed``)."""
+    return [r["error"] for r in results if r.get("action") == "failed"]
 
 
 def regressions(results: list[dict[str, Any]]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from nortune.config import Recipe
 from nortune.ledger import STAGE_ORDER, RunSummary, format_runs, summarize
-from nortune.runs import MANIFEST, atomic_write_text, begin_stage, read_manifest
+from nortune.runs import FAILED, MANIFEST, atomic_write_text, begin_stage, read_failure, read_manifest
 
 TITLES = {
     "curate": "Data composition", "decontam": "Contamination check", "plan": "Adapter plan",
@@ -36,7 +36,8 @@ th{background:#f3f3f3} img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 
 
 def _stage_dirs(run_dir: Path) -> list[str]:
-    found = [s for s in (*STAGE_ORDER, "decontam-preference") if (run_dir / s / MANIFEST).is_file()]
+    found = [s for s in (*STAGE_ORDER, "decontam-preference")
+             if (run_dir / s / MANIFEST).is_file() or (run_dir / s / FAILED).is_file()]
     return sorted(found, key=lambda s: list(TITLES).index(s) if s in TITLES else 99)
 
 
@@ -76,6 +77,10 @@ def _section(run_dir: Path, stage: str, page_dir: Path) -> str:
     manifest = read_manifest(stage_dir) or {}
     parts = [f"<h2 id='{stage.replace('/', '-')}'>{html.escape(TITLES.get(stage, stage))}</h2>",
              _metrics_table(manifest.get("metrics", {}))]
+    failure = read_failure(stage_dir)
+    if failure is not None:
+        parts.append(f"<p class='warn'>&#9888; This stage FAILED and produced no result: "
+                     f"{html.escape(failure.get('error', ''))}</p>")
     for md in sorted(stage_dir.glob("*.md")):
         if md.name.lower() != "readme.md" or stage == "export":
             parts.append(f"<details open><summary>{html.escape(md.name)}</summary>"
@@ -130,7 +135,8 @@ def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
 def stage_fingerprint(recipe: Recipe) -> dict[str, Any]:
     """The report is current while no stage it shows has finished again since."""
     run_dir = recipe.run_dir
-    return {"stages": {s: (read_manifest(run_dir / s) or {}).get("finished") for s in _stage_dirs(run_dir)}}
+    return {"stages": {s: (read_manifest(run_dir / s) or read_failure(run_dir / s) or {}).get("finished")
+                       for s in _stage_dirs(run_dir)}}
 
 
 def run(recipe: Recipe) -> dict[str, Any]:
@@ -147,12 +153,15 @@ def run(recipe: Recipe) -> dict[str, Any]:
     metrics: dict[str, Any] = {"stages": len(inputs)}
     from nortune import browser
 
-    if browser.available():
+    if browser.opted_out():
+        metrics["browser_check"] = f"off ({browser.OPT_OUT_ENV}=off)"
+        print(f"report: browser check switched off by {browser.OPT_OUT_ENV}=off", flush=True)
+    elif not browser.available():
+        raise stage.fail(browser.MISSING)
+    else:
         checked = browser.check_page(page_dir / "report.html", page_dir / "screenshot.png")
         metrics.update(console_errors=len(checked["console_errors"]), images=checked["images"],
                        broken_images=len(checked["broken_images"]))
         outputs.append(page_dir / "screenshot.png")
-    else:
-        metrics["browser_check"] = "skipped: chromium and chromedriver not installed"
     print(f"report: {page_dir / 'report.html'}", flush=True)
     return stage.complete(outputs, metrics)

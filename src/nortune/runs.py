@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+FAILED = "failed.json"  # a stage that failed writes this instead of a manifest
 RESOLVED_RECIPE = "recipe.resolved.yaml"
+
+
+class StageFailed(RuntimeError):
+    """A stage ended without a result; its folder holds ``failed.json`` (and no manifest)."""
+
+    def __init__(self, stage: str, message: str):
+        self.stage = stage
+        super().__init__(f"{stage} failed: {message}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -78,6 +87,13 @@ class StageRun:
         }
         atomic_write_text(self.directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
         return manifest
+
+    def fail(self, message: str, details: dict[str, Any] | None = None) -> StageFailed:
+        """Record why the stage produced nothing (no manifest), for the ledger and the report."""
+        record = {"stage": self.stage, "error": message, "started": self.started, "finished": time.time(),
+                  "nortune_git_commit": _git_commit(), **(details or {})}
+        atomic_write_text(self.directory / FAILED, json.dumps(record, indent=2, sort_keys=True))
+        return StageFailed(self.stage, message)
 
 
 HASH_FOLDERS_UP_TO = 2 * 1024**3  # hash folder contents up to this size; above it, sizes only
@@ -142,6 +158,14 @@ def _version() -> str:
     return __version__
 
 
+def read_failure(directory: Path) -> dict[str, Any] | None:
+    """The failure record of a stage whose last attempt failed (None when it has none)."""
+    path = directory / FAILED
+    if not path.is_file() or (directory / MANIFEST).is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def read_manifest(directory: Path) -> dict[str, Any] | None:
     path = directory / MANIFEST
     if not path.is_file():
@@ -159,5 +183,6 @@ def begin_stage(stage: str, directory: Path, fingerprint: dict[str, Any], recipe
     """Invalidate any previous result, save the resolved recipe beside the outputs, start the stage."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)
+    (directory / FAILED).unlink(missing_ok=True)
     atomic_write_text(directory / RESOLVED_RECIPE, recipe_yaml)
     return StageRun(stage=stage, directory=directory, fingerprint=fingerprint)
