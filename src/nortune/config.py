@@ -229,18 +229,6 @@ class PlanSection(Section):
     gradient_checkpointing: bool = True
 
 
-class DecontamTestSet(Section):
-    """One benchmark's test side: an HF dataset id (or local folder name) and the text fields to check."""
-
-    dataset: str  # e.g. ltg/norcommonsenseqa; locally <noreval_dir>/<name after the slash>/<config>/<split>.jsonl
-    configs: list[str] = Field(default_factory=lambda: ["nb", "nn"], min_length=1)
-    split: str = "test"
-    # Dotted paths into a record; a path reaching a list checks every item (e.g. choices.text).
-    fields: list[str] = Field(min_length=1)
-    optional_fields: list[str] = Field(default_factory=list)  # checked when present
-    id_field: str | None = "id"
-
-
 class DecontamExtra(Section):
     """An extra benchmark given as a file (JSONL or Parquet) with the fields that hold test text."""
 
@@ -262,17 +250,6 @@ class DecontamNormalize(Section):
     strip_punctuation: bool = False
 
 
-def _noreval_test_sets() -> list[DecontamTestSet]:
-    choices = ["choices.text"]
-    return [
-        DecontamTestSet(dataset="ltg/norcommonsenseqa", split="train", fields=["question", *choices]),
-        DecontamTestSet(dataset="ltg/noropenbookqa", split="test", fields=["fact", "question_stem", *choices]),
-        DecontamTestSet(dataset="ltg/nortruthfulqa_mc", split="validation",
-                        fields=["question", "mc1_targets.choices"], optional_fields=["mc2_targets.choices"]),
-        DecontamTestSet(dataset="ltg/nrk_quiz_qa", split="test", fields=["question", *choices]),
-    ]
-
-
 class DecontamSection(Section):
     """Contamination check of the training data against benchmark test texts (see docs/decontam.md)."""
 
@@ -280,16 +257,19 @@ class DecontamSection(Section):
     data: Path | None = None
     # Dotted paths to the text of a training record; None: messages[].content, else "text".
     text_fields: list[str] | None = None
-    noreval_source: Literal["hf", "local"] = "hf"
-    noreval_dir: Path | None = None  # folder per task in the HF schema, for noreval_source=local
+    # The test side is the documents evaluate scores: unset keys follow evaluate (source, data_dir,
+    # revision, tasks); a value that differs from evaluate's is refused at load (Recipe._decontam_is_evaluate).
+    noreval_source: Literal["hf", "local"] | None = None
+    noreval_dir: Path | None = None
     noreval_revision: str | None = None
-    test_sets: list[DecontamTestSet] = Field(default_factory=_noreval_test_sets)
+    tasks: list[str] | None = None  # NorEval families to check; must include every evaluate.tasks family
     extra: list[DecontamExtra] = Field(default_factory=list)
-    methods: list[Literal["exact", "substring", "char_ngram", "word_ngram"]] = Field(
-        default_factory=lambda: ["exact", "substring", "char_ngram", "word_ngram"], min_length=1)
+    methods: list[Literal["exact", "substring", "char_ngram", "word_ngram", "question"]] = Field(
+        default_factory=lambda: ["exact", "substring", "char_ngram", "word_ngram", "question"], min_length=1)
     char_ngrams: list[int] = Field(default_factory=lambda: [50, 30], min_length=1)
     word_ngram: int = Field(13, ge=1)
     substring_min_chars: int = Field(30, ge=8)
+    question_min_words: int = Field(4, ge=2)  # a whole test question of at least this many words, inside a record
     normalize: DecontamNormalize = Field(default_factory=DecontamNormalize)
     # Boilerplate phrases: a match that is nothing but these phrases (plus less than n other chars) is allowed.
     allow: list[str] = Field(default_factory=list)
@@ -304,13 +284,6 @@ class DecontamSection(Section):
         if any(n < 8 for n in value):
             raise ValueError("character n-grams shorter than 8 match ordinary words; use n >= 8")
         return sorted(set(value), reverse=True)
-
-    @model_validator(mode="after")
-    def _local_needs_dir(self) -> "DecontamSection":
-        if self.noreval_source == "local" and self.test_sets:
-            if self.noreval_dir is None or not Path(self.noreval_dir).is_dir():
-                raise ValueError(f"noreval_source is local but noreval_dir is not a folder: {self.noreval_dir}")
-        return self
 
 
 CURATE_BUCKETS = ("nb", "nn", "en", "other", "mixed", "translation")
@@ -594,6 +567,33 @@ class Recipe(Section):
         if self.train.stage == "dpo" and not pref.configured:
             raise ValueError("preference.data: required when train.stage is dpo "
                              "(or set preference.hf_dataset, or preference.synthetic.enabled to build pairs)")
+        return self
+
+    @model_validator(mode="after")
+    def _decontam_is_evaluate(self) -> "Recipe":
+        """decontam checks the very documents evaluate scores: fill its test side from evaluate, refuse a difference."""
+        dc, ev = self.decontam, self.evaluate
+        for key, ours, theirs in (("noreval_source", dc.noreval_source, ev.source),
+                                  ("noreval_dir", dc.noreval_dir, ev.data_dir),
+                                  ("noreval_revision", dc.noreval_revision, ev.revision)):
+            if ours is not None and (Path(ours) != Path(theirs) if key == "noreval_dir" and theirs else ours != theirs):
+                raise ValueError(f"decontam.{key} is {ours} but evaluate scores {theirs}: the contamination check "
+                                 f"must read the documents evaluate scores (remove decontam.{key}; it follows evaluate)")
+        unknown = [t for t in dc.tasks or [] if t not in _NOREVAL_FAMILIES]
+        missing = [t for t in ev.tasks if dc.tasks is not None and t not in dc.tasks]
+        if unknown or missing:
+            raise ValueError(f"decontam.tasks: {'unknown ' + str(unknown) if unknown else ''}"
+                             f"{'; ' if unknown and missing else ''}"
+                             f"{f'evaluate scores {missing} but they are not checked' if missing else ''}")
+        values = {"noreval_dir": ev.data_dir if ev.source == "local" else None, "noreval_revision": ev.revision,
+                  "noreval_source": ev.source, "tasks": list(dc.tasks or ev.tasks)}
+        for key, value in values.items():  # dir before source: no half-filled state is ever validated
+            setattr(dc, key, value)
+        if ev.source == "local":
+            from nortune.evaluate.tasks import CATALOGUE, local_file
+
+            for family in dc.tasks:
+                local_file(Path(ev.data_dir), CATALOGUE[family], CATALOGUE[family].split)  # DataError: file not found
         return self
 
     @property

@@ -12,7 +12,7 @@ from nortune.preference.stage import run as preference_run
 from nortune.train import run as train_run
 
 pytestmark = pytest.mark.slow
-LOCAL_NOREVAL = {"noreval_source": "local", "noreval_dir": str(FIXTURES / "noreval_mini")}
+LOCAL_NOREVAL = {"source": "local", "data_dir": str(FIXTURES / "noreval_mini")}  # decontam follows evaluate
 
 
 def _pairs(path):
@@ -30,7 +30,7 @@ def _pairs(path):
 def sft_then_preference(request, tmp_path_factory, tiny_gemma3):
     tmp_path = tmp_path_factory.mktemp(request.param)
     base = write_recipe(tmp_path / "sft.yaml", tiny_gemma3, tmp_path / "runs",
-                        train={"max_steps": 3, "lr": 1e-2}, decontam=LOCAL_NOREVAL)
+                        train={"max_steps": 3, "lr": 1e-2}, evaluate=LOCAL_NOREVAL)
     train_run(load_recipe(base), allow_contaminated="tiny fixture; gate tested in test_train.py")
     recipe = load_recipe(base, [
         "train.stage=dpo", f"preference.data={_pairs(tmp_path / 'pairs.jsonl')}", "preference.loss_type=ipo",

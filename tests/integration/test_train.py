@@ -180,7 +180,7 @@ def test_contamination_gate_passes_after_a_clean_decontam_run(tmp_path, tiny_gem
     from nortune.decontam.stage import run as decontam_run
 
     recipe = _recipe(tmp_path, tiny_gemma3, train={"max_steps": 1},
-                     decontam={"noreval_source": "local", "noreval_dir": str(FIXTURES / "noreval_mini")})
+                     evaluate={"source": "local", "data_dir": str(FIXTURES / "noreval_mini")})
     decontam_run(recipe)
     gate = train_run(recipe)["contamination_gate"]
     assert gate["passed"] is True and gate["override"] is None

@@ -32,9 +32,11 @@ def write_train(path: Path, contaminated: bool) -> Path:
     return path
 
 
-def recipe_for(tmp_path: Path, data: Path, **decontam) -> Recipe:
-    return Recipe.model_validate({"name": "dc", "runs_dir": str(tmp_path / "runs"), "decontam": {
-        "data": str(data), "noreval_source": "local", "noreval_dir": str(FIXTURE), **decontam}})
+def recipe_for(tmp_path: Path, data: Path, noreval: Path = FIXTURE, **decontam) -> Recipe:
+    """decontam follows evaluate: the local NorEval folder is evaluate's."""
+    return Recipe.model_validate({"name": "dc", "runs_dir": str(tmp_path / "runs"),
+                                  "evaluate": {"source": "local", "data_dir": str(noreval)},
+                                  "decontam": {"data": str(data), **decontam}})
 
 
 def test_stage_finds_a_copied_question_and_writes_everything(tmp_path: Path) -> None:
@@ -44,14 +46,14 @@ def test_stage_finds_a_copied_question_and_writes_everything(tmp_path: Path) -> 
     out = recipe.run_dir / "decontam"
     report = json.loads((out / "contamination.json").read_text(encoding="utf-8"))
     assert report["training"]["records"] == 3
-    assert report["test_side"]["texts_by_task"]["norcommonsenseqa_nb"] == 12  # 2 questions + 10 choices
+    assert report["test_side"]["texts_by_task"]["norcommonsenseqa_nob"] == 12  # 2 questions + 10 choices
     assert len(report["test_side"]["texts_by_task"]) == 8
     assert report["training"]["contaminated_records"] == 1
     rec = report["records"][0]
     assert rec["id"] == "c" and rec["line"] == 3
-    assert set(rec["methods"]) == {"substring", "char_50gram", "char_30gram", "word_13gram"}
+    assert set(rec["methods"]) == {"substring", "char_50gram", "char_30gram", "word_13gram", "question_answer"}
     match = rec["methods"]["substring"]["matches"][0]
-    assert match["test_id"] == "norcommonsenseqa_nb/train/csq-nb-1/question"
+    assert match["test_id"] == "norcommonsenseqa_nob/train/csq-nb-1/question"
     assert report["gate"] == {"max_contaminated_records": 0, "contaminated_records": 1, "passed": False}
     cleaned = out / "train.clean.jsonl"
     assert report["cleaned"]["kept"] == 2 and report["cleaned"]["removed"] == 1
@@ -113,15 +115,20 @@ def test_bad_training_input_fails_with_file_line_before_work(tmp_path: Path) -> 
 
 
 def test_missing_test_field_and_missing_task_file(tmp_path: Path) -> None:
+    import shutil
+
     data = write_train(tmp_path / "train.jsonl", contaminated=False)
-    recipe = recipe_for(tmp_path, data, test_sets=[
-        {"dataset": "ltg/nrk_quiz_qa", "split": "test", "fields": ["question", "explanation"]}])
-    with pytest.raises(DataError, match=r"nrk_quiz_qa/nb/test.jsonl:1: missing field 'explanation'"):
-        run(recipe)
-    recipe = recipe_for(tmp_path, data, test_sets=[
-        {"dataset": "ltg/nrk_quiz_qa", "split": "validation", "fields": ["question"]}])
-    with pytest.raises(DataError, match="validation.jsonl: file not found"):
-        run(recipe)
+    folder = tmp_path / "noreval"
+    shutil.copytree(FIXTURE, folder)
+    quiz = folder / "nrk_quiz_qa" / "nb" / "test.jsonl"
+    rows = [json.loads(line) for line in quiz.read_text(encoding="utf-8").splitlines()]
+    del rows[0]["question"]
+    quiz.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(DataError, match=r"nrk_quiz_qa/nb/test.jsonl:1: missing field 'question'"):
+        run(recipe_for(tmp_path, data, noreval=folder))
+    quiz.unlink()
+    with pytest.raises(ValueError, match="nrk_quiz_qa/nb/test.jsonl: file not found"):
+        recipe_for(tmp_path, data, noreval=folder)  # refused at load, before any work
 
 
 def test_extra_benchmark_parquet_and_plain_text_training(tmp_path: Path) -> None:
@@ -132,7 +139,7 @@ def test_extra_benchmark_parquet_and_plain_text_training(tmp_path: Path) -> None
     pq.write_table(pa.table({"key": ["x1"], "passage": [passage]}), tmp_path / "bench.parquet")
     data = tmp_path / "corpus.txt"
     data.write_text("en helt vanlig linje\n" + passage + " Det er vakkert.\n", encoding="utf-8")
-    recipe = recipe_for(tmp_path, data, test_sets=[], extra=[
+    recipe = recipe_for(tmp_path, data, extra=[
         {"name": "mybench", "path": str(tmp_path / "bench.parquet"), "fields": ["passage"], "id_field": "key"}])
     run(recipe)
     report = json.loads((recipe.run_dir / "decontam" / "contamination.json").read_text(encoding="utf-8"))
@@ -140,7 +147,7 @@ def test_extra_benchmark_parquet_and_plain_text_training(tmp_path: Path) -> None
     assert report["records"][0]["methods"]["char_50gram"]["matches"][0]["test_id"] == "mybench/x1/passage"
 
 
-def test_hf_loader_path_reads_the_same_schema(monkeypatch) -> None:
+def test_hf_loader_reads_what_evaluate_scores_at_its_revision(monkeypatch) -> None:
     """The real loader is ``datasets.load_dataset``; here it is replaced by the local fixture rows."""
     calls = []
 
@@ -152,20 +159,22 @@ def test_hf_loader_path_reads_the_same_schema(monkeypatch) -> None:
     import datasets
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    section = Recipe.model_validate({"name": "x"}).decontam
+    section = Recipe.model_validate({"name": "x", "evaluate": {"revision": "abc123"}}).decontam
     texts, origins = sources.load_test_side(section)
-    assert ("ltg/nortruthfulqa_mc", "nn", "validation", None) in calls and len(calls) == 8
-    assert origins["nrk_quiz_qa_nb"] == "hf:ltg/nrk_quiz_qa:nb:test@default"
+    # evaluate's catalogue: dataset, config and scored split of every family, at evaluate's revision
+    assert ("ltg/nortruthfulqa_mc", "nn", "validation", "abc123") in calls and len(calls) == 8
+    assert ("ltg/norcommonsenseqa", "nb", "train", "abc123") in calls
+    assert origins["nrk_quiz_qa_nob"] == {"origin": "hf:ltg/nrk_quiz_qa:nb:test", "revision": "abc123"}
     uids = {t.uid for t in texts}
-    assert "noropenbookqa_nn/test/obqa-nn-1/fact" in uids
-    assert "nortruthfulqa_mc_nb/validation/row1/mc1_targets.choices/1" in uids
+    assert "noropenbookqa_nno/test/obqa-nn-1/fact" in uids
+    assert "nortruthfulqa_mc_nob/validation/row1/mc1_targets.choices/1" in uids
 
 
 def test_cli_exit_code_says_pass_or_fail(tmp_path: Path, capsys) -> None:
     data = write_train(tmp_path / "train.jsonl", contaminated=True)
     recipe_file = tmp_path / "r.yaml"
     recipe_file.write_text(f"name: cli\nruns_dir: {tmp_path / 'runs'}\ndecontam:\n  data: {data}\n"
-                           f"  noreval_source: local\n  noreval_dir: {FIXTURE}\n", encoding="utf-8")
+                           f"evaluate:\n  source: local\n  data_dir: {FIXTURE}\n", encoding="utf-8")
     assert main(["decontam", str(recipe_file)]) == 1
     assert main(["decontam", str(recipe_file), "decontam.max_contaminated_records=1"]) == 0
     assert main(["decontam", str(recipe_file), "decontam.bogus=1"]) == 2

@@ -18,6 +18,13 @@ from nortune.decontam.spans import Span, SpanCollector
 from nortune.decontam.wordindex import WordIndex
 
 SNIPPET = 300
+QUESTION_KEYS = ("question_answer", "question")
+_WORD = re.compile(r"\w+")
+
+
+def question_words(normalised: str) -> list[str]:
+    """Words of an already normalised text for the whole-question check (Unicode-aware, punctuation dropped)."""
+    return _WORD.findall(normalised)
 
 
 @dataclass
@@ -26,6 +33,7 @@ class ScanSettings:
     char_ngrams: list[int] = field(default_factory=lambda: [50, 30])
     word_ngram: int = 13
     substring_min_chars: int = 30
+    question_min_words: int = 4
     normalizer: Normalizer = field(default_factory=Normalizer)
     allow: list[str] = field(default_factory=list)
     examples_per_record: int = 5
@@ -36,6 +44,7 @@ class ScanSettings:
     def from_section(cls, section) -> "ScanSettings":
         return cls(methods=list(section.methods), char_ngrams=sorted(section.char_ngrams, reverse=True),
                    word_ngram=section.word_ngram, substring_min_chars=section.substring_min_chars,
+                   question_min_words=section.question_min_words,
                    normalizer=Normalizer.from_settings(section.normalize), allow=list(section.allow),
                    examples_per_record=section.examples_per_record)
 
@@ -46,6 +55,8 @@ class ScanSettings:
                 keys.extend(f"char_{n}gram" for n in sorted(self.char_ngrams, reverse=True))
             elif method == "word_ngram":
                 keys.append(f"word_{self.word_ngram}gram")
+            elif method == "question":
+                keys.extend(QUESTION_KEYS)  # with its correct answer in the record (the harder flag), without
             else:
                 keys.append(method)
         return keys
@@ -57,12 +68,17 @@ class AllowList:
     def __init__(self, phrases: list[str], normalizer: Normalizer) -> None:
         self.phrases = sorted({p for p in (normalizer(x) for x in phrases) if p}, key=len, reverse=True)
         self.word_phrases = sorted({" ".join(lm_eval_words(x)) for x in phrases} - {""}, key=len, reverse=True)
+        self.question_phrases = sorted({" ".join(question_words(normalizer(x))) for x in phrases} - {""},
+                                       key=len, reverse=True)
         self._char = re.compile("|".join(map(re.escape, self.phrases))) if self.phrases else None
         self._word = re.compile("|".join(map(re.escape, self.word_phrases))) if self.word_phrases else None
+        self._question = (re.compile("|".join(r"\b" + re.escape(p) + r"\b" for p in self.question_phrases))
+                          if self.question_phrases else None)
 
-    def residual(self, text: str, words: bool = False) -> tuple[int, list[str]]:
-        """(longest stretch left after removing allowed phrases, the phrases found)."""
-        pattern = self._word if words else self._char
+    def residual(self, text: str, words: bool = False, question: bool = False) -> tuple[int, list[str]]:
+        """(longest stretch left after removing allowed phrases, the phrases found); words for word methods."""
+        pattern = self._question if question else self._word if words else self._char
+        words = words or question
         if pattern is None:
             return (len(text.split()) if words else len(text)), []
         found = pattern.findall(text)
@@ -115,6 +131,14 @@ class Scanner:
         self.char_index = CharIndex(self.norm_tests, min(spans_needed), settings.stride) if spans_needed else None
         self.word_index = (WordIndex([lm_eval_words(t.text) for t in tests], settings.word_ngram)
                            if "word_ngram" in methods else None)
+        self.question_index = None
+        if "question" in methods:  # whole questions of >= question_min_words words, found through their word n-grams
+            n = settings.question_min_words
+            self.question_words = [question_words(text) if t.question else [] for t, text in zip(tests, self.norm_tests)]
+            self.question_words = [w if len(w) >= n else [] for w in self.question_words]
+            self.answers = {i: " ".join(question_words(norm(t.answer))) for i, t in enumerate(tests)
+                            if self.question_words[i] and t.answer}
+            self.question_index = WordIndex(self.question_words, n)
         self.tallies = {key: MethodTally() for key in settings.method_keys()}
         self.contaminated: list[dict[str, Any]] = []
         self.allowed_examples: list[dict[str, Any]] = []
@@ -150,13 +174,18 @@ class Scanner:
         if self.word_index is not None:
             tokens = {first + i: lm_eval_words(r.text) for i, r in enumerate(batch)}
             self.word_index.collect(tokens, word_spans)
+        question_spans = SpanCollector()
+        qtokens: dict[int, list[str]] = {}
+        if self.question_index is not None:
+            qtokens = {idx: question_words(text) for idx, text in texts.items()}
+            self.question_index.collect(qtokens, question_spans)
         for i, record in enumerate(batch):
             idx = first + i
             self.chars += len(record.text)
             if not texts[idx]:
                 self.empty_records += 1
             found = self._evaluate(idx, record, texts[idx], char_spans.pop(idx), word_spans.pop(idx),
-                                   tokens.get(idx))
+                                   tokens.get(idx), question_spans.pop(idx), qtokens.get(idx))
             if on_record is not None:
                 on_record(record, found)
         self.records += len(batch)
@@ -181,15 +210,15 @@ class Scanner:
 
     # -- verdicts -------------------------------------------------------------------------------
     def _evaluate(self, idx: int, record: TrainRecord, text: str, spans: list[Span], wspans: list[Span],
-                  tokens: list[str] | None) -> bool:
+                  tokens: list[str] | None, qspans: list[Span], qtokens: list[str] | None) -> bool:
         s = self.settings
         per_method: dict[str, list[dict[str, Any]]] = {}
 
         def emit(key: str, test: int, tstart: int, ostart: int, length: int, snippet: str, words: bool,
-                 minimum: int) -> None:
-            residual, phrases = self.allow.residual(snippet, words=words)
+                 minimum: int, **more: Any) -> None:
+            residual, phrases = self.allow.residual(snippet, words=words, question=key in QUESTION_KEYS)
             match = {"test_id": self.tests[test].uid, "task": self.tests[test].task, "train_offset": tstart,
-                     "test_offset": ostart, "length": length, "text": snippet[:SNIPPET]}
+                     "test_offset": ostart, "length": length, "text": snippet[:SNIPPET], **more}
             if phrases and residual < minimum:
                 self.tallies[key].allowed += 1
                 for p in phrases:
@@ -220,6 +249,17 @@ class Scanner:
             snippet = " ".join(tokens[sp.train_start:sp.train_start + sp.length])
             emit(f"word_{s.word_ngram}gram", sp.test, sp.train_start, sp.test_start, sp.length, snippet, True,
                  s.word_ngram)
+        if qspans:
+            joined = f" {' '.join(qtokens or [])} "
+        for sp in qspans:
+            whole = self.question_words[sp.test]
+            if sp.test_start != 0 or sp.length != len(whole):
+                continue  # only part of the question: the n-gram methods judge that
+            answer = self.answers.get(sp.test)
+            with_answer = bool(answer) and f" {answer} " in joined
+            emit(QUESTION_KEYS[0] if with_answer else QUESTION_KEYS[1], sp.test, sp.train_start, 0, sp.length,
+                 " ".join(whole), True, s.question_min_words, answer=self.tests[sp.test].answer,
+                 answer_in_record=with_answer)
         if not per_method:
             return False
         entry: dict[str, Any] = {"record": idx, "line": record.line, "id": record.rid, "methods": {}}
@@ -245,6 +285,11 @@ class Scanner:
         if self.word_index is not None:
             index["word"] = {"n": self.word_index.n, "windows": self.word_index.windows,
                              "vocabulary": len(self.word_index.vocab)}
+        if self.question_index is not None:
+            index["question"] = {"min_words": self.question_index.n,
+                                 "questions": sum(1 for w in self.question_words if w),
+                                 "short_questions_skipped": sum(1 for t, w in zip(self.tests, self.question_words)
+                                                                if t.question and not w)}
         return {
             "training": {"records": self.records, "empty_records": self.empty_records, "chars": self.chars,
                          "contaminated_records": len(self.contaminated)},

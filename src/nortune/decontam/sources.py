@@ -1,9 +1,10 @@
 """Both sides of the check.
 
-Test side: the NorEval tasks of the recipe, through the real HF ``datasets`` loader or
-from local files in the same schema (``<noreval_dir>/<name>/<config>/<split>.jsonl`` or
-``.parquet``), plus extra benchmarks (JSONL/Parquet with a field list). Every question,
-passage/fact and answer choice becomes one test text with a stable id.
+Test side: the documents evaluate scores (the NorEval catalogue of ``nortune.evaluate.tasks``:
+same task, dataset, config, split, data folder and revision), through the real HF
+``datasets`` loader or the local files evaluate reads, plus extra benchmarks (JSONL/Parquet
+with a field list). Every question, passage/fact and answer choice becomes one test text with
+a stable id; a question also carries its correct answer (for the whole-question check).
 
 Training side: chat JSONL (``messages``), any JSONL or Parquet with text fields, or plain
 text (one record per line), streamed record by record.
@@ -24,9 +25,11 @@ from nortune.jsonl import DataError
 class TestText:
     __test__ = False  # not a pytest class
 
-    uid: str   # e.g. norcommonsenseqa_nb/train/<row id>/choices.text/2
-    task: str  # e.g. norcommonsenseqa_nb
+    uid: str   # e.g. norcommonsenseqa_nob/train/<row id>/choices.text/2
+    task: str  # e.g. norcommonsenseqa_nob (the evaluate family)
     text: str  # as loaded; normalised later
+    question: bool = False     # the item's question (checked whole by the ``question`` method)
+    answer: str | None = None  # for a question: the text of its correct choice, when the row says
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,29 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
             yield row_no, row
 
 
+# Per NorEval dataset: the fields that are test text, optional ones, and the question field.
+TEXT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
+    "norcommonsenseqa": (("question", "choices.text"), (), "question"),
+    "noropenbookqa": (("fact", "question_stem", "choices.text"), (), "question_stem"),
+    "nortruthfulqa_mc": (("question", "mc1_targets.choices"), ("mc2_targets.choices",), "question"),
+    "nrk_quiz_qa": (("question", "choices.text"), (), "question"),
+}
+
+
+def correct_answer(row: dict) -> str | None:
+    """The text of the correct choice: ``answer`` label in ``choices``, or label 1 of ``mc1_targets``."""
+    try:
+        if isinstance(row.get("mc1_targets"), dict):
+            targets = row["mc1_targets"]
+            return str(targets["choices"][list(targets["labels"]).index(1)])
+        choices = row["choices"]
+        return str(choices["text"][list(choices["label"]).index(row["answer"])])
+    except (KeyError, ValueError, IndexError, TypeError):
+        return None
+
+
 def _texts_of(rows: Iterator[tuple[int, dict]], where: str, task: str, prefix: str, fields: list[str],
-              optional: list[str], id_field: str | None) -> Iterator[TestText]:
+              optional: list[str], id_field: str | None, question: str | None = None) -> Iterator[TestText]:
     for line_no, row in rows:
         rid = row.get(id_field) if id_field else None
         rid = str(rid) if rid is not None else f"row{line_no}"
@@ -108,17 +132,9 @@ def _texts_of(rows: Iterator[tuple[int, dict]], where: str, task: str, prefix: s
             many = len(texts) > 1 or name.count(".") > 0
             for i, text in enumerate(texts):
                 suffix = f"{name}/{i}" if many else name
-                yield TestText(uid=f"{prefix}/{rid}/{suffix}", task=task, text=text)
-
-
-def _local_noreval_file(root: Path, dataset: str, config: str, split: str) -> Path:
-    name = dataset.split("/")[-1]
-    for ext in (".jsonl", ".parquet"):
-        candidate = root / name / config / f"{split}{ext}"
-        if candidate.is_file():
-            return candidate
-    raise DataError(f"{root / name / config / (split + '.jsonl')}: file not found "
-                    f"(local NorEval layout: <noreval_dir>/<name>/<config>/<split>.jsonl or .parquet)")
+                is_question = name == question
+                yield TestText(uid=f"{prefix}/{rid}/{suffix}", task=task, text=text, question=is_question,
+                               answer=correct_answer(row) if is_question else None)
 
 
 def _hf_rows(dataset: str, config: str, split: str, revision: str | None) -> Iterator[tuple[int, dict]]:
@@ -133,29 +149,49 @@ def _hf_rows(dataset: str, config: str, split: str, revision: str | None) -> Ite
         yield i, dict(row)
 
 
-def load_test_side(settings) -> tuple[list[TestText], dict[str, str]]:
-    """All test texts of a DecontamSection; also {task: where it came from}. Fails on the first bad row."""
-    texts: list[TestText] = []
-    origins: dict[str, str] = {}
-    for test_set in settings.test_sets:
-        name = test_set.dataset.split("/")[-1]
-        for config in test_set.configs:
-            task = f"{name}_{config}"
-            if settings.noreval_source == "local":
-                path = _local_noreval_file(Path(settings.noreval_dir), test_set.dataset, config, test_set.split)
-                rows, where = _rows_from_file(path), str(path)
-            else:
-                rows = _hf_rows(test_set.dataset, config, test_set.split, settings.noreval_revision)
-                where = f"{test_set.dataset} [{config}/{test_set.split}] row"
-            origins[task] = where if settings.noreval_source == "local" else \
-                f"hf:{test_set.dataset}:{config}:{test_set.split}@{settings.noreval_revision or 'default'}"
-            texts.extend(_texts_of(rows, where, task, f"{task}/{test_set.split}", test_set.fields,
-                                   test_set.optional_fields, test_set.id_field))
+def test_sources(settings) -> dict[str, dict[str, Any]]:
+    """{task: where its documents are and their revision}, without reading rows (the gate compares these).
+
+    ``settings`` is a resolved ``decontam`` section (the recipe fills its source from ``evaluate``).
+    """
+    from nortune.evaluate.tasks import scored_documents
+    from nortune.runs import file_sha256
+
+    out = scored_documents(settings.noreval_source, settings.noreval_dir, settings.noreval_revision,
+                           list(settings.tasks or []))
     for extra in settings.extra:
-        rows = _rows_from_file(Path(extra.path))
-        origins[extra.name] = str(extra.path)
-        texts.extend(_texts_of(rows, str(extra.path), extra.name, extra.name, extra.fields, [], extra.id_field))
-    return texts, origins
+        out[extra.name] = {"path": Path(extra.path), "origin": str(extra.path),
+                           "revision": f"sha256:{file_sha256(Path(extra.path))}"}
+    return out
+
+
+test_sources.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def describe_sources(sources: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The JSON-ready part of ``test_sources``: {task: {origin, revision}}."""
+    return {k: {"origin": v["origin"], "revision": v["revision"]} for k, v in sources.items()}
+
+
+def load_test_side(settings) -> tuple[list[TestText], dict[str, dict[str, str]]]:
+    """All test texts of a resolved decontam section; also ``describe_sources``. Fails on the first bad row."""
+    texts: list[TestText] = []
+    sources = test_sources(settings)
+    for task, doc in sources.items():
+        if "dataset" not in doc:  # an extra benchmark
+            rows = _rows_from_file(doc["path"])
+            extra = next(e for e in settings.extra if e.name == task)
+            texts.extend(_texts_of(rows, str(doc["path"]), task, task, extra.fields, [], extra.id_field))
+            continue
+        fields, optional, question = TEXT_FIELDS[doc["dataset"].split("/")[-1]]
+        if doc["path"] is not None:
+            rows, where = _rows_from_file(doc["path"]), str(doc["path"])
+        else:
+            rows = _hf_rows(doc["dataset"], doc["config"], doc["split"], settings.noreval_revision)
+            where = f"{doc['dataset']} [{doc['config']}/{doc['split']}] row"
+        texts.extend(_texts_of(rows, where, task, f"{task}/{doc['split']}", list(fields), list(optional), "id",
+                               question))
+    return texts, describe_sources(sources)
 
 
 def _train_text(row: Any, fields: list[str] | None, where: str) -> str:

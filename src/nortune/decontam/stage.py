@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from nortune.jsonl import DataError
-from nortune.runs import begin_stage, file_sha256, inputs_fingerprint, is_current, read_manifest
+from nortune.runs import begin_stage, file_sha256, is_current, read_manifest
 
 from nortune.decontam.report import REPORT_VERSION, write_report
 from nortune.decontam.scan import Scanner, ScanSettings
-from nortune.decontam.sources import TrainRecord, iter_training, load_test_side
+from nortune.decontam.sources import TrainRecord, describe_sources, iter_training, load_test_side, test_sources
 
 log = logging.getLogger(__name__)
 STAGE = "decontam"
@@ -33,12 +33,9 @@ def training_path(recipe, data: Path | None = None) -> Path:
 
 
 def _fingerprint(recipe, path: Path, sha: str, clean: bool) -> dict[str, Any]:
-    section = recipe.decontam
-    local = [Path(e.path) for e in section.extra]
-    if section.noreval_source == "local" and section.test_sets:
-        local.append(Path(section.noreval_dir))
+    sources = describe_sources(test_sources(recipe.decontam))
     return {"settings": recipe.section_fingerprint("decontam"), "data": {str(path): sha},
-            "test_inputs": inputs_fingerprint(local), "write_clean": clean}
+            "test_sources": sources, "write_clean": clean}
 
 
 def stage_fingerprint(recipe, data: Path | None = None, write_clean: bool | None = None,
@@ -99,7 +96,7 @@ def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool
     # Cheap, complete validation before any index is built: test side, then every training record.
     tests, origins = load_test_side(section)
     if not tests:
-        raise DataError("decontam: the test side is empty (no test_sets and no extra benchmarks)")
+        raise DataError("decontam: the test side is empty (no tasks and no extra benchmarks)")
     records = sum(1 for _ in iter_training(path, fields))
     log.info("decontam: %d test texts from %d tasks; %d training records in %s",
              len(tests), len(origins), records, path)
@@ -119,7 +116,8 @@ def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool
         "version": REPORT_VERSION,
         "data": {"path": str(path), "sha256": sha, "bytes": path.stat().st_size},
         "settings": section.model_dump(mode="json"),
-        "test_origins": origins,
+        "text_fields": fields,
+        "test_sources": origins,
         **summary,
         "gate": {"max_contaminated_records": section.max_contaminated_records,
                  "contaminated_records": count, "passed": count <= section.max_contaminated_records},

@@ -1,0 +1,148 @@
+"""One source of truth for the test side, and the whole-question check on real quiz-length items."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from nortune.config import ConfigError, Recipe, load_recipe
+from nortune.decontam import run
+from nortune.decontam.scan import Scanner, ScanSettings
+from nortune.decontam.sources import TrainRecord, describe_sources, load_test_side, test_sources
+from nortune.evaluate.tasks import CATALOGUE
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "configs" / "demo.yaml"
+DEMO_NOREVAL = REPO / "data" / "demo" / "noreval"
+MINI = REPO / "tests" / "fixtures" / "noreval_mini"
+# data/demo/chat.jsonl line 16 as it was: nrk_quiz_qa_nob item 2, word for word, with its answer.
+PLANTED = ("Hva er Norges høyeste fjell?\nNorges høyeste fjell er Galdhøpiggen, som er 2469 meter over havet. "
+           "Det ligger i Jotunheimen i Lom kommune i Innlandet.")
+
+
+def _quiz(folder: Path, config: str = "nb") -> list[dict]:
+    path = folder / "nrk_quiz_qa" / config / "test.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _scan(recipe: Recipe, texts: list[str], **settings) -> dict:
+    tests, _ = load_test_side(recipe.decontam)
+    scanner = Scanner(tests, ScanSettings(**{**{
+        "methods": list(recipe.decontam.methods), "question_min_words": recipe.decontam.question_min_words},
+        **settings}))
+    scanner.scan([TrainRecord(i + 1, None, None, None, t) for i, t in enumerate(texts)])
+    return scanner.summary()
+
+
+# ---- one source of truth --------------------------------------------------------------------------------
+def test_demo_decontaminates_the_documents_evaluate_scores() -> None:
+    from nortune.evaluate.tasks import task_specs
+
+    recipe = load_recipe(DEMO)
+    assert Path(recipe.decontam.noreval_dir) == Path(recipe.evaluate.data_dir) == Path("data/demo/noreval")
+    specs, _ = task_specs(recipe.evaluate, recipe.evaluate.num_fewshot)
+    scored = {s["task"].rsplit("_", 1)[0]: s["dataset_kwargs"]["data_files"][CATALOGUE[s["task"].rsplit("_", 1)[0]].split]
+              for s in specs}
+    checked = {task: doc["origin"] for task, doc in describe_sources(test_sources(recipe.decontam)).items()}
+    assert checked == scored  # the same eight files, evaluated split for evaluated split
+
+
+@pytest.mark.parametrize("override, words", [
+    ("decontam.noreval_dir=tests/fixtures/noreval_mini", "decontam.noreval_dir is tests/fixtures/noreval_mini"),
+    ("decontam.noreval_source=hf", "decontam.noreval_source is hf but evaluate scores local"),
+    ("decontam.noreval_revision=v1", "decontam.noreval_revision is v1 but evaluate scores None"),
+    ("decontam.tasks=[nrk_quiz_qa_nob]", "evaluate scores ['norcommonsenseqa_nob'"),
+])
+def test_a_recipe_where_decontam_and_evaluate_can_differ_is_refused_at_load(override, words) -> None:
+    with pytest.raises(ConfigError, match=__import__("re").escape(words)):
+        load_recipe(DEMO, [override])
+
+
+def test_hf_source_follows_evaluate_revision_and_refuses_another() -> None:
+    recipe = Recipe.model_validate({"name": "x", "evaluate": {"revision": "abc123"}})
+    assert recipe.decontam.noreval_source == "hf" and recipe.decontam.noreval_revision == "abc123"
+    docs = test_sources(recipe.decontam)
+    assert docs["nrk_quiz_qa_nno"]["origin"] == "hf:ltg/nrk_quiz_qa:nn:test"
+    assert docs["norcommonsenseqa_nob"]["split"] == "train" and docs["norcommonsenseqa_nob"]["revision"] == "abc123"
+    with pytest.raises(ValueError, match="noreval_revision is other but evaluate scores abc123"):
+        Recipe.model_validate({"name": "x", "evaluate": {"revision": "abc123"},
+                               "decontam": {"noreval_revision": "other"}})
+    with pytest.raises(ValueError, match="noreval_source is local but evaluate scores hf"):
+        Recipe.model_validate({"name": "x", "decontam": {"noreval_source": "local", "noreval_dir": str(MINI)}})
+
+
+def test_catalogue_matches_lm_eval_task_definitions() -> None:
+    """Decontam reads the catalogue; lm-eval scores its own YAMLs: they name the same dataset, config, split."""
+    lm_eval = pytest.importorskip("lm_eval")
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    root = Path(lm_eval.__file__).parent / "tasks" / "noreval"
+    for family, task in CATALOGUE.items():
+        [path] = list(root.rglob(f"{family}_p0.yaml"))
+        spec = yaml.load(path.read_text(), Loader=Loader)
+        base = yaml.load((path.parent / spec["include"]).read_text(), Loader=Loader) if "include" in spec else {}
+        merged = {**base, **spec}
+        scored = merged.get("test_split") or merged.get("validation_split")  # lm-eval's eval_docs order
+        assert (merged["dataset_path"], merged["dataset_name"], scored) == \
+            (task.dataset, task.config, task.split), family
+
+
+# ---- the whole-question check ---------------------------------------------------------------------------
+def test_the_planted_demo_item_is_caught_only_by_the_question_check() -> None:
+    recipe = load_recipe(DEMO)
+    old = _scan(recipe, [PLANTED], methods=["exact", "substring", "char_ngram", "word_ngram"])
+    assert old["training"]["contaminated_records"] == 0  # 28 characters, 5 words: under every floor
+    new = _scan(recipe, [PLANTED])
+    assert new["training"]["contaminated_records"] == 1
+    [match] = new["records"][0]["methods"]["question_answer"]["matches"]
+    assert match["test_id"] == "nrk_quiz_qa_nob/test/demo-nrk-nb-2/question"
+    assert match["answer"] == "Galdhøpiggen" and match["answer_in_record"] is True
+
+
+def test_every_quiz_question_is_flagged_and_harder_with_its_answer() -> None:
+    """Real quiz length: all nrk_quiz_qa questions of the demo sets, in both languages."""
+    recipe = load_recipe(DEMO)
+    rows = [r for c in ("nb", "nn") for r in _quiz(DEMO_NOREVAL, c)]
+    assert sum(len(r["question"]) < 30 for r in rows) >= 5  # short ones exist: the case the old methods missed
+    answer = {r["question"]: r["choices"]["text"][r["choices"]["label"].index(r["answer"])] for r in rows}
+    bare = [f"Her er dagens spørsmål: {q.rstrip('?')} Tenk deg om." for q in answer]
+    answered = [f"Spørsmål: {q}\nSvar: {a}." for q, a in answer.items()]
+    summary = _scan(recipe, bare + answered, methods=["question"])
+    kinds = {r["line"]: set(r["methods"]) for r in summary["records"]}
+    long_enough = [len(re.findall(r"\w+", q)) >= 4 for q in answer]
+    assert sum(long_enough) >= 30 and not all(long_enough)  # "Hvem malte «Skrik»?" is under the 4-word floor
+    assert [kinds.get(i + 1) for i in range(len(bare))] == [{"question"} if ok else None for ok in long_enough]
+    assert [kinds.get(len(bare) + i + 1) for i in range(len(answered))] == \
+        [{"question_answer"} if ok else None for ok in long_enough]
+
+
+def test_question_floor_word_boundaries_and_allow_list() -> None:
+    recipe = load_recipe(DEMO)
+    near = ["Hva er Norges høyeste fjellområde?",        # a longer word is not the question
+            "Hva er Norges høyeste",                      # part of it
+            "I hvilket år fikk Norge sin grunnlov, og hvorfor akkurat da?"]  # the whole question, mid-sentence
+    summary = _scan(recipe, near, methods=["question"])
+    assert [r["line"] for r in summary["records"]] == [3]
+    allowed = _scan(recipe, [PLANTED], methods=["question"], allow=["Hva er Norges høyeste fjell"])
+    assert allowed["training"]["contaminated_records"] == 0
+    assert allowed["methods"]["question_answer"]["allowed_hits"] == 1
+    floor = _scan(recipe, [PLANTED], methods=["question"], question_min_words=6)
+    assert floor["training"]["contaminated_records"] == 0  # a 5-word question is under a 6-word floor
+
+
+def test_shipped_demo_data_is_clean_against_the_demo_sets(tmp_path: Path) -> None:
+    """The demo runs through the gate: its curated chats carry no test question (chat.jsonl line 16 was fixed)."""
+    from nortune.curate.stage import run as curate
+
+    recipe = load_recipe(DEMO, [f"runs_dir={tmp_path}"])
+    curate(recipe)
+    manifest = run(recipe)
+    assert manifest["metrics"]["records"] > 90 and manifest["metrics"]["test_texts"] > 700
+    assert manifest["metrics"]["contaminated_records"] == 0
