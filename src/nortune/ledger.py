@@ -33,6 +33,7 @@ class RunSummary:
     regressions: list[str]
     export: str
     stages_done: list[str]
+    contamination_ok: bool | None = None  # from the gate records training wrote; None: nothing trained yet
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +62,49 @@ def regressions(run_dir: Path) -> list[str]:
     return found
 
 
+_PROBLEM = {"not_checked": "NOT CHECKED", "other_file": "REPORT FOR ANOTHER FILE", "stale": "STALE REPORT",
+            "contaminated": "CONTAMINATED"}
+
+
+def _gate_verdict(run_dir: Path, gate: dict[str, Any] | None, folder: str) -> tuple[bool, str]:
+    """(ok, words) for one gate record that training wrote into its manifest."""
+    if not gate:
+        return False, "NOT CHECKED: training recorded no contamination gate"
+    reason = gate.get("reason") or ""
+    if not gate.get("passed"):
+        kind = gate.get("problem") or ("not_checked" if "no completed contamination report" in reason
+                                       else "other_file" if "another file" in reason else "contaminated")
+        overridden = f", trained anyway with override: {gate['override']}" if gate.get("override") else ""
+        return False, f"{_PROBLEM.get(kind, 'CONTAMINATED')} ({reason}{overridden})"
+    report = _json(run_dir / folder / "contamination.json")
+    if report is None:
+        return False, f"NOT CHECKED (the report the gate read, {folder}/contamination.json, is gone)"
+    if (report.get("data") or {}).get("sha256") != gate.get("data_sha256"):
+        return False, (f"REPORT FOR ANOTHER FILE ({folder}/contamination.json now describes "
+                       f"{(report.get('data') or {}).get('path')}, not the data training used)")
+    return True, f"clean ({gate.get('contaminated_records', 0)} records hit; training gate passed)"
+
+
+def contamination_verdict(run_dir: Path) -> tuple[bool | None, str]:
+    """The run's contamination verdict, from the gate records of SFT (and preference) training, never from
+    ``decontam/contamination.json`` alone: a report nobody trained through proves nothing about the model."""
+    verdicts = []
+    for stage, folder, what in (("train", "decontam", "SFT data"), ("preference", "decontam-preference",
+                                                                    "preference pairs")):
+        manifest = read_manifest(run_dir / stage)
+        if manifest is not None:
+            verdicts.append((what, *_gate_verdict(run_dir, manifest.get("contamination_gate"), folder)))
+    if not verdicts:
+        return None, "not trained (no training gate record yet)"
+    if len(verdicts) == 1:
+        return verdicts[0][1], verdicts[0][2]
+    bad = [(what, words) for what, ok, words in verdicts if not ok]
+    if bad:
+        return False, "; ".join(f"{words} [{what}]" for what, words in bad)
+    return True, "clean (" + "; ".join(f"{what}: {words.removeprefix('clean (').rstrip(')')}"
+                                       for what, _, words in verdicts) + ")"
+
+
 def summarize(run_dir: Path) -> RunSummary:
     recipe_text = None
     for stage in ("train", "plan", "curate", "decontam"):
@@ -74,13 +118,7 @@ def summarize(run_dir: Path) -> RunSummary:
     train = read_manifest(run_dir / "train") or {}
     plan = _json(run_dir / "train" / "plan.json") or _json(run_dir / "plan" / "plan.json") or {}
     curate = read_manifest(run_dir / "curate") or {}
-    contamination = _json(run_dir / "decontam" / "contamination.json")
-    if contamination is None:
-        verdict = "not checked"
-    else:
-        gate = contamination.get("gate", {})
-        verdict = f"{'clean' if gate.get('passed') else 'CONTAMINATED'} " \
-                  f"({gate.get('contaminated_records', '?')} records hit)"
+    contamination_ok, verdict = contamination_verdict(run_dir)
     buckets = (curate.get("metrics") or {}).get("by_bucket") or {}
     total = sum(buckets.values())
     mix = {k: round(v / total, 4) for k, v in buckets.items()} if total else None
@@ -102,7 +140,8 @@ def summarize(run_dir: Path) -> RunSummary:
         noreval_tuned=tuned, noreval_base=base,
         delta_vs_base=None if tuned is None or base is None else tuned - base,
         regressions=regressions(run_dir), export=export_state,
-        stages_done=[s for s in STAGE_ORDER if read_manifest(run_dir / s) is not None])
+        stages_done=[s for s in STAGE_ORDER if read_manifest(run_dir / s) is not None],
+        contamination_ok=contamination_ok)
 
 
 def find_runs(runs_dir: Path) -> list[Path]:

@@ -93,13 +93,14 @@ def _section(run_dir: Path, stage: str, page_dir: Path) -> str:
 
 def _banner(summary: RunSummary) -> str:
     warnings = [f"Significant regression: {r}" for r in summary.regressions]
-    if summary.contamination.startswith("CONTAMINATED"):
-        warnings.append(f"Training data contamination: {summary.contamination}")
+    if summary.contamination_ok is False:  # the verdict of the gate records training wrote
+        warnings.append(f"Contamination: {summary.contamination}")
     if summary.export.startswith("FAILED"):
         warnings.append(f"Export verification {summary.export}")
     if warnings:
         return "".join(f"<p class='warn'>&#9888; {html.escape(w)}</p>" for w in warnings)
-    return "<p class='ok'>No significant regression, no contamination hit, no failed export file.</p>"
+    return ("<p class='ok'>No significant regression, no failed export file. Contamination: "
+            f"{html.escape(summary.contamination)}.</p>")
 
 
 def standalone_page(title: str, markdown_text: str) -> str:
