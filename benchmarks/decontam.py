@@ -7,7 +7,7 @@ with planted copies of test spans), runs each tool in its own subprocess (so pea
 its own), prints a table, and as its LAST line one JSON object with the figures.
 The naive baseline and lm-eval's pure-Python Janitor are slow, so they scan the first
 ``--baseline-mb`` of the training side; every MB/s is measured on what that tool scanned,
-and agreement is checked on the records all tools saw. The short slice runs (nortune and the
+and ``agree`` says every tool's hits are exactly the planted copies in what it scanned. The short slice runs (nortune and the
 naive baseline on the same ``--baseline-mb``) are repeated ``--repeat`` times and the median
 run is reported, so one hiccup of a shared machine does not decide the ratio.
 
@@ -46,7 +46,9 @@ def sentence(rng: random.Random, vocab: list[str], chars: int) -> str:
     return text[0].upper() + text[1:] + "?"
 
 
-def generate(folder: Path, train_mb: float, test_mb: float, seed: int, plant_every: int) -> tuple[Path, Path, int]:
+def generate(folder: Path, train_mb: float, test_mb: float, seed: int,
+             plant_every: int) -> tuple[Path, Path, list[tuple[int, int]]]:
+    """Test and training files; also every planted copy as (line, byte offset where its line ends)."""
     rng = random.Random(seed)
     vocab = make_vocab(rng)
     tests: list[str] = []
@@ -57,7 +59,7 @@ def generate(folder: Path, train_mb: float, test_mb: float, seed: int, plant_eve
             tests.append(text)
             size += len(text.encode()) + 1
             handle.write(json.dumps({"id": f"q{len(tests)}", "question": text}, ensure_ascii=False) + "\n")
-    planted = 0
+    planted: list[tuple[int, int]] = []
     size = 0
     with open(folder / "train.jsonl", "w", encoding="utf-8") as handle:
         line = 0
@@ -71,12 +73,13 @@ def generate(folder: Path, train_mb: float, test_mb: float, seed: int, plant_eve
                 cut = source[start:start + rng.randint(110, 130)]
                 at = rng.randint(0, len(answer))
                 answer = answer[:at] + " " + cut + " " + answer[at:]
-                planted += 1
             record = {"id": f"r{line}", "messages": [{"role": "user", "content": user},
                                                        {"role": "assistant", "content": answer}]}
             text = json.dumps(record, ensure_ascii=False) + "\n"
             size += len(text.encode())
             handle.write(text)
+            if line % plant_every == 0:
+                planted.append((line, size))
     return folder / "train.jsonl", folder / "test.jsonl", planted
 
 
@@ -153,6 +156,20 @@ def worker(kind: str, train: Path, test: Path, n: int, limit: int) -> dict:
             "index": index_info}
 
 
+def agreement(planted: list[tuple[int, int]], runs: dict[str, tuple[dict, int]]) -> dict[str, bool]:
+    """Per tool: are its hits exactly the planted copies in the part of the file it scanned?
+
+    ``runs`` maps a name to (worker result, byte limit it scanned). A tool that misses a planted copy
+    or flags a record nobody planted disagrees; comparing tools with each other alone would not see
+    a miss they share.
+    """
+    out = {}
+    for name, (result, limit) in runs.items():
+        expected = sorted(line for line, end in planted if end <= limit)
+        out[name] = result["hits"] == expected
+    return out
+
+
 def run_worker(kind: str, train: Path, test: Path, n: int, limit: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--worker", kind, "--train", str(train), "--test", str(test),
                           "--n", str(n), "--limit", str(limit)], capture_output=True, text=True, check=True)
@@ -180,18 +197,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nortune-bench-") as tmp:
         t0 = time.perf_counter()
         train, test, planted = generate(Path(tmp), args.train_mb, args.test_mb, args.seed, args.plant_every)
-        print(f"generated {train.stat().st_size / 1e6:.1f} MB train ({planted} planted copies), "
+        print(f"generated {train.stat().st_size / 1e6:.1f} MB train ({len(planted)} planted copies), "
               f"{test.stat().st_size / 1e6:.1f} MB test in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         base = int(args.baseline_mb * 1e6)
+        everything = 1 << 62
         full = run_worker("nortune", train, test, args.n, 0)
         if args.nortune_only:
+            found = agreement(planted, {"full": (full, everything)})["full"]
             print(f"nortune char {args.n}-gram: {full['bytes'] / 1e6:.1f} MB in {full['scan_s']:.1f} s scan "
                   f"+ {full['index_s']:.1f} s index, {full['bytes'] / 1e6 / full['scan_s']:.1f} MB/s, "
-                  f"peak RSS {full['peak_rss_mb']:.0f} MB, {len(full['hits'])} contaminated records")
+                  f"peak RSS {full['peak_rss_mb']:.0f} MB, {len(full['hits'])} contaminated records "
+                  f"({len(planted)} planted; hits == planted: {found})")
             full.pop("hits")
-            print(json.dumps(full))
+            print(json.dumps({**full, "planted": len(planted), "agree": found}))
             return
-        half = run_worker("nortune", train, test, args.n, train.stat().st_size // 2)
+        half_limit = train.stat().st_size // 2
+        half = run_worker("nortune", train, test, args.n, half_limit)
 
         def median_run(kind: str) -> dict:
             runs = sorted((run_worker(kind, train, test, args.n, base) for _ in range(max(args.repeat, 1))),
@@ -221,17 +242,21 @@ def main() -> None:
         print(f"{name:44} {r['bytes'] / 1e6:10.1f} {r['index_s']:8.1f} {r['scan_s']:8.2f} {mbs(r):8.1f} "
               f"{r['peak_rss_mb']:12.0f} {len(r['hits']):6d}")
     figures = {
-        "train_mb": round(full["bytes"] / 1e6, 1), "test_mb": args.test_mb, "n": args.n, "planted": planted,
+        "train_mb": round(full["bytes"] / 1e6, 1), "test_mb": args.test_mb, "n": args.n, "planted": len(planted),
         "nortune_mb_s": round(mbs(full), 1), "nortune_index_s": round(full["index_s"], 1),
         "naive_mb_s": round(mbs(naive), 2), "speedup_vs_naive": round(mbs(small) / max(mbs(naive), 1e-9), 1),
         "speedup_vs_naive_full": round(mbs(full) / max(mbs(naive), 1e-9), 1),
-        "agree": small["hits"] == naive["hits"] and len(full["hits"]) >= len(small["hits"]),
+        # every tool's hits are exactly the planted copies in what it scanned
+        "agree_planted": agreement(planted, {"full": (full, everything), "half": (half, half_limit),
+                                             "slice": (small, base), "naive": (naive, base)}),
         "nortune_hits": len(full["hits"]), "naive_hits": len(naive["hits"]),
         "peak_rss_mb": round(full["peak_rss_mb"]), "peak_rss_half_mb": round(half["peak_rss_mb"]),
         "naive_peak_rss_mb": round(naive["peak_rss_mb"]),
         "index_mb": round(full["index"]["char"]["bytes"] / 1e6, 1),
     }
+    figures["agree"] = all(figures["agree_planted"].values())
     if lm:
+        figures["agree_planted"].update(agreement(planted, {"lm_eval": (lm, base), "word": (word, base)}))
         figures.update({"lm_eval_mb_s": round(mbs(lm), 2), "nortune_word_mb_s": round(mbs(word), 1),
                         "speedup_vs_lm_eval": round(mbs(word) / max(mbs(lm), 1e-9), 1),
                         "agree_lm_eval": lm["hits"] == word["hits"], "lm_eval_peak_rss_mb": round(lm["peak_rss_mb"])})
