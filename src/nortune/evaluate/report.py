@@ -16,6 +16,17 @@ def _note_lines(note: str | None) -> list[str]:
     return [f"> **{note}**", ""] if note else []
 
 
+def _execution_lines(run: dict[str, Any] | None) -> list[str]:
+    """How the evaluation ran: batch settings, wall time and peak memory (results.json: nortune.execution)."""
+    if not run:
+        return []
+    batch = ", ".join(f"{k} {run[k]}" for k in ("batch_tokens", "memory_gib", "batch_size") if k in run)
+    cuda = f", peak CUDA allocated {run['peak_cuda_allocated_gib']:.2f} GiB" \
+        if run.get("peak_cuda_allocated_gib") is not None else ""
+    return [f"Ran on {run['device']} ({run.get('dtype') or 'model dtype'}), {batch}: {run['wall_s']:.0f} s including "
+            f"model load, peak resident memory {run['peak_rss_gib']:.2f} GiB{cuda}.", ""]
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """One model: the recipe's table (task, dataset, references) plus best/mean/min/std and per prompt."""
     tasks = summary["tasks"]
@@ -24,6 +35,7 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# NorEval: {label}", "", *_note_lines(summary.get("note"))]
     lines += [f"Metric: `{summary['metric']}` (truthfulness has acc only), log-likelihood scoring via "
               f"lm-evaluation-harness's `noreval` tasks; backend `{summary['backend']}`.", ""]
+    lines += _execution_lines(summary.get("execution"))
     if summary.get("limit"):
         lines += [f"> limit={summary['limit']} items per task: a smoke run, not comparable to published numbers.", ""]
     ref = " | ".join(REFERENCE_COLUMNS)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from nortune.config import Recipe
 from nortune.evaluate import report
+from nortune.evaluate.memory import PeakMemory
 from nortune.evaluate.stats import family_and_prompt, family_summary, headlines, prompt_scores
 from nortune.evaluate.tasks import SAMPLE_MARKER, task_specs
 from nortune.jsonl import DataError
@@ -77,6 +79,8 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
     args["dtype"] = dtype
     if settings.backend == "nortune":
         args["batch_tokens"] = settings.batch_tokens
+        if settings.memory_gib is not None:
+            args["memory_gib"] = settings.memory_gib
     if settings.backend in ("nortune", "hf"):
         args["device"] = _device(settings.device)
     args.update(settings.model_args)
@@ -131,9 +135,16 @@ def run(recipe: Recipe, label: str = "base", force: bool = False) -> dict[str, A
     tasks = build_tasks(specs)
     log.info("evaluate %s: %d lm-eval tasks with %s (%s)", label, len(tasks), settings.backend, args)
     batch_size = settings.batch_size if settings.backend != "nortune" else 1
-    raw = lm_eval.simple_evaluate(model=settings.backend, model_args=args, tasks=list(tasks.values()),
-                                  batch_size=batch_size, limit=settings.limit, log_samples=True,
-                                  use_cache=str(cache), fewshot_random_seed=settings.fewshot_seed)
+    started = time.perf_counter()
+    with PeakMemory() as peak:
+        lm = lm_eval.api.registry.get_model(settings.backend).create_from_arg_obj(args, {"batch_size": batch_size})
+        raw = lm_eval.simple_evaluate(model=lm, model_args=args, tasks=list(tasks.values()),
+                                      batch_size=batch_size, limit=settings.limit, log_samples=True,
+                                      use_cache=str(cache), fewshot_random_seed=settings.fewshot_seed)
+    execution = {"backend": settings.backend, "device": str(getattr(lm, "device", settings.device)),
+                 "dtype": args.get("dtype"), "wall_s": round(time.perf_counter() - started, 1), **peak.as_dict(),
+                 **(lm.settings() if hasattr(lm, "settings") else {"batch_size": batch_size})}
+    del lm
     samples = list(_sample_rows(raw.pop("samples", {})))
     scores = prompt_scores(samples)
     summary = family_summary(scores, settings.metric)
@@ -142,7 +153,7 @@ def run(recipe: Recipe, label: str = "base", force: bool = False) -> dict[str, A
         "num_fewshot": {f: fewshot.get(f, 0) for f in settings.tasks}, "limit": settings.limit,
         "scores": scores, "tasks": summary, "headline": headlines(summary),
         "extra_tasks": {t: raw["results"].get(t, {}) for t in settings.extra_tasks},
-        "samples_file": "samples.jsonl", "backend": settings.backend,
+        "samples_file": "samples.jsonl", "backend": settings.backend, "execution": execution,
     }
     raw["nortune"] = summary_all
     samples_path = out_dir / "samples.jsonl"
