@@ -58,7 +58,9 @@ def test_stage_finds_a_copied_question_and_writes_everything(tmp_path: Path) -> 
     cleaned = out / "train.clean.jsonl"
     assert report["cleaned"]["kept"] == 2 and report["cleaned"]["removed"] == 1
     assert [json.loads(x)["id"] for x in cleaned.read_text(encoding="utf-8").splitlines()] == ["a", "b"]
-    assert "| char_50gram | 1 | 1 | 0 | 79 |" in (out / "summary.md").read_text(encoding="utf-8")
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "| char_50gram | 1 | 1 | 0 | 79 |" in summary
+    assert "| question_answer | 1 | 1 | 0 | 15 |" in summary and "**and its correct answer**" in summary
     assert manifest["metrics"]["contaminated_records"] == 1
     assert set(manifest["outputs"]) == {"contamination.json", "summary.md", "train.clean.jsonl"}
 

@@ -47,6 +47,11 @@ def markdown(report: dict[str, Any]) -> str:
     for key, m in report["methods"].items():
         lines.append(f"| {key} | {m['hits']:,} | {m['contaminated_records']:,} | {m['allowed_hits']:,} "
                      f"| {m['longest_match']:,} |")
+    if "question" in report["methods"]:
+        floor = report["settings"].get("question_min_words")
+        lines += ["", f"`question_answer`: a whole test question (at least {floor} words) **and its correct answer** "
+                      "in one training record, the surest sign of a copied item; `question`: the whole question "
+                      "without its answer. Lengths of these two are in words."]
     lines += ["", "## Hits per task", "", "| task | test texts | " + " | ".join(report["methods"]) + " |",
               "|---|---:|" + "---:|" * len(report["methods"])]
     for task, count in test["texts_by_task"].items():
@@ -61,7 +66,8 @@ def markdown(report: dict[str, Any]) -> str:
     if report["records"]:
         lines += ["", "## First contaminated records", "", "| line | id | method | test id | length | text |",
                   "|---:|---|---|---|---:|---|"]
-        for rec in report["records"][:20]:
+        first = sorted(report["records"], key=lambda r: "question_answer" not in r["methods"])[:20]
+        for rec in first:  # copied items with their answers first
             for key, m in rec["methods"].items():
                 first = m["matches"][0]
                 text = first["text"][:80].replace("|", "\\|").replace("\n", " ")
