@@ -133,8 +133,24 @@ def test_question_floor_word_boundaries_and_allow_list() -> None:
     allowed = _scan(recipe, [PLANTED], methods=["question"], allow=["Hva er Norges høyeste fjell"])
     assert allowed["training"]["contaminated_records"] == 0
     assert allowed["methods"]["question_answer"]["allowed_hits"] == 1
+    in_question = _scan(recipe, ["Hvilken by var vertskap for vinter-OL i 1994? Lillehammer, sa de."],
+                        methods=["question"])
+    assert set(in_question["records"][0]["methods"]) == {"question_answer"}
+    # an answer that only occurs inside the question does not make it question_answer
+    assert _answer_only_in_question(recipe)
     floor = _scan(recipe, [PLANTED], methods=["question"], question_min_words=6)
     assert floor["training"]["contaminated_records"] == 0  # a 5-word question is under a 6-word floor
+
+
+def _answer_only_in_question(recipe: Recipe) -> bool:
+    from nortune.decontam.sources import TestText
+
+    tests = [TestText("q/1/question", "quiz", "Skrev Ibsen eller Bjørnson Peer Gynt?", question=True, answer="Ibsen")]
+    scanner = Scanner(tests, ScanSettings(methods=["question"]))
+    scanner.scan([TrainRecord(1, None, None, None, "Skrev Ibsen eller Bjørnson Peer Gynt? Godt spørsmål."),
+                  TrainRecord(2, None, None, None, "Skrev Ibsen eller Bjørnson Peer Gynt? Ibsen.")])
+    kinds = [set(r["methods"]) for r in scanner.summary()["records"]]
+    return kinds == [{"question"}, {"question_answer"}]
 
 
 def test_shipped_demo_data_is_clean_against_the_demo_sets(tmp_path: Path) -> None:

@@ -249,14 +249,13 @@ class Scanner:
             snippet = " ".join(tokens[sp.train_start:sp.train_start + sp.length])
             emit(f"word_{s.word_ngram}gram", sp.test, sp.train_start, sp.test_start, sp.length, snippet, True,
                  s.word_ngram)
-        if qspans:
-            joined = f" {' '.join(qtokens or [])} "
         for sp in qspans:
             whole = self.question_words[sp.test]
             if sp.test_start != 0 or sp.length != len(whole):
                 continue  # only part of the question: the n-gram methods judge that
             answer = self.answers.get(sp.test)
-            with_answer = bool(answer) and f" {answer} " in joined
+            rest = qtokens[:sp.train_start] + ["|"] + qtokens[sp.train_start + sp.length:]  # type: ignore[index]
+            with_answer = bool(answer) and f" {answer} " in f" {' '.join(rest)} "  # outside the question itself
             emit(QUESTION_KEYS[0] if with_answer else QUESTION_KEYS[1], sp.test, sp.train_start, 0, sp.length,
                  " ".join(whole), True, s.question_min_words, answer=self.tests[sp.test].answer,
                  answer_in_record=with_answer)
