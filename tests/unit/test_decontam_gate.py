@@ -54,14 +54,15 @@ def test_a_report_made_with_other_settings_is_stale(tmp_path: Path, weaker: dict
     assert require_clean(recipe, data)["passed"] is True
 
 
-def test_the_issue_case_exact_only_then_train_is_refused(tmp_path: Path, capsys) -> None:
+def test_the_issue_case_exact_only_then_train_is_refused(tmp_path: Path, capsys, tiny_gemma3) -> None:
     """`nortune decontam R decontam.methods=[exact]` then `nortune train R` used to pass."""
     from nortune.cli import main
 
     data = write_train(tmp_path / "train.jsonl", contaminated=True)
     recipe_file = tmp_path / "r.yaml"
-    recipe_file.write_text(f"name: issue\nruns_dir: {tmp_path / 'runs'}\ntrain:\n  data: {data}\n"
-                           f"evaluate:\n  source: local\n  data_dir: {FIXTURE}\n", encoding="utf-8")
+    recipe_file.write_text(f"name: issue\nruns_dir: {tmp_path / 'runs'}\nmodel:\n  source: {tiny_gemma3}\n"
+                           f"train:\n  data: {data}\nevaluate:\n  source: local\n  data_dir: {FIXTURE}\n",
+                           encoding="utf-8")
     assert main(["decontam", str(recipe_file), "decontam.methods=[exact]"]) == 0  # exact alone sees nothing
     assert main(["train", str(recipe_file)]) != 0
     err = capsys.readouterr().err
