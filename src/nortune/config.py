@@ -594,7 +594,10 @@ class Recipe(Section):
             from nortune.evaluate.tasks import CATALOGUE, local_file
 
             for family in dc.tasks:
-                local_file(Path(ev.data_dir), CATALOGUE[family], CATALOGUE[family].split)  # DataError: file not found
+                try:
+                    local_file(Path(ev.data_dir), CATALOGUE[family], CATALOGUE[family].split)
+                except ValueError as exc:  # DataError: the file evaluate would score and decontam check is missing
+                    raise ValueError(f"evaluate.data_dir (task {family}): {exc}") from None
         return self
 
     @property
