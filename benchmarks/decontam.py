@@ -7,9 +7,10 @@ with planted copies of test spans), runs each tool in its own subprocess (so pea
 its own), prints a table, and as its LAST line one JSON object with the figures.
 The naive baseline and lm-eval's pure-Python Janitor are slow, so they scan the first
 ``--baseline-mb`` of the training side; every MB/s is measured on what that tool scanned,
-and ``agree`` says every tool's hits are exactly the planted copies in what it scanned. The short slice runs (nortune and the
-naive baseline on the same ``--baseline-mb``) are repeated ``--repeat`` times and the median
-run is reported, so one hiccup of a shared machine does not decide the ratio.
+and ``agree`` says every tool's hits are exactly the planted copies in what it scanned. The
+short slice runs (nortune and the naive baseline on the same ``--baseline-mb``) are repeated
+``--repeat`` times and the median run is reported, so one hiccup of a shared machine does not
+decide the ratio.
 
     python benchmarks/decontam.py --train-mb 1000 --test-mb 10 --nortune-only   # the 1 GB run
 """

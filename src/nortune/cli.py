@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import sys
 
+from pathlib import Path
+
 from nortune.config import ConfigError, load_recipe
+from nortune.errors import NortuneError, UsageError
 from nortune.jsonl import DataError
 from nortune.runs import StageFailed
 
@@ -15,7 +19,18 @@ from nortune.runs import StageFailed
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe YAML, e.g. configs/demo.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value",
-                        help="dotted overrides applied before validation, e.g. train.lr=1e-5")
+                        help="dotted overrides applied before validation, e.g. train.lr=1e-5 (anywhere on the line)")
+
+
+def _positive(text: str) -> int:
+    """argparse type: an integer of at least 1 (``--gpus 0`` or ``--limit 0`` would silently mean 'all')."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -57,11 +72,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_decontam(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from nortune.cli_checks import existing_file, has_records
     from nortune.decontam import run
 
     recipe = load_recipe(args.recipe, args.overrides)
+    data = Path(args.data) if args.data else recipe.decontam.data or recipe.train.data
+    if data is not None and not has_records(existing_file(Path(data), "a training data file")):
+        raise DataError(f"{data}: no records, so there is nothing to check")
     manifest = run(recipe, data=Path(args.data) if args.data else None, force=args.force,
                    write_clean=True if args.clean else None)
     print(json.dumps(manifest.get("metrics", {}), indent=2))
@@ -93,38 +110,29 @@ def cmd_curate(args: argparse.Namespace) -> int:
 def cmd_langid(args: argparse.Namespace) -> int:
     from nortune.curate.langid import default_model
 
+    from nortune.cli_checks import existing_file, field_text, parse_json_line, text_lines
+
+    name = "<stdin>" if args.file == "-" else args.file
+    handle = sys.stdin.buffer if args.file == "-" else open(existing_file(Path(args.file), "a text file"), "rb")
     model = default_model()
-    handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
     with handle:
-        for line_no, line in enumerate(handle, start=1):
-            text = line.rstrip("\n")
+        for line_no, text in text_lines(handle, name):
             if args.field:
-                if not text.strip():
-                    text = ""
-                else:
-                    try:
-                        obj = json.loads(text)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{args.file}:{line_no}: malformed JSON: {exc.msg}") from None
-                    value = obj.get(args.field) if isinstance(obj, dict) else None
-                    if isinstance(value, list):  # chat messages: all contents
-                        value = "\n".join(str(m.get("content", "")) for m in value if isinstance(m, dict))
-                    if value is not None and not isinstance(value, str):
-                        raise DataError(f"{args.file}:{line_no}: field {args.field!r} is not text")
-                    text = value or ""
+                where = f"{name}:{line_no}"
+                text = field_text(parse_json_line(text, where), args.field, where) if text.strip() else ""
             label, confidence = model.predict(text)
             sys.stdout.write(f"{label}\t{confidence:.4f}\n")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from nortune.evaluate import run
-    from nortune.evaluate.compare import compare
+    from nortune.evaluate.compare import compare, load_results
 
-    overrides = list(args.overrides) + ([f"evaluate.limit={args.limit}"] if args.limit else [])
+    overrides = list(args.overrides) + ([f"evaluate.limit={args.limit}"] if args.limit is not None else [])
     recipe = load_recipe(args.recipe, overrides)
+    if args.compare:
+        load_results(Path(args.compare))  # a missing or malformed baseline fails now, not after the evaluation
     has_train = (recipe.run_dir / "train" / "manifest.json").is_file()
     labels = {"base": ["base"], "tuned": ["tuned"], "both": ["base", "tuned"]}[
         args.model or ("both" if has_train else "base")]
@@ -147,8 +155,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from nortune.pipeline import Options, failures, regressions, run_pipeline
 
+    from nortune.pipeline import STAGES
+
+    only = [name.strip() for name in args.only.split(",")] if args.only else None
+    if only and (args.start or args.stop):
+        raise UsageError("give --only, or --from/--to, not both")
+    names = [s.name for s in STAGES]
+    for name in [args.start, args.stop, *(only or [])]:
+        if name is not None and name not in names:
+            close = difflib.get_close_matches(name, names, 1)
+            raise UsageError(f"unknown stage {name!r}" + (f" (did you mean {close[0]}?)" if close else "")
+                             + f"; stages: {', '.join(names)}")
     recipe = load_recipe(args.recipe, args.overrides)
-    only = args.only.split(",") if args.only else None
     results = run_pipeline(recipe, start=args.start, stop=args.stop, only=only, dry_run=args.dry_run,
                            options=Options(allow_contaminated=args.allow_contaminated, resume=args.resume))
     for error in failures(results):
@@ -177,26 +195,30 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from nortune.cli_checks import gguf_file
     from nortune.export.chat import chat
 
-    return chat(Path(args.gguf), system=args.system, max_tokens=args.max_tokens,
+    return chat(gguf_file(Path(args.gguf)), system=args.system, max_tokens=args.max_tokens,
                 temperature=args.temperature, n_ctx=args.ctx)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from nortune.cli_checks import finished_stages
     from nortune.report import run
 
-    run(load_recipe(args.recipe, args.overrides))
+    recipe = load_recipe(args.recipe, args.overrides)
+    if not [p for p in finished_stages(recipe.run_dir) if p.name != "report"]:
+        raise UsageError(f"{recipe.run_dir}: no stage of this run has finished, so there is nothing to report; "
+                         f"run `nortune run {args.recipe}` first")
+    run(recipe)
     return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from nortune.ledger import find_runs, format_runs, summarize
 
+    if not Path(args.runs_dir).is_dir():
+        raise UsageError(f"{args.runs_dir}: no such folder (runs are in <runs_dir>/<name>; default runs/)")
     summaries = [summarize(run_dir) for run_dir in find_runs(Path(args.runs_dir))]
     if args.json:
         print(json.dumps([s.to_json() for s in summaries], indent=2))
@@ -206,11 +228,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from nortune.cli_checks import run_folder
     from nortune.ledger import compare_runs
 
-    table = compare_runs([Path(r) for r in args.runs])
+    table = compare_runs([run_folder(Path(r)) for r in args.runs])
     print(table)
     if args.html:
         from nortune.report import standalone_page
@@ -240,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="PiSSA LoRA SFT on the selected layers")
     _recipe_args(train)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    train.add_argument("--gpus", type=int, default=1, help="N > 1 launches through accelerate")
+    train.add_argument("--gpus", type=_positive, default=1, help="N > 1 launches through accelerate")
     train.add_argument("--allow-contaminated", metavar="REASON",
                        help="train despite a failing contamination gate; the reason is recorded")
     train.set_defaults(func=cmd_train)
@@ -261,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     runs = sub.add_parser("runs", help="list runs: recipe, model, data, contamination, NorEval, export")
-    runs.add_argument("runs_dir", nargs="?", default="runs")
-    runs.add_argument("--json", action="store_true")
+    runs.add_argument("runs_dir", nargs="?", default="runs", help="folder holding the runs (default: runs)")
+    runs.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
     runs.set_defaults(func=cmd_runs)
 
     compare = sub.add_parser("compare", help="runs side by side per NorEval task, with paired significance")
@@ -290,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="which model (default: both when the train stage has finished, else base)")
     evaluate.add_argument("--compare", metavar="BASE_RESULTS",
                           help="results.json (or its folder) of the baseline: paired bootstrap deltas")
-    evaluate.add_argument("--limit", type=int, help="items per task (smoke runs only)")
+    evaluate.add_argument("--limit", type=_positive, help="items per task, at least 1 (smoke runs only)")
     evaluate.add_argument("--force", action="store_true", help="rerun even when nothing changed")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -306,15 +327,33 @@ def build_parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="talk to a GGUF file through llama.cpp (empty line ends)")
     chat.add_argument("gguf", help="a .gguf file, e.g. runs/demo/export/demo-Q4_K_M.gguf")
     chat.add_argument("--system", help="system message")
-    chat.add_argument("--max-tokens", type=int, default=512)
-    chat.add_argument("--temperature", type=float, default=0.7)
-    chat.add_argument("--ctx", type=int, default=4096, help="context length")
+    chat.add_argument("--max-tokens", type=_positive, default=512, help="longest answer, in tokens")
+    chat.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy)")
+    chat.add_argument("--ctx", type=_positive, default=4096, help="context length")
     chat.set_defaults(func=cmd_chat)
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, accepting ``key.path=value`` overrides anywhere on the line (also after an option)."""
+    args, extra = parser.parse_known_args(argv)
+    if {"-v", "--verbose"} & set(extra):  # -v after the subcommand means the same as before it
+        args.verbose = True
+        extra = [item for item in extra if item not in ("-v", "--verbose")]
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    unknown = [item for item in extra if item not in overrides]
+    if overrides and not hasattr(args, "overrides"):
+        unknown += overrides
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides:
+        args.overrides = list(args.overrides) + overrides
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. A user's mistake is one line, ``nortune: <message>``, exit 2; a bug keeps its traceback."""
+    args = _parse(build_parser(), argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -324,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DataError as exc:
         print(f"nortune: data error: {exc}", file=sys.stderr)
+        return 2
+    except NortuneError as exc:  # every other user mistake: the message names the file, line or key
+        print(f"nortune: {exc}", file=sys.stderr)
         return 2
     except StageFailed as exc:  # the stage's folder holds failed.json; the report shows it in red
         print(f"nortune: {exc}", file=sys.stderr)

@@ -17,13 +17,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A recipe problem, phrased as ``where: key.path: reason``."""
+from nortune.errors import ConfigError  # noqa: F401 - callers import it from here
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _existing_file(value: Path | None) -> Path | None:
@@ -60,7 +58,7 @@ class ModelSection(Section):
             if path.is_dir() and not (path / "config.json").is_file():
                 raise ValueError(f"{value} is a folder without config.json")
             return value
-        if looks_local:
+        if looks_local or (path.parent != Path(".") and path.parent.is_dir()):  # runs/x is no hub id
             raise ValueError(f"path not found: {value}")
         if not _HUB_ID.match(value):
             raise ValueError(f"{value!r} is neither an existing path nor a hub id like owner/name")
@@ -613,47 +611,14 @@ class Recipe(Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def apply_override(tree: dict[str, Any], dotted: str) -> None:
-    """Apply one ``a.b.c=value`` override; the value is read as YAML (so lists and numbers work)."""
-    if "=" not in dotted:
-        raise ConfigError(f"override {dotted!r}: expected key.path=value")
-    key, raw = dotted.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"override {dotted!r}: empty key segment")
-    node = tree
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted!r}: {'.'.join(parts[:depth + 1])} is not a section")
-        node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-
-
-def _format_errors(where: str, err: ValidationError) -> str:
-    lines = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        reason = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            reason = "unknown key"
-        elif item["type"] == "missing":
-            reason = "required key is missing"
-        shown = item.get("input")
-        got = "" if item["type"] in ("missing", "extra_forbidden") or isinstance(shown, dict) else f" (got {shown!r})"
-        lines.append(f"{where}: {key}: {reason}{got}" if item["loc"] else f"{where}: {reason}")
-    return "\n".join(lines)
-
-
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read, override and validate a recipe; every problem is reported with its key path."""
+    """Read, override and validate a recipe; every problem is reported with its key path and origin."""
+    from nortune.recipe_yaml import apply_override, format_errors, read_yaml
+
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"recipe not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"recipe not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    tree = read_yaml(path) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for item in overrides:
@@ -661,4 +626,4 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         return Recipe.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(str(path), exc)) from None
+        raise ConfigError(format_errors(str(path), exc, overrides, Recipe)) from None

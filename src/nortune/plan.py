@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from nortune.config import LayerSelection, Recipe, parse_index_ranges
+from nortune.config import ConfigError, LayerSelection, Recipe, parse_index_ranges
 
 _LAYER_NAME = re.compile(r"^(?P<prefix>.*\.layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
 GIB = 1024**3
@@ -92,28 +92,42 @@ def select_layers(selection: LayerSelection, layer_types: list[str] | None, num_
     """Map each layer index to '' if selected, else the reason it is not."""
     if selection.layer_types is not None:
         if layer_types is None:
-            raise ValueError("adapter.layers.layer_types is set but this model's config has no "
-                             "layer_types; select layers with adapter.layers.indices instead")
+            raise ConfigError("adapter.layers.layer_types is set but this model's config has no "
+                              "layer_types; select layers with adapter.layers.indices instead")
         unknown = set(selection.layer_types) - set(layer_types)
         if unknown:
-            raise ValueError(f"adapter.layers.layer_types: {sorted(unknown)} not in this model "
-                             f"(it has {sorted(set(layer_types))})")
+            raise ConfigError(f"adapter.layers.layer_types: {sorted(unknown)} not in this model "
+                              f"(it has {sorted(set(layer_types))})")
         return {i: "" if t in selection.layer_types else f"layer type {t} not selected"
                 for i, t in enumerate(layer_types)}
     if selection.indices is not None:
-        chosen = set(parse_index_ranges(selection.indices, num_layers))
+        try:
+            chosen = set(parse_index_ranges(selection.indices, num_layers))
+        except ValueError as exc:
+            raise ConfigError(f"adapter.layers.indices: {exc}") from None
         return {i: "" if i in chosen else "index not selected" for i in range(num_layers)}
     return {i: "" for i in range(num_layers)}
+
+
+def _nearest_modules(model: Any, targets: list[str]) -> str:
+    """'; did you mean ...' from the Linear module names the model has (typos are the usual cause)."""
+    import difflib
+
+    import torch
+
+    names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    hints = [f"{t} -> {m[0]}" for t in targets if t not in names and (m := difflib.get_close_matches(t, names, 1))]
+    return (f"; did you mean {', '.join(hints)}?" if hints else "") + f" (Linear modules: {', '.join(names)})"
 
 
 def build_plan(config: Any, recipe: Recipe) -> AdapterPlan:
     import torch
 
     text = _text_config(config)
-    model = meta_model(config)
     num_layers = int(text.num_hidden_layers)
     layer_types = getattr(text, "layer_types", None)
-    reasons = select_layers(recipe.adapter.layers, layer_types, num_layers)
+    reasons = select_layers(recipe.adapter.layers, layer_types, num_layers)  # before the (slower) meta model
+    model = meta_model(config)
     targets = recipe.adapter.target_modules
     r = recipe.adapter.r
 
@@ -155,7 +169,8 @@ def build_plan(config: Any, recipe: Recipe) -> AdapterPlan:
                     why += " (attention_k_eq_v: keys double as values in global layers)"
                 layer.excluded[leaf] = why
     if not any(layer.adapted for layer in layers):
-        raise ValueError(f"adapter plan is empty: no module named {targets} in the selected layers")
+        raise ConfigError(f"adapter.target_modules: the plan is empty: no module named {targets} in the "
+                          f"selected layers{_nearest_modules(model, targets)}")
 
     total = sum(p.numel() for p in model.parameters())
     frozen_3d = sum(p.numel() for p in model.parameters() if p.dim() == 3)
@@ -254,9 +269,15 @@ def estimate_memory(text: Any, total: int, trainable: int, layer_bytes: list[int
 
 
 def plan_from_recipe(recipe: Recipe, model: str | None = None) -> AdapterPlan:
+    from nortune.config import ModelSection
     from nortune.models import load_config
+    from pydantic import ValidationError
 
     if model is not None:
+        try:
+            ModelSection(source=model)  # the recipe's own checks: missing path, folder without config.json
+        except ValidationError as exc:
+            raise ConfigError(f"--model: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         path = Path(model).expanduser()
         if path.name == "config.json" or (path.is_dir() and (path / "config.json").is_file()):
             config = load_config(model, path if path.name == "config.json" else path / "config.json")

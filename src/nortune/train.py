@@ -169,13 +169,15 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     from nortune.models import load_config, resolve_source
     from nortune.train_data import build_dataset
 
+    # Cheapest first: the data and its contamination gate (a hash), then the plan (a cached config.json
+    # on the meta device); only then the tokenizer, which may convert the embedded model (a minute).
     data_path = training_data_path(recipe)
+    gate = require_clean(recipe, data_path, allow_contaminated)
     plan = build_plan(load_config(recipe.model.source, recipe.model.config, recipe.model.revision), recipe)
     tokenizer = AutoTokenizer.from_pretrained(resolve_source(recipe.model.source), revision=recipe.model.revision)
     template = ensure_chat_template(tokenizer, plan.model_type)
     dataset, data_report = build_dataset(data_path, tokenizer, recipe.train.max_seq_len)
     log.info("%s", data_report.summary())
-    gate = require_clean(recipe, data_path, allow_contaminated)
     return Prepared(data_path, plan, tokenizer, template, dataset, data_report, gate)
 
 

@@ -129,7 +129,8 @@ def test_missing_test_field_and_missing_task_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nrk_quiz_qa/nb/test.jsonl:1: missing field 'question'"):
         run(recipe_for(tmp_path, data, noreval=folder))
     quiz.unlink()
-    with pytest.raises(ValueError, match=r"evaluate.data_dir \(task nrk_quiz_qa_nob\): .*nrk_quiz_qa/nb/test.jsonl: file not found"):
+    missing = r"evaluate.data_dir \(task nrk_quiz_qa_nob\): .*nrk_quiz_qa/nb/test.jsonl: file not found"
+    with pytest.raises(ValueError, match=missing):
         recipe_for(tmp_path, data, noreval=folder)  # refused at load, before any work
 
 

@@ -44,8 +44,8 @@ def test_demo_decontaminates_the_documents_evaluate_scores() -> None:
     recipe = load_recipe(DEMO)
     assert Path(recipe.decontam.noreval_dir) == Path(recipe.evaluate.data_dir) == Path("data/demo/noreval")
     specs, _ = task_specs(recipe.evaluate, recipe.evaluate.num_fewshot)
-    scored = {s["task"].rsplit("_", 1)[0]: s["dataset_kwargs"]["data_files"][CATALOGUE[s["task"].rsplit("_", 1)[0]].split]
-              for s in specs}
+    families = {s["task"].rsplit("_", 1)[0]: s for s in specs}
+    scored = {f: s["dataset_kwargs"]["data_files"][CATALOGUE[f].split] for f, s in families.items()}
     checked = {task: doc["origin"] for task, doc in describe_sources(test_sources(recipe.decontam)).items()}
     assert checked == scored  # the same eight files, evaluated split for evaluated split
 

@@ -134,8 +134,8 @@ class Scanner:
         self.question_index = None
         if "question" in methods:  # whole questions of >= question_min_words words, found through their word n-grams
             n = settings.question_min_words
-            self.question_words = [question_words(text) if t.question else [] for t, text in zip(tests, self.norm_tests)]
-            self.question_words = [w if len(w) >= n else [] for w in self.question_words]
+            words = [question_words(text) if t.question else [] for t, text in zip(tests, self.norm_tests)]
+            self.question_words = [w if len(w) >= n else [] for w in words]
             self.answers = {i: " ".join(question_words(norm(t.answer))) for i, t in enumerate(tests)
                             if self.question_words[i] and t.answer}
             self.question_index = WordIndex(self.question_words, n)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nortune.jsonl import DataError
+from nortune.jsonl import DataError, not_utf8
 
 
 @dataclass(frozen=True)
@@ -246,17 +246,20 @@ def iter_training(path: Path, fields: list[str] | None) -> Iterator[TrainRecord]
                               _train_text(row, fields, f"{path}:row {row_no}"))
         return
     plain = path.suffix in (".txt", ".text")
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if line.isspace() or not line:
-                continue
-            if plain:
-                yield TrainRecord(line_no, None, line, None, line.rstrip("\n"))
-                continue
-            try:
-                row = _loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
-            rid = row.get("id") if isinstance(row, dict) else None
-            yield TrainRecord(line_no, None if rid is None else str(rid), line, None,
-                              _train_text(row, fields, f"{path}:{line_no}"))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if line.isspace() or not line:
+                    continue
+                if plain:
+                    yield TrainRecord(line_no, None, line, None, line.rstrip("\n"))
+                    continue
+                try:
+                    row = _loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+                rid = row.get("id") if isinstance(row, dict) else None
+                yield TrainRecord(line_no, None if rid is None else str(rid), line, None,
+                                  _train_text(row, fields, f"{path}:{line_no}"))
+    except UnicodeDecodeError:
+        raise DataError(not_utf8(path)) from None  # file:line: not UTF-8 (byte .. at column N)

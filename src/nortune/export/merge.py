@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config import Recipe
+from nortune.jsonl import DataError
 
 log = logging.getLogger(__name__)
 ADAPTER_FILE = "adapter_model.safetensors"
 CHECKED_MODULES = 8  # the identity check reads this many adapted weights (cheap even at 31B)
 
 
-class ExportInputError(ValueError):
-    """The train run is missing a file the export needs."""
+class ExportInputError(DataError):
+    """The train run is missing a file the export needs (a user-facing error: one line, exit 2)."""
 
 
 def source_stage(recipe: Recipe) -> str:
