@@ -6,12 +6,13 @@ Modules, each small and importable without side effects:
 - ``hashing``    polynomial window hashes over code points (numpy index, numba scan loop)
 - ``charindex``  the test-side character-window index and the verified span finder
 - ``wordindex``  word n-gram overlap (lm-evaluation-harness's 13-gram convention)
-- ``sources``    test side (NorEval via HF ``datasets`` or local files, extra benchmarks)
-                 and the streamed training side
+- ``sources``    test side (the documents evaluate scores: its catalogue, source, folder and
+                 revision; extra benchmarks) and the streamed training side
 - ``scan``       runs every method over the training stream and collects findings
 - ``report``     ``contamination.json`` and the Markdown summary
 - ``stage``      ``run(recipe)``: the pipeline stage (skip when unchanged, manifest last)
-- ``gate``       ``require_clean``: what ``nortune train`` calls before it starts
+- ``gate``       ``require_clean``: what ``nortune train`` calls before it starts (refuses a
+                 missing, stale, foreign or over-limit report)
 """
 
 
