@@ -120,3 +120,22 @@ def test_text_claiming_to_be_parquet_is_a_data_error(tmp_path):
     fake.write_text("not parquet at all\n", encoding="utf-8")
     with pytest.raises(DataError, match="fake.parquet: not a Parquet file"):
         run(recipe(tmp_path, [{"name": "f", "path": str(fake)}]))
+
+
+def test_a_source_with_no_usable_record_names_file_and_reason(tmp_path):
+    path = tmp_path / "all_bad.jsonl"
+    path.write_bytes(b"\n".join(with_bad_byte(chat(i)) for i in range(3)) + b"\n")
+    with pytest.raises(DataError, match=r"none of the 3 input records is usable \(malformed 3; by source: s 3\); "
+                                        r"first: .*all_bad.jsonl:1: not UTF-8"):
+        run(recipe(tmp_path, [{"name": "s", "path": str(path)}]))
+
+
+def test_infeasible_mix_leaves_no_spool(tmp_path):
+    from nortune.curate.compose import InfeasibleMix
+
+    path = tmp_path / "few.jsonl"
+    path.write_bytes(chat(1) + b"\n" + chat(2) + b"\n")
+    with pytest.raises(InfeasibleMix):
+        run(recipe(tmp_path, [{"name": "s", "path": str(path)}], target_size=50))
+    assert (tmp_path / "runs/t/curate").is_dir()
+    assert not (tmp_path / "runs/t/curate/.candidates.jsonl").exists()

@@ -146,6 +146,11 @@ def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
                 sources.append(src_idx)
                 scores.append(quality_score(messages, label.confidence))
     inputs, notes = _check_inputs(cfg, read, counted)
+    if not buckets:  # name the files and reasons, not "a bucket is empty"
+        first = f"; first: {malformed[0]}" if malformed else ""
+        raise DataError(f"curate.sources: none of the {inputs} input records is usable "
+                        f"({', '.join(f'{k} {v}' for k, v in sorted(drops.items()))}; by source: "
+                        f"{', '.join(f'{n} {c}' for n, c in read.items())}){first}")
     return _compose_and_write(cfg, out_dir, inputs, notes, read, drops, malformed,
                               buckets, sources, scores, offsets, near)
 
