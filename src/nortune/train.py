@@ -162,17 +162,20 @@ class Prepared:
 
 
 def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
+    from nortune.decontam import require_clean
+
+    # Cheapest first: the data and its contamination gate (a hash, before torch is even imported), then
+    # the plan (a cached config.json on the meta device); only then the tokenizer, which may convert
+    # the embedded model (a minute).
+    data_path = training_data_path(recipe)
+    gate = require_clean(recipe, data_path, allow_contaminated)
+
     from transformers import AutoTokenizer
 
     from nortune.chat_template import ensure_chat_template
-    from nortune.decontam import require_clean
     from nortune.models import load_config, resolve_source
     from nortune.train_data import build_dataset
 
-    # Cheapest first: the data and its contamination gate (a hash), then the plan (a cached config.json
-    # on the meta device); only then the tokenizer, which may convert the embedded model (a minute).
-    data_path = training_data_path(recipe)
-    gate = require_clean(recipe, data_path, allow_contaminated)
     plan = build_plan(load_config(recipe.model.source, recipe.model.config, recipe.model.revision), recipe)
     tokenizer = AutoTokenizer.from_pretrained(resolve_source(recipe.model.source), revision=recipe.model.revision)
     template = ensure_chat_template(tokenizer, plan.model_type)
