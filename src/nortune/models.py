@@ -107,6 +107,29 @@ def gguf_config(gguf_path: Path) -> Any:
     return config
 
 
+def config_json_at_hand(source: str, config_path: Path | None = None) -> dict[str, Any] | None:
+    """The model's config.json as plain JSON when it is on disk already (no hub, no GGUF parse, no torch)."""
+    from nortune.config import EMBEDDED_PREFIX
+
+    path = Path(config_path) if config_path is not None else None
+    if path is None and Path(source).expanduser().is_dir():
+        path = Path(source).expanduser() / "config.json"
+    elif path is None and (source.startswith(EMBEDDED_PREFIX) or source.endswith(".gguf")):
+        try:
+            gguf = embedded_gguf(source[len(EMBEDDED_PREFIX):]) if source.startswith(EMBEDDED_PREFIX) \
+                else Path(source).expanduser()
+            path = cache_root() / "configs" / _cache_key(gguf) / "config.json"
+        except (RuntimeError, OSError):
+            return None
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # load_config names the problem when the plan is built
+    return data if isinstance(data, dict) else None
+
+
 def resolve_source(source: str) -> str:
     """Turn a recipe's model source into something ``from_pretrained`` loads (folder or hub id)."""
     from nortune.config import EMBEDDED_PREFIX

@@ -109,6 +109,19 @@ def select_layers(selection: LayerSelection, layer_types: list[str] | None, num_
     return {i: "" for i in range(num_layers)}
 
 
+def check_layer_types(recipe: Recipe) -> None:
+    """``adapter.layers`` against the model's config.json when it is on disk: a typo fails in a second,
+    without torch, instead of after building the plan."""
+    from nortune.models import config_json_at_hand
+
+    data = config_json_at_hand(recipe.model.source, recipe.model.config)
+    text = data.get("text_config", data) if data else None
+    if not isinstance(text, dict) or not isinstance(text.get("num_hidden_layers"), int) \
+            or not isinstance(text.get("layer_types"), list):
+        return  # transformers may derive layer_types (e.g. from sliding_window_pattern): the plan checks it
+    select_layers(recipe.adapter.layers, text["layer_types"], text["num_hidden_layers"])
+
+
 def _nearest_modules(model: Any, targets: list[str]) -> str:
     """'; did you mean ...' from the Linear module names the model has (typos are the usual cause)."""
     import difflib

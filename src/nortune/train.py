@@ -18,7 +18,7 @@ from typing import Any
 
 from nortune.config import Recipe
 from nortune.jsonl import DataError
-from nortune.plan import AdapterPlan, build_plan
+from nortune.plan import AdapterPlan, build_plan, check_layer_types
 from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,7 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     # the embedded model (a minute).
     data_path = training_data_path(recipe)
     gate = require_clean(recipe, data_path, allow_contaminated)
+    check_layer_types(recipe)
 
     from transformers import AutoTokenizer
 

@@ -93,3 +93,22 @@ def test_gguf_config_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypat
     assert parsed == ["m.gguf"]
     assert second.num_hidden_layers == first.num_hidden_layers == 3
     assert second.layer_types == first.layer_types
+
+
+def test_layer_types_checked_against_config_json_without_torch(tmp_path):
+    import json
+
+    from nortune.plan import check_layer_types
+
+    model = tmp_path / "model"
+    model.mkdir()
+    config = {"model_type": "gemma3_text", "num_hidden_layers": 2,
+              "layer_types": ["sliding_attention", "full_attention"]}
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    recipe = write(tmp_path / "r.yaml", f"name: x\nmodel: {{source: {model}}}\n")
+    check_layer_types(load_recipe(recipe))  # the default selection exists
+    with pytest.raises(ConfigError, match=r"\['sliding'\] not in this model"):
+        check_layer_types(load_recipe(recipe, ["adapter.layers.layer_types=[sliding]"]))
+    del config["layer_types"]  # transformers may derive them; the plan decides then, no false alarm
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    check_layer_types(load_recipe(recipe, ["adapter.layers.layer_types=[sliding]"]))
