@@ -34,10 +34,10 @@ def _positive(text: str) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from nortune.plan import check_layer_types
+    from nortune.plan import check_adapter
 
     recipe = load_recipe(args.recipe, args.overrides)
-    check_layer_types(recipe)  # against the model's config.json when it is on disk
+    check_adapter(recipe)  # against the model's config.json when it is on disk
     print(recipe.to_yaml(), end="")
     return 0
 

@@ -7,6 +7,9 @@ seconds on a laptop. Training uses the plan's exact module names as PEFT targets
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -109,31 +112,70 @@ def select_layers(selection: LayerSelection, layer_types: list[str] | None, num_
     return {i: "" for i in range(num_layers)}
 
 
-def check_layer_types(recipe: Recipe) -> None:
-    """``adapter.layers`` against the model's config.json when it is on disk: a typo fails in a second,
-    without torch, instead of after building the plan."""
-    from nortune.models import config_json_at_hand
-
-    data = config_json_at_hand(recipe.model.source, recipe.model.config)
+def check_adapter(recipe: Recipe) -> None:
+    """``adapter.layers`` and ``target_modules`` against the model's config.json when it is on disk (and
+    its module names, once a plan has seen this config): a typo fails in a second, without torch."""
+    data, known = _modules_cache(recipe)
     text = data.get("text_config", data) if data else None
-    if not isinstance(text, dict) or not isinstance(text.get("num_hidden_layers"), int) \
-            or not isinstance(text.get("layer_types"), list):
+    if not isinstance(text, dict):
+        return
+    if known is not None and known.is_file():  # written by an earlier plan of this very config
+        try:
+            names = json.loads(known.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            names = None
+        if isinstance(names, list):
+            check_targets(recipe.adapter.target_modules, names)
+    if not isinstance(text.get("num_hidden_layers"), int) or not isinstance(text.get("layer_types"), list):
         return  # transformers may derive layer_types (e.g. from sliding_window_pattern): the plan checks it
     select_layers(recipe.adapter.layers, text["layer_types"], text["num_hidden_layers"])
 
 
-def _nearest_modules(model: Any, targets: list[str]) -> str:
-    """'; did you mean ...' from the Linear module names the model has (typos are the usual cause)."""
+def check_targets(targets: list[str], names: list[str]) -> None:
+    """Every target must name a module of the model; a typo is an error with the nearest name, never
+    a target that silently adapts nothing."""
     import difflib
 
-    import torch
+    unknown = [t for t in targets if t not in names]
+    if unknown:
+        hints = [f"{t} -> {m[0]}" for t in unknown if (m := difflib.get_close_matches(t, names, 1))]
+        raise ConfigError(f"adapter.target_modules: {unknown} not in this model"
+                          + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+                          + f"; its modules: {', '.join(names)}")
 
-    names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-    hints = [f"{t} -> {m[0]}" for t in targets if t not in names and (m := difflib.get_close_matches(t, names, 1))]
-    return (f"; did you mean {', '.join(hints)}?" if hints else "") + f" (Linear modules: {', '.join(names)})"
+
+def _module_names(model: Any) -> list[str]:
+    """Leaf names a target may use: every submodule's last name and every 3-D (expert) parameter's."""
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n}
+    names |= {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.dim() == 3}
+    return sorted(n for n in names if not n.isdigit())
 
 
-def build_plan(config: Any, recipe: Recipe) -> AdapterPlan:
+def _modules_cache(recipe: Recipe) -> tuple[dict[str, Any] | None, Path | None]:
+    """The recipe model's config.json (when on disk) and where its module names are kept, keyed by its content."""
+    from nortune.models import cache_root, config_json_at_hand
+
+    data = config_json_at_hand(recipe.model.source, recipe.model.config)
+    if data is None:
+        return None, None
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return data, cache_root() / "modules" / f"{digest}.json"
+
+
+def _remember_modules(path: Path, names: list[str]) -> None:
+    """Keep this config's module names, so the next recipe load can check targets without torch."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(names), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache only: the plan itself checks the targets every time
+
+
+def build_plan(config: Any, recipe: Recipe, remember: bool = False) -> AdapterPlan:
+    """The plan for this config; ``remember``: the config is the recipe's own model, so keep its module
+    names for the fast target check of later recipe loads."""
     import torch
 
     text = _text_config(config)
@@ -143,6 +185,10 @@ def build_plan(config: Any, recipe: Recipe) -> AdapterPlan:
     model = meta_model(config)
     targets = recipe.adapter.target_modules
     r = recipe.adapter.r
+    names = _module_names(model)
+    check_targets(targets, names)
+    if remember and (cache := _modules_cache(recipe)[1]) is not None:
+        _remember_modules(cache, names)
 
     layers = [LayerPlan(index=i, layer_type=layer_types[i] if layer_types else None,
                         selected=reasons[i] == "") for i in range(num_layers)]
@@ -183,7 +229,7 @@ def build_plan(config: Any, recipe: Recipe) -> AdapterPlan:
                 layer.excluded[leaf] = why
     if not any(layer.adapted for layer in layers):
         raise ConfigError(f"adapter.target_modules: the plan is empty: no module named {targets} in the "
-                          f"selected layers{_nearest_modules(model, targets)}")
+                          f"selected layers")
 
     total = sum(p.numel() for p in model.parameters())
     frozen_3d = sum(p.numel() for p in model.parameters() if p.dim() == 3)
@@ -298,7 +344,7 @@ def plan_from_recipe(recipe: Recipe, model: str | None = None) -> AdapterPlan:
             config = load_config(model)
     else:
         config = load_config(recipe.model.source, recipe.model.config, recipe.model.revision)
-    return build_plan(config, recipe)
+    return build_plan(config, recipe, remember=model is None)
 
 
 def format_plan(plan: AdapterPlan) -> str:

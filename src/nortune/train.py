@@ -18,7 +18,7 @@ from typing import Any
 
 from nortune.config import Recipe
 from nortune.jsonl import DataError
-from nortune.plan import AdapterPlan, build_plan, check_layer_types
+from nortune.plan import AdapterPlan, build_plan, check_adapter
 from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     # the embedded model (a minute).
     data_path = training_data_path(recipe)
     gate = require_clean(recipe, data_path, allow_contaminated)
-    check_layer_types(recipe)
+    check_adapter(recipe)
 
     from transformers import AutoTokenizer
 
@@ -177,7 +177,8 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     from nortune.models import load_config, resolve_source
     from nortune.train_data import build_dataset
 
-    plan = build_plan(load_config(recipe.model.source, recipe.model.config, recipe.model.revision), recipe)
+    plan = build_plan(load_config(recipe.model.source, recipe.model.config, recipe.model.revision), recipe,
+                      remember=True)
     tokenizer = AutoTokenizer.from_pretrained(resolve_source(recipe.model.source), revision=recipe.model.revision)
     template = ensure_chat_template(tokenizer, plan.model_type)
     dataset, data_report = build_dataset(data_path, tokenizer, recipe.train.max_seq_len)

@@ -80,7 +80,7 @@ CASES = [
     ("plan-config-without-type", ["plan", "{d}/ok.yaml", "--model", "{d}/no_type"], "config.json: no model_type"),
     ("plan-missing-local-path", ["plan", "{d}/ok.yaml", "--model", "{d}/nope"], "--model: path not found"),
     ("plan-missing-relative-path", ["plan", "{d}/ok.yaml", "--model", "src/no-such-model"], "path not found: src/no-such"),
-    ("plan-target-typo", ["plan", "{d}/train.yaml", "adapter.target_modules=[q_prj]"], "did you mean q_prj -> q_proj"),
+    ("plan-target-typo", ["plan", "{d}/train.yaml", "adapter.target_modules=[q_prj]"], "did you mean q_prj -> q_proj?"),
     ("config-show-layer-type-typo", ["config", "show", "{d}/train.yaml", "adapter.layers.layer_types=[sliding]"],
      "adapter.layers.layer_types: ['sliding'] not in this model"),
     ("plan-layer-type-typo", ["plan", "{d}/train.yaml", "adapter.layers.layer_types=[sliding]"],

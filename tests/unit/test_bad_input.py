@@ -98,7 +98,7 @@ def test_gguf_config_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypat
 def test_layer_types_checked_against_config_json_without_torch(tmp_path):
     import json
 
-    from nortune.plan import check_layer_types
+    from nortune.plan import check_adapter
 
     model = tmp_path / "model"
     model.mkdir()
@@ -106,9 +106,31 @@ def test_layer_types_checked_against_config_json_without_torch(tmp_path):
               "layer_types": ["sliding_attention", "full_attention"]}
     (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
     recipe = write(tmp_path / "r.yaml", f"name: x\nmodel: {{source: {model}}}\n")
-    check_layer_types(load_recipe(recipe))  # the default selection exists
+    check_adapter(load_recipe(recipe))  # the default selection exists
     with pytest.raises(ConfigError, match=r"\['sliding'\] not in this model"):
-        check_layer_types(load_recipe(recipe, ["adapter.layers.layer_types=[sliding]"]))
+        check_adapter(load_recipe(recipe, ["adapter.layers.layer_types=[sliding]"]))
     del config["layer_types"]  # transformers may derive them; the plan decides then, no false alarm
     (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    check_layer_types(load_recipe(recipe, ["adapter.layers.layer_types=[sliding]"]))
+    check_adapter(load_recipe(recipe, ["adapter.layers.layer_types=[sliding]"]))
+
+
+def test_target_typo_fails_at_recipe_load_once_a_plan_has_seen_the_model(tmp_path, monkeypatch):
+    import json
+
+    from nortune.plan import check_adapter, plan_from_recipe
+
+    monkeypatch.setenv("NORTUNE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    config = {"model_type": "gemma3_text", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+              "layer_types": ["sliding_attention", "full_attention"]}
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    recipe = write(tmp_path / "r.yaml", f"name: x\nmodel: {{source: {model}}}\n")
+    typo = ["adapter.target_modules=[q_proj, v_prj]"]
+    check_adapter(load_recipe(recipe, typo))  # nothing known about this model's modules yet
+    with pytest.raises(ConfigError, match=r"\['v_prj'\] not in this model \(did you mean v_prj -> v_proj\?\)"):
+        plan_from_recipe(load_recipe(recipe, typo))  # one typo among good targets is an error too
+    plan_from_recipe(load_recipe(recipe))
+    with pytest.raises(ConfigError, match=r"\['v_prj'\] not in this model"):
+        check_adapter(load_recipe(recipe, typo))  # now known: no torch, no plan needed
