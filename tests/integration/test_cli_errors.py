@@ -149,3 +149,43 @@ def test_demo_recipe_loads_from_configs_and_data_alone(tmp_path):
     result = nortune("config", "show", "configs/demo.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "tests/" not in result.stdout
+
+
+def test_curate_through_the_cli_counts_every_record(tmp_path):
+    """Bad byte on line 3 of 20, a BOM CSV and an empty source: exit 0, every record counted, the empty one named."""
+    chat = {"messages": [{"role": "user", "content": "Hva er hovedstaden?"}, {"role": "assistant", "content": NB}]}
+    lines = [json.dumps({**chat, "id": i}, ensure_ascii=False).encode() for i in range(20)]
+    lines[2] = lines[2][:10] + b"\xff" + lines[2][10:]
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "b.csv").write_bytes(codecs.BOM_UTF8 + b"prompt,response\n" + f"Hva heter byen?,{NB} To.\n".encode())
+    (tmp_path / "c.jsonl").write_bytes(b"")
+    (tmp_path / "r.yaml").write_text(
+        f"name: x\nruns_dir: {tmp_path / 'runs'}\ncurate:\n  shares: {{nb: 1.0}}\n  dedup: {{near: false}}\n"
+        f"  sources:\n    - {{name: a, path: {tmp_path / 'a.jsonl'}}}\n    - {{name: b, path: {tmp_path / 'b.csv'}}}\n"
+        f"    - {{name: c, path: {tmp_path / 'c.jsonl'}}}\n", encoding="utf-8")
+    result = nortune("curate", str(tmp_path / "r.yaml"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    metrics = json.loads(result.stdout)
+    assert metrics["input_by_source"] == {"a": 20, "b": 1, "c": 0}
+    assert metrics["input_records"] == 21 and metrics["dropped"]["malformed"] == 1
+    assert metrics["output_records"] + sum(metrics["dropped"].values()) == 21
+    assert "c.jsonl) has no records" in result.stderr
+    malformed = (tmp_path / "runs/x/curate/malformed.txt").read_text(encoding="utf-8")
+    assert f"{tmp_path / 'a.jsonl'}:3: not UTF-8 (byte 0xff at column 11)" in malformed
+
+
+def test_every_option_has_help_text():
+    import argparse
+
+    from nortune.cli import build_parser
+
+    missing = []
+    parsers = [build_parser()]
+    while parsers:
+        parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, missing
