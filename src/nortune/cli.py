@@ -362,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"nortune: config error:\n{exc}", file=sys.stderr)
+        text = str(exc)  # one line for one problem; several are listed under the heading, one a line
+        sep = "\n" if "\n" in text else " "
+        print(f"nortune: config error:{sep}{text}", file=sys.stderr)
         return 2
     except DataError as exc:
         print(f"nortune: data error: {exc}", file=sys.stderr)
