@@ -73,9 +73,13 @@ def parse_json_line(text: str, where: str) -> Any:
 def has_records(path: Path) -> bool:
     """Whether the file holds at least one non-blank line (or row, for Parquet)."""
     if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows > 0
+        try:
+            return pq.ParquetFile(path).metadata.num_rows > 0
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{path}: not a Parquet file ({exc})") from None
     with open(path, "rb") as handle:
         return any(line.strip() and line.strip() != codecs.BOM_UTF8 for line in handle)
 
