@@ -220,8 +220,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from nortune.ledger import find_runs, format_runs, summarize
 
-    if not Path(args.runs_dir).is_dir():
+    if args.runs_dir is not None and not Path(args.runs_dir).is_dir():  # a named folder must exist
         raise UsageError(f"{args.runs_dir}: no such folder (runs are in <runs_dir>/<name>; default runs/)")
+    args.runs_dir = args.runs_dir or "runs"
     summaries = [summarize(run_dir) for run_dir in find_runs(Path(args.runs_dir))]
     if args.json:
         print(json.dumps([s.to_json() for s in summaries], indent=2))
@@ -285,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     runs = sub.add_parser("runs", help="list runs: recipe, model, data, contamination, NorEval, export")
-    runs.add_argument("runs_dir", nargs="?", default="runs", help="folder holding the runs (default: runs)")
+    runs.add_argument("runs_dir", nargs="?", help="folder holding the runs (default: runs; may not exist yet)")
     runs.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
     runs.set_defaults(func=cmd_runs)
 

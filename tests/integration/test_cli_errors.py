@@ -98,6 +98,7 @@ CASES = [
      "nope.json: file not found"),
     # 4. silent acceptance
     ("compare-missing-run", ["compare", "{d}/runs/nope"], "runs/nope: no such run folder"),
+    ("runs-missing-folder", ["runs", "{d}/no-runs-here"], "no-runs-here: no such folder"),
     ("langid-missing-field", ["langid", "{d}/chat.jsonl", "--field", "nosuchfield"], "chat.jsonl:1: no field 'nosuchfield'"),
     ("lr-infinite", ["config", "show", "{d}/ok.yaml", "train.lr=.inf"], "train.lr: Input should be a finite number"),
     ("duplicate-key", ["config", "show", "{d}/dup.yaml"], "key 'name' appears twice (first on line 1)"),
