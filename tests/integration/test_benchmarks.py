@@ -45,3 +45,14 @@ def test_gpu_memory_check_from_shape_only(tiny_gemma3, tmp_path):
     assert figures["tokens_per_s"] > 0
     if figures["peak_allocated_gib"] is None:
         assert figures["device"].startswith("cpu")
+
+
+def test_evaluate_benchmark_smoke(tiny_gemma3):
+    # The recipe-shape run takes hours on 2 cores (README quotes what was measured); this one
+    # checks that the script runs both sides in their own processes and compares them.
+    table, figures = run_script("evaluate.py", "--model", str(tiny_gemma3), "--families", "nrk_quiz_qa_nob",
+                                "--limit", "2", "--batch-tokens", "64", "--hf-batch-sizes", "1")
+    assert figures["agree"] is True and figures["agree_detail"]["greedy_flags"] is True
+    assert figures["agree_detail"]["loglikelihoods_compared"] == 5 * 2 * 4  # 5 prompts x 2 items x 4 choices
+    assert figures["speedup_vs_lm_eval_hf_best"] > 0 and figures["memory_ratio_vs_lm_eval_hf"] > 0
+    assert figures["nortune_peak_rss_gib"] > 0.1 and "peak RSS GiB" in table

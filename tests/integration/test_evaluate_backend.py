@@ -13,7 +13,7 @@ from conftest import FIXTURES, REPO, write_recipe
 pytestmark = pytest.mark.slow
 
 
-def _evaluate(model: str, folder: Path, families: list[str], data_dir: Path, **model_args):
+def _evaluate(model: str, folder: Path, families: list[str], data_dir: Path, shots=None, limit=None, **model_args):
     import lm_eval
 
     from nortune.evaluate import backend  # noqa: F401  registers "nortune"
@@ -21,10 +21,28 @@ def _evaluate(model: str, folder: Path, families: list[str], data_dir: Path, **m
 
     settings = SimpleNamespace(tasks=families, prompts=list(PROMPTS), source="local", data_dir=str(data_dir),
                                revision=None, extra_tasks=[])
-    tasks = build_tasks(task_specs(settings, {})[0])
+    tasks = build_tasks(task_specs(settings, shots or {})[0])
     args = {"pretrained": str(folder), "dtype": "float32", "device": "cpu", **model_args}
     return lm_eval.simple_evaluate(model=model, model_args=args, tasks=list(tasks.values()), log_samples=True,
-                                   batch_size=4 if model == "hf" else 1)
+                                   batch_size=4 if model == "hf" else 1, limit=limit, fewshot_random_seed=1234)
+
+
+def _same_as_hf(ours, theirs) -> int:
+    """Every choice's log-likelihood (1e-4) and greedy flag, and every acc / acc_norm, equal; returns the count."""
+    compared = 0
+    for task, samples in theirs["samples"].items():
+        mine = {s["doc_id"]: s for s in ours["samples"][task]}
+        assert len(mine) == len(samples)
+        for sample in samples:
+            other = mine[sample["doc_id"]]
+            assert other["arguments"] == sample["arguments"]
+            for (a,), (b,) in zip(sample["resps"], other["resps"]):
+                assert b[0] == pytest.approx(a[0], abs=1e-4), (task, sample["doc_id"])
+                assert b[1] == a[1], (task, sample["doc_id"])
+                compared += 1
+            assert other["acc"] == sample["acc"]
+            assert other.get("acc_norm") == sample.get("acc_norm")
+    return compared
 
 
 @pytest.mark.parametrize("kind", ["gemma3", "gemma4"])
@@ -36,20 +54,60 @@ def test_same_loglikelihoods_and_predictions_as_lm_eval_hf(kind, tiny_gemma3, ti
         else ["nortruthfulqa_mc_nob"]
     ours = _evaluate("nortune", folder, families, FIXTURES / "noreval_mini", batch_tokens=96)
     theirs = _evaluate("hf", folder, families, FIXTURES / "noreval_mini")
-    compared = 0
-    for task, samples in theirs["samples"].items():
-        mine = {s["doc_id"]: s for s in ours["samples"][task]}
-        assert len(mine) == len(samples)
-        for sample in samples:
-            other = mine[sample["doc_id"]]
-            assert other["arguments"] == sample["arguments"]
-            for (a,), (b,) in zip(sample["resps"], other["resps"]):
-                assert b[0] == pytest.approx(a[0], abs=1e-4), (task, sample["doc_id"])
-                assert b[1] == a[1]
-                compared += 1
-            assert other["acc"] == sample["acc"]
-            assert other.get("acc_norm") == sample.get("acc_norm")
-    assert compared >= (30 if kind == "gemma3" else 10)
+    assert _same_as_hf(ours, theirs) >= (30 if kind == "gemma3" else 10)
+
+
+@pytest.fixture(scope="module")
+def tiny_with_gemma_tokenizer(tmp_path_factory) -> Path:
+    """A tiny random Gemma 3 with the embedded model's real tokenizer (262k vocabulary), in which
+    " A" is one token, so letter-choice answers take the one-token paths of both backends."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import tiny_config
+    from nortune.models import resolve_source
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source("embedded:gemma3-270m"))
+    folder = tmp_path_factory.mktemp("gemma_tok")
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_config("gemma3", len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_letter_choices_padding_chunks_and_fallback_equal_lm_eval_hf(tiny_with_gemma_tokenizer, monkeypatch, caplog):
+    # nrk_quiz p2/p3 score the letters " A".." D" (one token each with this tokenizer); 16-shot
+    # open-book QA contexts pass max_length=400 and take the fallback; batch_tokens 2048 puts
+    # contexts of different lengths in one batch (left padding); a 0.05 GiB budget splits the
+    # answer rows of a batch into several chunks.
+    from transformers import AutoTokenizer
+
+    from nortune.evaluate.backend import PrefixSharingLM
+
+    assert len(AutoTokenizer.from_pretrained(tiny_with_gemma_tokenizer).encode(" A", add_special_tokens=False)) == 1
+    seen = {"mixed_widths": 0, "batches": 0, "chunks": 0, "letter_rows": 0}
+    real_batch, real_rows = PrefixSharingLM._score_batch, PrefixSharingLM._score_rows
+
+    def score_batch(self, batch):
+        seen["batches"] += 1
+        seen["mixed_widths"] += len({len(g.context) for g in batch}) > 1
+        yield from real_batch(self, batch)
+
+    def score_rows(self, rows, *args):
+        seen["chunks"] += 1
+        seen["letter_rows"] += sum(len(cont) == 1 for _, _, cont, _ in rows)
+        yield from real_rows(self, rows, *args)
+
+    monkeypatch.setattr(PrefixSharingLM, "_score_batch", score_batch)
+    monkeypatch.setattr(PrefixSharingLM, "_score_rows", score_rows)
+    families, shots, data = ["nrk_quiz_qa_nob", "noropenbookqa_nno"], {"noropenbookqa_nno": 16}, REPO / "data" / "demo" / "noreval"
+    with caplog.at_level("WARNING", logger="nortune.evaluate.backend"):
+        ours = _evaluate("nortune", tiny_with_gemma_tokenizer, families, data, shots, 3,
+                         batch_tokens=2048, memory_gib=0.05, max_length=400)
+    theirs = _evaluate("hf", tiny_with_gemma_tokenizer, families, data, shots, 3, max_length=400)
+    assert _same_as_hf(ours, theirs) == 2 * 5 * 3 * 4  # 2 families x 5 prompts x 3 items x 4 choices
+    assert seen["letter_rows"] >= 2 * 3 * 4 and seen["mixed_widths"] >= 1 and seen["chunks"] > seen["batches"]
+    assert "exceed the 400-token window" in caplog.text
 
 
 def test_stage_resumes_from_cached_requests_and_evaluates_the_adapter(tiny_gemma3, tmp_path, monkeypatch):
