@@ -474,7 +474,7 @@ class ExportThreshold(Section):
 def _export_thresholds() -> dict[str, ExportThreshold]:
     exact = ExportThreshold(min_top1=0.99, ppl_tolerance=0.01)
     return {"F32": exact, "F16": exact, "BF16": exact, "Q8_0": exact,
-            "Q4_K_M": ExportThreshold(ppl_tolerance=0.05)}
+            "Q4_K_M": ExportThreshold(min_top1=0.85, ppl_tolerance=0.05)}
 
 
 class ExportVerify(Section):
@@ -490,6 +490,9 @@ class ExportVerify(Section):
     # Per llama.cpp type; types not listed must meet `default`.
     thresholds: dict[str, ExportThreshold] = Field(default_factory=_export_thresholds)
     default: ExportThreshold = Field(default_factory=lambda: ExportThreshold(ppl_tolerance=0.10))
+    # Share of held-out paragraphs that llama.cpp's own tokenizer (from the GGUF) splits into exactly
+    # the transformers ids; below it the file fails, whatever its scores on the shared ids.
+    min_tokenizer_match: float = Field(1.0, ge=0, le=1)
 
     @field_validator("text")
     @classmethod

@@ -156,7 +156,7 @@ def _verify(recipe: Recipe, merged: Path, out_dir: Path, files: dict[str, str]) 
         threshold = settings.thresholds.get(gguf_type, settings.default)
         path = out_dir / filename
         check = call("verify", path, "nortune.export.verify:check_file", path, gguf_type, ref, threshold,
-                     settings.threads)
+                     settings.threads, settings.min_tokenizer_match)
         log.info("export: %s top-1 %.4f ppl ratio %.4f %s", filename, check.top1, check.ppl_ratio,
                  "passed" if check.passed else "FAILED " + "; ".join(check.reasons))
         checks.append(check.to_json())

@@ -1,9 +1,11 @@
 """Verify each GGUF file in llama.cpp against the merged HF model on held-out Norwegian text.
 
 Both models see the very same token ids (the HF tokenizer's, BOS first, in windows), so the
-comparison measures the weights and the runtime, not tokenizer differences; whether llama.cpp's
-own tokenizer gives the same ids is reported beside it (``tokenizer_match``). Per file:
-top-1 next-token agreement, perplexity of both and their ratio, and the file size.
+scores measure the weights and the runtime. Separately, llama.cpp's own tokenizer (the one in the
+GGUF, which llama.cpp and Ollama users get) tokenises every held-out paragraph; the share that
+comes out identical to transformers (``tokenizer_match``) must reach ``min_tokenizer_match``, so a
+file with a wrong vocabulary fails even when its weights are right. Per file: top-1 next-token
+agreement, perplexity of both and their ratio, the tokenizer match and the file size.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def reference(model_dir: Path, text: str, window: int, max_tokens: int, dtype: s
 
 
 def check_file(path: Path, gguf_type: str, ref: Reference, threshold: ExportThreshold,
-               threads: int | None = None) -> FileCheck:
+               threads: int | None = None, min_tokenizer_match: float = 1.0) -> FileCheck:
     """Load the file in llama.cpp, score the reference windows, compare."""
     import numpy as np
     from llama_cpp import Llama
@@ -122,14 +124,18 @@ def check_file(path: Path, gguf_type: str, ref: Reference, threshold: ExportThre
     ppl = math.exp(nll / count)
     top1 = agree / count
     ratio = ppl / ref.ppl
+    tokenizer_match = same / max(len(ref.paragraphs), 1)
     reasons = []
+    if tokenizer_match < min_tokenizer_match:
+        reasons.append(f"llama.cpp's tokenizer matches transformers on {tokenizer_match:.0%} of the held-out "
+                       f"paragraphs (< {min_tokenizer_match:.0%})")
     if threshold.min_top1 is not None and top1 < threshold.min_top1:
         reasons.append(f"top-1 agreement {top1:.4f} < {threshold.min_top1}")
     if threshold.ppl_tolerance is not None and abs(ratio - 1) > threshold.ppl_tolerance:
         reasons.append(f"perplexity ratio {ratio:.4f} is off by more than {threshold.ppl_tolerance:.2%}")
     return FileCheck(file=path.name, gguf_type=gguf_type, bytes=path.stat().st_size, top1=top1,
                      ppl_hf=ref.ppl, ppl_gguf=ppl, ppl_ratio=ratio, tokens=count,
-                     tokenizer_match=same / max(len(ref.paragraphs), 1), passed=not reasons,
+                     tokenizer_match=tokenizer_match, passed=not reasons,
                      reasons=reasons)
 
 
