@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nortune-setup
 
-.PHONY: setup browser demo test bench clean-runs
+.PHONY: setup system-packages test-packages demo test bench clean-runs
 
 # The portable llama.cpp build is defined in toolchain.py: a change there must reinstall it.
 $(STAMP): pyproject.toml src/nortune/export/toolchain.py
@@ -18,24 +18,21 @@ $(STAMP): pyproject.toml src/nortune/export/toolchain.py
 	$(PY) -m nortune.export.toolchain
 	touch $(STAMP)
 
-# The report's browser check (and its test) need Debian's chromium + chromium-driver. A missing
-# browser is an error, never a silent skip; NORTUNE_BROWSER_CHECK=off is the explicit opt-out.
-browser:
-	@if [ "$${NORTUNE_BROWSER_CHECK:-on}" != off ] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium + chromium-driver for the report's browser check"; \
-	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; \
-	  else \
-	    echo "nortune: the report's browser check needs chromium + chromedriver: sudo apt-get install chromium chromium-driver (or set NORTUNE_BROWSER_CHECK=off)" >&2; exit 2; \
-	  fi; \
-	fi
+# Debian packages: the report's browser check needs chromium + chromedriver (make demo and the tests);
+# the portability test runs llama.cpp under QEMU as an AVX2-only CPU and reads its machine code.
+# Installed as root, else an error with the command; never a silent skip (scripts/system_packages.sh).
+system-packages:
+	scripts/system_packages.sh chromium=chromium chromedriver=chromium-driver
 
-setup: $(STAMP) browser
+test-packages:
+	scripts/system_packages.sh qemu-x86_64=qemu-user objdump=binutils
+
+setup: $(STAMP) system-packages
 
 demo: setup
 	$(VENV)/bin/nortune run configs/demo.yaml
 
-test: setup
+test: setup test-packages
 	$(PY) -m pytest -q
 
 bench: setup

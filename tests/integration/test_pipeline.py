@@ -105,3 +105,18 @@ def test_compare_puts_runs_side_by_side_with_paired_deltas(finished_run, tmp_pat
     assert "| Commonsense BM |" in table and "| **average (best of prompts)** |" in table
     assert " pp [" in table  # the delta vs base with its confidence interval
     assert "<table>" in (tmp_path / "c.html").read_text()
+
+
+def test_a_missing_browser_fails_the_report_with_the_install_command(finished_run, monkeypatch):
+    from nortune import report
+    from nortune.runs import StageFailed, read_failure
+
+    recipe, _ = finished_run
+    monkeypatch.setattr(browser, "available", lambda: False)
+    monkeypatch.delenv(browser.OPT_OUT_ENV, raising=False)
+    with pytest.raises(StageFailed, match="apt-get install chromium chromium-driver"):
+        report.run(recipe)
+    assert "NORTUNE_BROWSER_CHECK=off" in read_failure(recipe.run_dir / "report")["error"]
+    assert not (recipe.run_dir / "report" / "manifest.json").exists()
+    monkeypatch.setenv(browser.OPT_OUT_ENV, "off")  # the explicit opt-out is recorded, not silent
+    assert report.run(recipe)["metrics"]["browser_check"] == "off (NORTUNE_BROWSER_CHECK=off)"

@@ -36,6 +36,14 @@ def test_the_fault_hook_crashes_only_the_named_job(tmp_path, monkeypatch):
         native.call("quantize", tmp_path / "f", "math:sqrt", 16.0)
 
 
+def test_chat_survives_a_crash_while_loading_the_model(tmp_path, monkeypatch):
+    from nortune.export.chat import chat
+
+    monkeypatch.setenv(native.FAULT_ENV, "chat")
+    with pytest.raises(native.NativeCrash, match="SIGSEGV while running chat on .*x.gguf"):
+        chat(tmp_path / "x.gguf", lines=["Hei"])
+
+
 def test_results_and_python_errors_come_back_from_the_child(tmp_path):
     assert native.call("job", tmp_path / "f", "os.path:join", "a", "b") == "a/b"
     with pytest.raises(json.JSONDecodeError):  # the child's own exception type, re-raised here
