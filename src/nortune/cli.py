@@ -53,14 +53,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
-    if args.gpus and args.gpus > 1:
-        from nortune.launch import launch_command
-        import subprocess
+    if args.gpus * args.nodes > 1:
+        from nortune.launch import launch_command, run_launched
 
         command = launch_command(recipe, args.recipe, args.overrides, gpus=args.gpus,
-                                 resume=args.resume, allow_contaminated=args.allow_contaminated)
-        print("launching:", " ".join(command), flush=True)
-        return subprocess.call(command)
+                                 resume=args.resume, allow_contaminated=args.allow_contaminated,
+                                 nodes=args.nodes, node_rank=args.node_rank, main_address=args.main_address)
+        return run_launched(recipe, command)
     if recipe.train.stage == "dpo":
         from nortune.preference.stage import run as run_preference
 
@@ -265,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="PiSSA LoRA SFT on the selected layers")
     _recipe_args(train)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    train.add_argument("--gpus", type=_positive, default=1, help="N > 1 launches through accelerate")
+    train.add_argument("--gpus", type=_positive, default=1, help="N > 1 launches through accelerate (per node)")
+    train.add_argument("--nodes", type=_positive, default=1, help="machines taking part (accelerate --num_machines)")
+    train.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0 on rank 0's machine")
+    train.add_argument("--main-address", metavar="HOST:PORT", help="rank 0's machine, needed with --nodes > 1")
     train.add_argument("--allow-contaminated", metavar="REASON",
                        help="train despite a failing contamination gate; the reason is recorded")
     train.set_defaults(func=cmd_train)

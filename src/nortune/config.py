@@ -159,6 +159,8 @@ class TrainSection(Section):
     merge: bool = False  # also write a merged full model into the run folder
     # Multi-GPU strategy for `--gpus N`; ZeRO-3 is refused for PiSSA (see nortune.launch).
     distributed: Literal["fsdp", "deepspeed_zero3"] = "fsdp"
+    # cpu: train on CPU processes (gloo); cuda: GPUs (NCCL); auto: cuda when torch sees a GPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("data")
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any
 
 from nortune.config import Recipe
 from nortune.jsonl import DataError
+from nortune import ranks
 from nortune.plan import AdapterPlan, build_plan, check_adapter
 from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
 
@@ -35,7 +36,10 @@ def training_data_path(recipe: Recipe) -> Path:
     return curated
 
 
-def device_of_choice() -> str:
+def device_of_choice(recipe: Recipe) -> str:
+    """``train.device``: the one setting that separates a CPU run (gloo) from a GPU run (NCCL)."""
+    if recipe.train.device != "auto":
+        return recipe.train.device
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -51,6 +55,13 @@ def lora_config(recipe: Recipe, plan: AdapterPlan) -> Any:
         init = True
     return LoraConfig(r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
                       target_modules=plan.module_names, init_lora_weights=init, task_type="CAUSAL_LM")
+
+
+def lora_config_for_saving(recipe: Recipe, plan: AdapterPlan) -> Any:
+    """The recipe's LoRA config with ``init_lora_weights=True``: wraps weights that are already PiSSA's."""
+    config = lora_config(recipe, plan)
+    config.init_lora_weights = True
+    return config
 
 
 def attach_adapter(model: Any, recipe: Recipe, plan: AdapterPlan) -> Any:
@@ -198,29 +209,36 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
     resume_from = _checkpoint_to_resume(checkpoints, fingerprint, resume)
     ready = prepare(recipe, allow_contaminated)
 
-    device = device_of_choice()
-    run_state = begin_stage("train", stage_dir, fingerprint, recipe.to_yaml())
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(checkpoints / "fingerprint.json", json.dumps(fingerprint, sort_keys=True))
+    device = device_of_choice(recipe)
+    main = ranks.is_main()  # under a launcher only rank 0 writes into the run folder
+    run_state = begin_stage("train", stage_dir, fingerprint, recipe.to_yaml()) if main else None
     log_path = stage_dir / "log.jsonl"
-    if resume_from is None:
-        log_path.unlink(missing_ok=True)
+    if main:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(checkpoints / "fingerprint.json", json.dumps(fingerprint, sort_keys=True))
+        if resume_from is None:
+            log_path.unlink(missing_ok=True)
+    args = sft_config(recipe, checkpoints, device)  # under a launcher this joins the process group
 
     from nortune.models import load_model
 
-    model = load_model(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)
+    model = load_model(recipe.model.source, recipe.model.dtype, ranks.device_for(device), recipe.model.revision)
     if recipe.train.packing:
         model.config.use_cache = False  # packed sequences stay isolated only without the KV cache
     plan = ready.plan
-    print(f"adapting {len(plan.module_names)} modules in {sum(1 for l in plan.layers if l.adapted)} layers: "
-          f"{plan.trainable_params:,} trainable parameters ({100 * plan.trainable_share:.4f} %)", flush=True)
+    if main:
+        print(f"adapting {len(plan.module_names)} modules in {sum(1 for l in plan.layers if l.adapted)} layers: "
+              f"{plan.trainable_params:,} trainable parameters ({100 * plan.trainable_share:.4f} %)", flush=True)
     peft_model = attach_adapter(model, recipe, plan)
-    save_adapter(peft_model, stage_dir / "adapter_init")
+    ranks.broadcast_pissa(peft_model)  # every rank starts from rank 0's SVD, bit for bit
+    if main:
+        save_adapter(peft_model, stage_dir / "adapter_init")
+    ranks.barrier()
 
     from transformers.trainer_callback import ProgressCallback
     from trl import SFTTrainer
 
-    trainer = SFTTrainer(model=peft_model, args=sft_config(recipe, checkpoints, device),
+    trainer = SFTTrainer(model=peft_model, args=args,
                          train_dataset=ready.dataset, processing_class=ready.tokenizer, callbacks=list(callbacks))
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(step_progress(log_path))
@@ -228,8 +246,16 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - started
 
-    outputs = save_outputs(recipe, stage_dir, peft_model, ready)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    if ranks.world_size() > 1:
+        # Collective: FSDP2 shards (or the DDP copy) come back whole on every rank's CPU; rank 0 saves
+        # from a rebuilt CPU model with the same code as a single process.
+        state = ranks.full_state_dict(trainer.model_wrapped)
+        if main:
+            peft_model = ranks.rebuild_on_cpu(model.config, lora_config_for_saving(recipe, plan), state)
+        del state
+    outputs = save_outputs(recipe, stage_dir, peft_model, ready) if main else []
+    if main:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     history = [e for e in trainer.state.log_history if "loss" in e]
     tokens = trainer.state.num_input_tokens_seen
     metrics = {"train_loss": output.training_loss, "first_loss": history[0]["loss"] if history else None,
@@ -237,9 +263,12 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
                "seconds": round(seconds, 2), "tokens_seen": tokens,
                "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
                "trainable_params": plan.trainable_params, "total_params": plan.total_params}
-    return run_state.complete(outputs, metrics, extra={
-        "data": ready.data_report.to_json(), "device": device, "chat_template_installed": ready.template,
-        "contamination_gate": ready.gate, "resumed_from": str(resume_from) if resume_from else None})
+    extra = {"data": ready.data_report.to_json(), "device": device, "processes": ranks.world_size(),
+             "chat_template_installed": ready.template, "contamination_gate": ready.gate,
+             "resumed_from": str(resume_from) if resume_from else None}
+    manifest = run_state.complete(outputs, metrics, extra=extra) if run_state else {"metrics": metrics, **extra}
+    ranks.barrier()  # no rank reports success before rank 0 has written the manifest
+    return manifest
 
 
 def save_outputs(recipe: Recipe, stage_dir: Path, peft_model: Any, ready: Prepared) -> list[Path]:
