@@ -50,6 +50,9 @@ class MemoryEstimate:
     overhead_gib: float
     total_gib: float
     fits: bool
+    # Host RAM of one node running these GPUs: every rank loads the full bf16 weights before
+    # FSDP shards them (PiSSA's SVD needs them; see docs/train.md), plus its runtime.
+    host_ram_gib: float = 0.0
 
 
 @dataclass
@@ -298,6 +301,9 @@ def saved_for_backward(model: Any) -> Iterator[dict[int, int]]:
         yield seen
 
 
+HOST_RUNTIME_BYTES = 3 * GIB  # per rank: Python, torch + CUDA libraries, tokenizer and dataset
+
+
 def estimate_memory(text: Any, total: int, trainable: int, layer_bytes: list[int],
                     recipe: Recipe) -> list[MemoryEstimate]:
     """Per-GPU memory for bf16 weights + fp32 adapter/grads/AdamW + activations, FSDP-sharded.
@@ -320,10 +326,11 @@ def estimate_memory(text: Any, total: int, trainable: int, layer_bytes: list[int
         adapter = 16 * trainable / n  # fp32 params + grads + two AdamW moments
         overhead = 1.5 * GIB  # CUDA context, allocator slack, NCCL buffers
         total_bytes = weights + adapter + activations + logits + overhead
+        host = n * (2 * total + HOST_RUNTIME_BYTES)
         out.append(MemoryEstimate(
             gpus=n, weights_gib=weights / GIB, adapter_and_optimizer_gib=adapter / GIB,
             activations_gib=activations / GIB, logits_gib=logits / GIB, overhead_gib=overhead / GIB,
-            total_gib=total_bytes / GIB, fits=total_bytes / GIB <= cfg.gpu_memory_gib))
+            total_gib=total_bytes / GIB, fits=total_bytes / GIB <= cfg.gpu_memory_gib, host_ram_gib=host / GIB))
     return out
 
 
@@ -361,9 +368,11 @@ def format_plan(plan: AdapterPlan) -> str:
     lines += ["", "memory per GPU (estimate; FSDP full shard; GiB; logits are an upper bound: TRL's fused "
                   "LM head computes them in tiles):",
               f"{'gpus':>4} {'weights':>9} {'adapter+opt':>12} {'activations':>12} {'logits':>8} "
-              f"{'overhead':>9} {'total':>8}  fits"]
+              f"{'overhead':>9} {'total':>8}  fits  {'host RAM/node':>13}"]
     for m in plan.memory:
         lines.append(f"{m.gpus:>4} {m.weights_gib:>9.2f} {m.adapter_and_optimizer_gib:>12.3f} "
                      f"{m.activations_gib:>12.2f} {m.logits_gib:>8.2f} {m.overhead_gib:>9.2f} "
-                     f"{m.total_gib:>8.2f}  {'yes' if m.fits else 'NO'}")
+                     f"{m.total_gib:>8.2f}  {'yes ' if m.fits else 'NO  '}  {m.host_ram_gib:>13.1f}")
+    lines.append("host RAM/node: those GPUs on one node; each rank holds the full bf16 weights while loading "
+                 "(docs/train.md)")
     return "\n".join(lines)

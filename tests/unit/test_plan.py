@@ -88,3 +88,15 @@ def test_plan_cli_table(capsys):
     assert main(["plan", str(REFERENCE), "--model", "configs/models/gemma-4-31b-text"]) == 0
     out = capsys.readouterr().out
     assert "trainable parameters: 9,216,000" in out and "memory per GPU" in out
+
+
+def test_host_ram_per_node_counts_every_rank_s_full_weights(reference_plan, capsys):
+    # Each rank loads the full bf16 model before FSDP shards it (PiSSA's SVD needs the weights).
+    full_bf16 = 2 * reference_plan.total_params / 1024 ** 3
+    two = reference_plan.memory[1]
+    assert two.gpus == 2 and two.host_ram_gib == pytest.approx(2 * (full_bf16 + 3))
+    assert 118 < two.host_ram_gib < 122  # Gemma 4 31B (text, 30.7 B) on 2 GPUs: 120.4 GiB
+    assert main(["plan", str(REFERENCE)]) == 0
+    table = capsys.readouterr().out.split("host RAM/node\n", 1)[1].splitlines()
+    row = next(line for line in table if line.split()[:1] == ["2"])
+    assert row.split()[-1] == f"{two.host_ram_gib:.1f}"
