@@ -378,3 +378,21 @@ def test_the_portable_build_runs_on_an_avx2_only_cpu(exported, tmp_path):
     on_host, on_haswell = json.loads(host.stdout), json.loads(emulated.stdout)
     assert on_haswell["argmax"] == on_host["argmax"] and len(on_host["argmax"]) > 32
     assert torch.allclose(torch.tensor(on_haswell["logits"]), torch.tensor(on_host["logits"]), atol=1e-2)
+
+
+def test_the_build_benchmark_measures_a_gguf(exported):
+    """benchmarks/llama_cpp_build.py's probe on the installed build (CI cannot build the native wheel)."""
+    import importlib.util
+
+    import llama_cpp
+
+    kind, recipe, _, _ = exported
+    if kind != "gemma3":
+        pytest.skip("once is enough")
+    spec = importlib.util.spec_from_file_location("llama_cpp_build", REPO / "benchmarks" / "llama_cpp_build.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    site = Path(llama_cpp.__file__).parents[1]
+    result = bench.measure(site, recipe.run_dir / "export" / "tiny-Q4_K_M.gguf", HELDOUT, 64, 8, 1)
+    assert result["verify_tokens"] > 64 and len(result["argmax"]) == result["verify_tokens"]
+    assert result["gen_tokens"] == 8 and result["peak_rss_mib"] > 0
