@@ -163,3 +163,48 @@ def test_stage_resumes_from_cached_requests_and_evaluates_the_adapter(tiny_gemma
     compare = json.loads((tmp_path / "runs" / "tiny" / "evaluate" / "tuned" / "compare" / "compare.json").read_text())
     assert compare["regressions"] == [] and all(d["best"] == 0 for d in compare["deltas"])
     assert "SAMPLE SETS, NOT NorEval" in (out.parent / "tuned" / "compare" / "compare.md").read_text()
+
+
+def test_trained_adapter_changes_scores_and_equals_lm_eval_hf_with_peft(tiny_gemma3, tmp_path):
+    # A LoRA with random non-zero B: the tuned model must differ from the base, and nortune
+    # (which merges the adapter into the weights) must equal lm-eval `hf` running it unmerged.
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_gemma3),
+                           LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(tmp_path / "adapter")
+    families, data = ["nrk_quiz_qa_nob"], FIXTURES / "noreval_mini"
+    adapter = {"peft": str(tmp_path / "adapter"), "tokenizer": str(tiny_gemma3)}
+    base = _evaluate("nortune", tiny_gemma3, families, data, batch_tokens=96)
+    tuned = _evaluate("nortune", tiny_gemma3, families, data, batch_tokens=96, **adapter)
+    reference = _evaluate("hf", tiny_gemma3, families, data, **adapter)
+    assert _same_as_hf(tuned, reference) >= 10
+    moved = [abs(a[0][0] - b[0][0]) for task in base["samples"]
+             for s, t in zip(base["samples"][task], tuned["samples"][task]) for a, b in zip(s["resps"], t["resps"])]
+    assert max(moved) > 1e-2  # the adapter is not ignored
+
+
+def test_bf16_autocast_matches_lm_eval_hf(tiny_gemma3):
+    # Both sides under bf16 autocast: batching and padding change bf16 rounding, so log-likelihoods
+    # agree to bf16 precision and predictions agree wherever lm-eval's margin exceeds it.
+    families, data = ["nrk_quiz_qa_nob", "nortruthfulqa_mc_nno"], FIXTURES / "noreval_mini"
+    ours = _evaluate("nortune", tiny_gemma3, families, data, batch_tokens=256, mixed_precision_dtype="bfloat16")
+    theirs = _evaluate("hf", tiny_gemma3, families, data, mixed_precision_dtype="bfloat16")
+    fp32 = _evaluate("hf", tiny_gemma3, families, data)
+    tol, compared, off_fp32 = 0.1, 0, 0.0
+    for task, samples in theirs["samples"].items():
+        mine = {s["doc_id"]: s for s in ours["samples"][task]}
+        exact = {s["doc_id"]: s for s in fp32["samples"][task]}
+        for sample in samples:
+            a = [r[0][0] for r in sample["resps"]]
+            b = [r[0][0] for r in mine[sample["doc_id"]]["resps"]]
+            assert b == pytest.approx(a, abs=tol), (task, sample["doc_id"])
+            off_fp32 = max([off_fp32] + [abs(x - r[0][0]) for x, r in zip(b, exact[sample["doc_id"]]["resps"])])
+            top = sorted(a, reverse=True)
+            if len(top) > 1 and top[0] - top[1] > 2 * tol:
+                assert mine[sample["doc_id"]]["acc"] == sample["acc"]
+            compared += len(a)
+    assert compared >= 20 and off_fp32 > 1e-4  # autocast really ran in bf16
