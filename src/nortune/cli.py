@@ -13,6 +13,7 @@ from pathlib import Path
 from nortune.config import ConfigError, load_recipe
 from nortune.errors import NortuneError, UsageError
 from nortune.jsonl import DataError
+from nortune.export.native import NativeCrash
 from nortune.runs import StageFailed
 
 
@@ -199,8 +200,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from nortune.cli_checks import gguf_file
     from nortune.export.chat import chat
+    from nortune.export.toolchain import ensure
 
-    return chat(gguf_file(Path(args.gguf)), system=args.system, max_tokens=args.max_tokens,
+    path = gguf_file(Path(args.gguf))
+    ensure(install=False)  # the bindings this machine's build needs, or one line saying how to set them up
+    return chat(path, system=args.system, max_tokens=args.max_tokens,
                 temperature=args.temperature, n_ctx=args.ctx)
 
 
@@ -375,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     except NortuneError as exc:  # every other user mistake: the message names the file, line or key
         print(f"nortune: {exc}", file=sys.stderr)
         return 2
-    except StageFailed as exc:  # the stage's folder holds failed.json; the report shows it in red
+    except (StageFailed, NativeCrash) as exc:  # a stage's folder holds failed.json; the report shows it in red
         print(f"nortune: {exc}", file=sys.stderr)
         return 1
 

@@ -117,3 +117,18 @@ def test_check_only_refuses_an_install_of_another_build(tmp_path, monkeypatch):
     monkeypatch.setattr(toolchain, "installed_build", lambda: {"key": "linux-x86_64-native-0123456789"})
     with pytest.raises(toolchain.ToolchainError, match="not installed .*native-0123456789"):
         toolchain.ensure(install=False)
+
+
+def test_chat_without_the_right_llama_cpp_build_is_one_line(tmp_path):
+    """Another build than this machine's (here: a native one asked for) names what to run; no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(20))
+    env = {**os.environ, toolchain.BUILD_ENV: "native"}
+    done = subprocess.run([sys.executable, "-m", "nortune.cli", "chat", str(gguf)], capture_output=True, text=True,
+                          env=env, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("nortune: llama-cpp-python") and "python -m nortune.export.toolchain" in done.stderr

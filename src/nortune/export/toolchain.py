@@ -40,6 +40,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nortune.errors import NortuneError
+
 log = logging.getLogger(__name__)
 
 # The version whose vendored llama.cpp converts and runs Gemma 4 (global layers without v_proj).
@@ -64,8 +66,8 @@ CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "LICENSE",
                    "models/ggml-vocab-gemma-4.gguf")
 
 
-class ToolchainError(RuntimeError):
-    """llama.cpp's tooling is missing and could not be set up."""
+class ToolchainError(NortuneError):
+    """llama.cpp's tooling is missing or unusable here; the message says what to run."""
 
 
 def cache_dir(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
