@@ -10,7 +10,13 @@ excluded): the activations the estimate models, the same on CPU as on a GPU for 
 and attention kernel, so that term is checked even where no GPU is lent. On a machine without
 CUDA it reports no peak memory.
 
+With 2 or more GPUs (or ``--processes N``) it then runs the same training as N processes through
+``nortune train --gpus N`` (accelerate launch, the shipped FSDP2 config) and compares every
+rank's peak with the plan's N-GPU estimate; ``train.device=cpu`` runs that part on CPU
+processes, without peak figures (the test suite does, so the path is exercised without a GPU).
+
     python benchmarks/gpu_memory.py [--steps 10] [--model embedded:gemma3-270m] [--random-weights]
+                                    [--processes N]
 
 For a lent GPU machine (its python3 has torch, transformers, peft and accelerate, but not trl,
 datasets or pydantic: carry those as wheels), first write the model's shape here with
@@ -74,6 +80,36 @@ def write_shape(source: str, target: Path) -> None:
     AutoTokenizer.from_pretrained(resolve_source(source)).save_pretrained(str(target))
 
 
+def several_processes(recipe_path: str, overrides: list[str], workdir: Path, processes: int,
+                      estimates: list[Any]) -> dict[str, Any]:
+    """The same training as ``nortune train --gpus N``; every rank's peak against the N-GPU estimate.
+
+    Each rank trains the 1-GPU run's micro-batch, so only the sharded weights and optimiser state
+    shrink in the estimate.
+    """
+    import json as json_module
+
+    from nortune.config import load_recipe
+    from nortune.launch import launch_command, run_launched
+
+    overrides = [o for o in overrides if not o.startswith("runs_dir=")] + [f"runs_dir={workdir / 'several'}"]
+    recipe = load_recipe(recipe_path, overrides)
+    run_launched(recipe, launch_command(recipe, recipe_path, overrides, gpus=processes,
+                                        allow_contaminated="GPU memory check on the shipped demo chats"))
+    metrics = json_module.loads((recipe.run_dir / "train" / "manifest.json").read_text())["metrics"]
+    estimate = [e for e in estimates if e.gpus == processes][0]
+    per_rank = None
+    plan_estimate = round(estimate.total_gib - estimate.overhead_gib, 3)
+    peaks = metrics.get("peak_gpu_memory")
+    if peaks:
+        per_rank = [{**p, "estimate_over_peak_allocated": round(plan_estimate / p["allocated_gib"], 3)}
+                    for p in peaks]
+    print(f"{processes} processes: estimate without overhead {plan_estimate:.3f} GiB per GPU; "
+          f"measured per rank: {per_rank or 'n/a (no GPU)'}; tokens/s {metrics['tokens_per_s']}")
+    return {"processes": processes, "estimate_without_overhead_gib": plan_estimate, "per_rank": per_rank,
+            "tokens_per_s": metrics["tokens_per_s"], "last_loss": metrics["last_loss"], "steps": metrics["steps"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default=str(REPO / "configs" / "demo.yaml"))
@@ -81,6 +117,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="override model.source")
     parser.add_argument("--random-weights", action="store_true", help="build the model from its config")
     parser.add_argument("--write-shape", metavar="DIR", help="write the model's config and tokenizer to DIR and stop")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="also run N processes through nortune train --gpus N (default: 2 when 2+ GPUs)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="train.device")
     args = parser.parse_args()
 
     import torch
@@ -101,19 +140,23 @@ def main() -> None:
     try:
         if args.random_weights:
             source = str(random_weights_folder(source, workdir / "model", t.seed))
-        recipe = load_recipe(args.recipe, [
+        processes = args.processes or (2 if torch.cuda.device_count() >= 2 else 1)
+        overrides = [
             f"model.source={source}", "model.dtype=bfloat16", "train.precision=bf16", "train.packing=true",
             f"train.max_steps={args.steps}", "train.save_steps=100000", "train.logging_steps=1",
             f"runs_dir={workdir}", f"train.data={REPO / 'data' / 'demo' / 'chat.jsonl'}",
-            "train.gradient_checkpointing=false", f"plan.batch_size={t.batch_size}",
-            f"plan.seq_len={t.max_seq_len}", "plan.max_gpus=1", "plan.gradient_checkpointing=false"])
-        estimate = plan_from_recipe(recipe).memory[0]
-        cuda = torch.cuda.is_available()
+            "train.gradient_checkpointing=false", f"train.device={args.device}", f"plan.batch_size={t.batch_size}",
+            f"plan.seq_len={t.max_seq_len}", f"plan.max_gpus={processes}", "plan.gradient_checkpointing=false"]
+        recipe = load_recipe(args.recipe, overrides)
+        estimates = plan_from_recipe(recipe).memory
+        estimate = estimates[0]
+        cuda = torch.cuda.is_available() and args.device != "cpu"
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         probe = saved_activations_probe()
         metrics = run(recipe, allow_contaminated="GPU memory check on the shipped demo chats",
                       callbacks=(probe,))["metrics"]
+        several = several_processes(args.recipe, overrides, workdir, processes, estimates) if processes > 1 else None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     allocated = torch.cuda.max_memory_allocated() / GIB if cuda else None
@@ -145,6 +188,7 @@ def main() -> None:
         "peak_reserved_gib": None if reserved is None else round(reserved, 3),
         "estimate_over_peak_allocated": None if allocated is None else round(without_overhead / allocated, 3),
         "tokens_per_s": metrics["tokens_per_s"], "last_loss": metrics["last_loss"],
+        "processes": several,
     }))
 
 

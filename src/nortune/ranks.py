@@ -41,6 +41,25 @@ def barrier() -> None:
         dist.barrier()
 
 
+def peak_gpu_memory(device: str) -> list[dict[str, float]] | None:
+    """Every rank's peak allocated and reserved GPU memory (GiB), rank 0 first; None off the GPU.
+
+    A collective under a launcher, so every rank calls it; the manifest keeps it beside the plan's estimate.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    mine = {"allocated_gib": round(torch.cuda.max_memory_allocated() / 1024**3, 3),
+            "reserved_gib": round(torch.cuda.max_memory_reserved() / 1024**3, 3)}
+    if not (dist.is_available() and dist.is_initialized()):
+        return [mine]
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
 def pissa_tensors(peft_model: Any) -> list[tuple[str, Any]]:
     """The tensors PiSSA initialisation writes: each adapted module's residual base weight and its A, B."""
     found = []

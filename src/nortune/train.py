@@ -246,6 +246,7 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - started
 
+    peak = ranks.peak_gpu_memory(device)  # per rank, before rank 0 gathers the model for saving
     if ranks.world_size() > 1:
         # Collective: FSDP2 shards (or the DDP copy) come back whole on every rank's CPU; rank 0 saves
         # from a rebuilt CPU model with the same code as a single process.
@@ -262,7 +263,8 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
                "last_loss": history[-1]["loss"] if history else None, "steps": trainer.state.global_step,
                "seconds": round(seconds, 2), "tokens_seen": tokens,
                "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
-               "trainable_params": plan.trainable_params, "total_params": plan.total_params}
+               "trainable_params": plan.trainable_params, "total_params": plan.total_params,
+               "peak_gpu_memory": peak}
     extra = {"data": ready.data_report.to_json(), "device": device, "processes": ranks.world_size(),
              "chat_template_installed": ready.template, "contamination_gate": ready.gate,
              "resumed_from": str(resume_from) if resume_from else None}

@@ -204,3 +204,16 @@ def test_fsdp2_gather_and_pissa_broadcast_on_cpu(tmp_path, tiny_gemma3):
     assert result["adapter_moved"] > 1e-3  # two AdamW steps at lr 1e-2: the gathered state is a trained one
     assert result["max_state_difference"] <= 1e-6
     assert result["max_logit_difference"] <= ATOL
+
+
+def test_gpu_memory_benchmark_runs_its_several_process_part(tiny_gemma3):
+    """benchmarks/gpu_memory.py's N-process part, on CPU processes: what a lent 2-GPU machine runs."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_memory.py"), "--model", str(tiny_gemma3),
+                           "--steps", "2", "--processes", "2", "--device", "cpu"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert "--num_processes 2" in done.stdout  # through nortune train --gpus 2, not a home-made loop
+    figures = json.loads(done.stdout.strip().splitlines()[-1])["processes"]
+    assert figures["processes"] == 2 and figures["steps"] == 2 and figures["tokens_per_s"] > 0
+    assert figures["per_rank"] is None and figures["estimate_without_overhead_gib"] > 0  # no GPU here

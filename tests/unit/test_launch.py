@@ -117,3 +117,35 @@ def test_a_failed_launch_fails_the_stage_without_a_manifest(monkeypatch, tmp_pat
     assert "nortune: train failed: a training process exited with status 1" in capsys.readouterr().err
     assert not (stage / "manifest.json").exists()
     assert json.loads((stage / "failed.json").read_text())["launcher_exit_status"] == 1
+
+
+def test_the_documented_slurm_script_gives_each_node_its_launch_command(tmp_path):
+    """docs/train.sbatch under fake srun/scontrol: two nodes, each running the real CLI (launch replaced)."""
+    import json
+    import os
+    import stat
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "scontrol": "#!/bin/sh\nprintf 'gpu-a01\\ngpu-a02\\n'\n",
+        # srun runs its command once per node, as Slurm would, with that node's SLURM_NODEID.
+        "srun": "#!/bin/sh\nshift\nfor id in 0 1; do SLURM_NODEID=$id \"$@\" || exit 1; done\n",
+        "nortune": (f"#!{sys.executable}\nimport json, subprocess, sys\n"
+                    "subprocess.call = lambda command: print(json.dumps(command)) or 0\n"
+                    "from nortune.cli import main\nsys.exit(main(sys.argv[1:]))\n"),
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_NODELIST": "gpu-a[01-02]",
+           "SLURM_NNODES": "2", "SLURM_GPUS_PER_NODE": "4"}
+    done = subprocess.run(["bash", str(REPO / "docs" / "train.sbatch"), "configs/norskgemma4-31b.yaml"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    commands = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("[")]
+    assert [_option(c, "--machine_rank") for c in commands] == ["0", "1"]
+    for command in commands:
+        assert _option(command, "--num_processes") == "8" and _option(command, "--num_machines") == "2"
+        assert _option(command, "--main_process_ip") == "gpu-a01" and _option(command, "--main_process_port") == "29500"
