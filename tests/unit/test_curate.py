@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nortune.config import ConfigError, CurateDedup, CurateFilters, CurateSource, Recipe, load_recipe
+from nortune.config import ConfigError, CurateFilters, CurateSource, Recipe, load_recipe
 from nortune.curate.compose import InfeasibleMix, allocate, compose
-from nortune.curate.dedup import NearDuplicates
 from nortune.curate.filters import QualityFilter
 from nortune.curate.labels import is_translation, label_record
 from nortune.curate.langid import default_model
@@ -134,12 +133,18 @@ def test_quality_filters():
     assert check([{"role": "user", "content": "Hva?"}, {"role": "assistant", "content": boiler}]) == "filter:boilerplate"
 
 
-def test_near_duplicates_keep_the_first():
-    near = NearDuplicates(CurateDedup(threshold=0.7))
+def test_near_duplicates_keep_the_earliest_and_are_counted(tmp_path):
+    """datatrove's MinHash finds the near copies; the earliest record of each cluster stays."""
     base = " ".join(NB)
-    for text in [base, base.replace("Oslofjorden", "Oslofjorden,"), NN[0] + " " + NN[1], base + " Ekstra."]:
-        near.add(text)
-    assert near.duplicates().tolist() == [False, True, False, True]
+    answers = [base, base.replace("Oslofjorden", "Oslofjorden,"), " ".join(NN), base + " Ekstra."]
+    path = write_jsonl(tmp_path / "near.jsonl", [chat("Fortell meg litt om dette, takk.", a) for a in answers])
+    r = Recipe.model_validate({"name": "t", "runs_dir": str(tmp_path / "runs"), "curate": {
+        "sources": [{"name": "s", "path": str(path)}], "shares": {"nb": 0.5, "nn": 0.5}}})
+    m = run(r)["metrics"]
+    assert m["dropped"]["duplicate:near"] == 2 and "duplicate:exact" not in m["dropped"]
+    kept = [json.loads(line)["messages"][1]["content"]
+            for line in (tmp_path / "runs/t/curate/train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(kept) == sorted([base, " ".join(NN)])
 
 
 # -- composition ---------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_strict_names_the_right_line(tmp_path):
     path.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(DataError, match=r"s\.jsonl:3: not UTF-8 \(byte 0xff at column 11\)"):
         run(recipe(tmp_path, [{"name": "s", "path": str(path)}], strict=True))
-    assert not (tmp_path / "runs/t/curate/.candidates.jsonl").exists()
+    assert not (tmp_path / "runs/t/curate/.work").exists()  # no shards left behind
 
 
 def test_bad_byte_in_csv_and_text_sources(tmp_path):
@@ -138,4 +138,4 @@ def test_infeasible_mix_leaves_no_spool(tmp_path):
     with pytest.raises(InfeasibleMix):
         run(recipe(tmp_path, [{"name": "s", "path": str(path)}], target_size=50))
     assert (tmp_path / "runs/t/curate").is_dir()
-    assert not (tmp_path / "runs/t/curate/.candidates.jsonl").exists()
+    assert not (tmp_path / "runs/t/curate/.work").exists()  # no shards left behind

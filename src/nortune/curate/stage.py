@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from array import array
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,8 @@ log = logging.getLogger("nortune.curate")
 OUTPUT = "train.jsonl"
 REPORT = "composition.md"
 CHART = "composition.png"
-SPOOL = ".candidates.jsonl"
-BUCKETS = ["nb", "nn", "en", "other", "mixed", "translation"]
-
-
-def _task(mapping: str, messages: list[dict[str, str]], translation: bool) -> str:
-    if translation:
-        return "translation"
-    if mapping == "text":
-        return "text"
-    turns = sum(1 for m in messages if m["role"] == "user")
-    return "multi-turn" if turns > 1 else "instruction"
+BUCKETS = ["nb", "nn", "en", "other", "mixed", "translation"]  # = steps.BUCKETS, without importing datatrove
+WORK = ".work"  # per-task shards, ledgers and MinHash files; removed when the stage ends
 
 
 def _check_sources(cfg: CurateSection) -> None:
@@ -47,7 +39,10 @@ def fingerprint(recipe: Recipe) -> dict[str, Any]:
 
     cfg = recipe.curate
     files = [Path(s.path) for s in cfg.sources if s.path is not None]
-    return {"curate": recipe.section_fingerprint("curate"), "inputs": inputs_fingerprint(files),
+    # The executor is left out: the same inputs give the same files on any executor and worker count.
+    settings = recipe.curate.model_dump(mode="json", exclude={"executor"})
+    digest = hashlib.sha256(json.dumps({"curate": settings}, sort_keys=True).encode()).hexdigest()[:16]
+    return {"curate": digest, "inputs": inputs_fingerprint(files),
             "hf": [f"{s.hf_dataset}@{s.hf_revision}" for s in cfg.sources if s.hf_dataset],
             "langid": file_sha256(MODEL_PATH)[:16] + file_sha256(LEXICON_PATH)[:16]}
 
@@ -65,94 +60,77 @@ def run(recipe: Recipe, *, force: bool = False) -> dict[str, Any]:
     try:
         result = _curate(cfg, out_dir)
     finally:
-        (out_dir / SPOOL).unlink(missing_ok=True)  # an infeasible mix or a fatal record leaves no spool
+        shutil.rmtree(out_dir / WORK, ignore_errors=True)  # an infeasible mix or a fatal record leaves no shards
     outputs = [out_dir / OUTPUT, out_dir / REPORT] + ([out_dir / CHART] if (out_dir / CHART).exists() else [])
     return stage.complete(outputs, metrics=result["metrics"], extra={"notes": result["notes"]})
 
 
 def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
-    from nortune.curate.dedup import NearDuplicates, content_digest
-    from nortune.curate.filters import QualityFilter, quality_score
-    from nortune.curate.labels import is_translation, label_record
-    from nortune.curate.langid import default_model
-    from nortune.curate.normalize import MalformedRecord, to_messages
-    from nortune.curate.sources import Malformed, count_records, iter_source
+    """Run the per-record pipeline on the configured executor, then the global merge here."""
+    from nortune.curate.executor import run_stages, worker_count
+    from nortune.curate.merge import exact_duplicates, load_pool, near_duplicates
+    from nortune.curate.sources import count_records
 
-    model = default_model()
-    quality = QualityFilter(cfg.filters)
-    near = NearDuplicates(cfg.dedup, seed=cfg.seed) if cfg.dedup.near else None
-    bucket_names = BUCKETS
-    drops: Counter = Counter()
-    malformed: list[str] = []
-    seen: set[int] = set()
-    buckets, sources, offsets = array("B"), array("H"), array("Q")
-    scores = array("d")
-    read: Counter = Counter()  # records read per source (parsed or not)
-    counted: dict[str, int | None] = {}  # records per source, counted without parsing
-    spool_path = out_dir / SPOOL
-    with open(spool_path, "w", encoding="utf-8") as spool:
-        for src_idx, source in enumerate(cfg.sources):
-            counted[source.name] = count_records(source)
-            read[source.name] += 0
-            for where, raw in iter_source(source):
-                read[source.name] += 1
-                if isinstance(raw, Malformed):
-                    reason = raw.reason
-                else:
-                    try:
-                        mapping, messages = to_messages(raw, source)
-                        reason = None
-                    except MalformedRecord as exc:
-                        reason = str(exc)
-                if reason is not None:
-                    if cfg.strict:
-                        raise DataError(f"{where}: {reason}")
-                    drops["malformed"] += 1
-                    malformed.append(f"{where}: {reason}")
-                    continue
-                if not any(m["content"] for m in messages):
-                    drops["empty"] += 1
-                    continue
-                label = label_record(model, messages)
-                if label.confidence < cfg.min_confidence:
-                    drops["lang:uncertain"] += 1
-                    continue
-                why = is_translation(raw, messages, label)
-                bucket = "translation" if why else ("mixed" if label.mixed else label.lang)
-                failed = quality.check(messages)
-                if failed:
-                    drops[failed] += 1
-                    continue
-                digest = content_digest(messages)
-                if digest in seen:
-                    drops["duplicate:exact"] += 1
-                    continue
-                seen.add(digest)
-                if near is not None:
-                    near.add("\n".join(m["content"] for m in messages))
-                record = {"id": f"{source.name}-{digest:016x}", "source": source.name,
-                          "lang": label.lang, "lang_confidence": label.confidence,
-                          "bucket": bucket, "task": _task(mapping, messages, bool(why)),
-                          "messages": messages}
-                if label.mixed:
-                    record["turn_langs"] = list(label.turn_langs)
-                if why:
-                    record["translation"] = why
-                if source.tags:
-                    record["tags"] = list(source.tags)
-                offsets.append(spool.tell())
-                spool.write(json.dumps(record, ensure_ascii=False) + "\n")
-                buckets.append(bucket_names.index(bucket))
-                sources.append(src_idx)
-                scores.append(quality_score(messages, label.confidence))
-    inputs, notes = _check_inputs(cfg, read, counted)
-    if not buckets:  # name the files and reasons, not "a bucket is empty"
+    counted = [count_records(source) for source in cfg.sources]  # apart from parsing, before any work
+    tasks = worker_count(cfg.executor)
+    work = out_dir / WORK
+    shutil.rmtree(work, ignore_errors=True)
+    run_stages(cfg.executor, _stages(cfg, counted, tasks, work), work / "logs")
+    pool = load_pool(work / "shards", tasks)
+    read = Counter({source.name: pool.read.get(i, 0) for i, source in enumerate(cfg.sources)})
+    inputs, notes = _check_inputs(cfg, read, {s.name: n for s, n in zip(cfg.sources, counted)})
+    drops, malformed = pool.drops, pool.malformed
+    if not len(pool.rows):  # name the files and reasons, not "a bucket is empty"
         first = f"; first: {malformed[0]}" if malformed else ""
         raise DataError(f"curate.sources: none of the {inputs} input records is usable "
                         f"({', '.join(f'{k} {v}' for k, v in sorted(drops.items()))}; by source: "
                         f"{', '.join(f'{n} {c}' for n, c in read.items())}){first}")
-    return _compose_and_write(cfg, out_dir, inputs, notes, read, drops, malformed,
-                              buckets, sources, scores, offsets, near)
+    exact = exact_duplicates(pool.rows)
+    if exact.any():
+        drops["duplicate:exact"] += int(exact.sum())
+    alive = ~exact
+    if cfg.dedup.near:
+        near = near_duplicates(pool, work / "minhash" / "clusters", tasks) & alive
+        if near.any():
+            drops["duplicate:near"] += int(near.sum())
+        alive &= ~near
+    return _compose_and_write(cfg, out_dir, inputs, notes, read, drops, malformed, pool, alive)
+
+
+def _stages(cfg: CurateSection, counted: list[int | None], tasks: int, work: Path) -> list:
+    """The datatrove stages: per-record work + MinHash signatures on every task, then buckets, clusters."""
+    from nortune.curate.steps import (Candidates, LanguageLabel, Normalise, QualityFilters, ReadSources,
+                                      ShingleWords, TranslationTag)
+
+    steps = [ReadSources(cfg, counted), Normalise(cfg), LanguageLabel(cfg), TranslationTag(cfg),
+             QualityFilters(cfg), Candidates(cfg, work / "shards")]
+    if not cfg.dedup.near:
+        return [("records", steps, tasks)]
+    from datatrove.pipeline.dedup.minhash import (MinhashDedupBuckets, MinhashDedupCluster,
+                                                  MinhashDedupSignature)
+
+    config = minhash_config(cfg)
+    minhash = work / "minhash"
+    signature = MinhashDedupSignature(str(minhash / "signatures"), config=config, language=ShingleWords())
+    return [("records", steps + [signature], tasks),
+            ("minhash-buckets", [MinhashDedupBuckets(str(minhash / "signatures"), str(minhash / "buckets"),
+                                                     config=config)], config.num_buckets),
+            ("minhash-clusters", [MinhashDedupCluster(str(minhash / "buckets"), str(minhash / "clusters"),
+                                                      config=config, save_cluster_id=True)], 1)]
+
+
+def minhash_config(cfg: CurateSection):
+    """datatrove's MinHash settings from curate.dedup (word shingles, bands x rows, seeded)."""
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.utils.hashing import HashConfig
+    from datatrove.utils.text import TextNormConfig
+
+    d = cfg.dedup
+    # Diacritics stay: "for" and "før" are different Norwegian words. Shingles are hashed with SHA-1:
+    # datatrove 0.10.1 hands xxhash a str, which xxhash 4 refuses ("Strings must be encoded").
+    return MinhashConfig(n_grams=d.shingle, num_buckets=d.bands, hashes_per_bucket=d.num_perm // d.bands,
+                         seed=cfg.seed, norm_config=TextNormConfig(norm_unicode_diacritics=False),
+                         hash_config=HashConfig(precision=64, hash_fc="sha1"))
 
 
 def _check_inputs(cfg: CurateSection, read: Counter, counted: dict[str, int | None]) -> tuple[int, list[str]]:
@@ -179,27 +157,18 @@ def _check_inputs(cfg: CurateSection, read: Counter, counted: dict[str, int | No
 
 
 def _compose_and_write(cfg: CurateSection, out_dir: Path, inputs: int, notes: list[str], read: Counter,
-                       drops: Counter, malformed: list[str], buckets: array, sources: array, scores: array,
-                       offsets: array, near: Any) -> dict[str, Any]:
-    """Dedup, compose the exact mix, write train.jsonl and the report whose numbers add up."""
+                       drops: Counter, malformed: list[str], pool: Any, alive: Any) -> dict[str, Any]:
+    """Compose the exact mix over the surviving candidates, write train.jsonl and a report that adds up."""
     import numpy as np
 
     from nortune.curate.compose import compose
+    from nortune.curate.merge import read_records
     from nortune.curate.report import write_chart, write_markdown
 
-    bucket_names = BUCKETS
-    spool_path = out_dir / SPOOL
-    n = len(buckets)
-    bucket_arr = np.frombuffer(buckets, dtype=np.uint8) if n else np.zeros(0, np.uint8)
-    alive = np.ones(n, dtype=bool)
-    if near is not None and n:
-        dup = near.duplicates()
-        drops["duplicate:near"] += int(dup.sum())
-        alive &= ~dup
     keep = np.nonzero(alive)[0]
+    rows = pool.rows[keep]
     quotas = {i: s.quota for i, s in enumerate(cfg.sources) if s.quota is not None}
-    comp = compose(bucket_arr[keep], bucket_names, np.frombuffer(sources, np.uint16)[keep] if n else keep,
-                   np.frombuffer(scores, np.float64)[keep] if n else keep.astype(float), cfg.shares,
+    comp = compose(rows["bucket"], BUCKETS, rows["src"], rows["score"], cfg.shares,
                    cfg.target_size, quotas, cfg.seed, cfg.quality_order, cfg.allow_shortfall)
     for reason in comp.reasons.values():
         drops[reason] += 1
@@ -207,16 +176,14 @@ def _compose_and_write(cfg: CurateSection, out_dir: Path, inputs: int, notes: li
     by_source: Counter = Counter()
     by_task: Counter = Counter()
     tmp = out_dir / (OUTPUT + ".tmp")
-    with open(spool_path, "rb") as spool, open(tmp, "w", encoding="utf-8") as out:
-        for idx in comp.selected:
-            spool.seek(offsets[int(keep[idx])])
-            record = json.loads(spool.readline())
-            by_lang[record.pop("bucket")] += 1
+    with open(tmp, "w", encoding="utf-8") as out:
+        chosen = keep[comp.selected]
+        for record, bucket in zip(read_records(out_dir / WORK / "shards", pool, chosen),
+                                  pool.rows["bucket"][chosen]):
+            by_lang[BUCKETS[bucket]] += 1
             by_source[record["source"]] += 1
             by_task[record["task"]] += 1
-            ordered = {"id": record.pop("id"), "lang": record.pop("lang"), "source": record.pop("source"),
-                       "messages": record.pop("messages"), **record}
-            out.write(json.dumps(ordered, ensure_ascii=False) + "\n")
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
     tmp.replace(out_dir / OUTPUT)
     if malformed:
         (out_dir / "malformed.txt").write_text("\n".join(malformed) + "\n", encoding="utf-8")
