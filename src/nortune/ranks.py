@@ -27,13 +27,6 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def device_for(device: str) -> str:
-    """The torch device this process loads the model onto: its own GPU under a launcher."""
-    if device == "cuda" and world_size() > 1:
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return device
-
-
 def barrier() -> None:
     import torch.distributed as dist
 
@@ -81,8 +74,10 @@ def broadcast_pissa(peft_model: Any) -> int:
     import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world_size() == 1:
         return 0
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("launched as several processes but the process group is not initialised")
     tensors = pissa_tensors(peft_model)
     with torch.no_grad():
         for _, tensor in tensors:

@@ -218,11 +218,12 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
         atomic_write_text(checkpoints / "fingerprint.json", json.dumps(fingerprint, sort_keys=True))
         if resume_from is None:
             log_path.unlink(missing_ok=True)
-    args = sft_config(recipe, checkpoints, device)  # under a launcher this joins the process group
+    args = sft_config(recipe, checkpoints, device)
+    args.device  # noqa: B018 -- accelerate's PartialState: under a launcher, joins the process group, picks this rank's GPU
 
     from nortune.models import load_model
 
-    model = load_model(recipe.model.source, recipe.model.dtype, ranks.device_for(device), recipe.model.revision)
+    model = load_model(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)  # "cuda": this rank's
     if recipe.train.packing:
         model.config.use_cache = False  # packed sequences stay isolated only without the KV cache
     plan = ready.plan
@@ -230,7 +231,7 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
         print(f"adapting {len(plan.module_names)} modules in {sum(1 for l in plan.layers if l.adapted)} layers: "
               f"{plan.trainable_params:,} trainable parameters ({100 * plan.trainable_share:.4f} %)", flush=True)
     peft_model = attach_adapter(model, recipe, plan)
-    ranks.broadcast_pissa(peft_model)  # every rank starts from rank 0's SVD, bit for bit
+    broadcast = ranks.broadcast_pissa(peft_model)  # every rank starts from rank 0's SVD, bit for bit
     if main:
         save_adapter(peft_model, stage_dir / "adapter_init")
     ranks.barrier()
@@ -266,6 +267,7 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
                "trainable_params": plan.trainable_params, "total_params": plan.total_params,
                "peak_gpu_memory": peak}
     extra = {"data": ready.data_report.to_json(), "device": device, "processes": ranks.world_size(),
+             "pissa_tensors_broadcast": broadcast,
              "chat_template_installed": ready.template, "contamination_gate": ready.gate,
              "resumed_from": str(resume_from) if resume_from else None}
     manifest = run_state.complete(outputs, metrics, extra=extra) if run_state else {"metrics": metrics, **extra}

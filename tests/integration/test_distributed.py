@@ -131,6 +131,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, two_pro
     stage2 = two.run_dir / "train"
     manifest = json.loads((stage2 / "manifest.json").read_text())
     assert manifest["processes"] == 2 and manifest["device"] == "cpu" and manifest["metrics"]["steps"] == 4
+    assert manifest["pissa_tensors_broadcast"] == 12  # 2 sliding layers x (q, v) x (residual W, A, B)
     # Only rank 0 wrote the run folder: rank 1 recorded no write, and the log has one line per step.
     assert not (recipe_path.parent / "rank1_writes.txt").exists()
     assert len((stage2 / "log.jsonl").read_text().splitlines()) == 4
