@@ -61,6 +61,8 @@ def launch_command(recipe: Recipe, recipe_path: str, overrides: list[str], gpus:
     if main_address is not None:
         host, port = parse_address(main_address)
         command += ["--main_process_ip", host, "--main_process_port", port]
+    else:  # one node: any free port, so two runs on one machine never collide on 29500
+        command += ["--main_process_port", "0"]
     command += ["-m", "nortune.cli", "train", recipe_path, *overrides]
     if resume:
         command.append("--resume")

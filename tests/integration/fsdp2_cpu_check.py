@@ -1,6 +1,6 @@
 """Run under torchrun, 2 CPU processes (gloo): PiSSA broadcast and FSDP2 gather, as train.py uses them.
 
-    python -m torch.distributed.run --nproc_per_node 2 fsdp2_cpu_check.py RECIPE OUT.json
+    python -m torch.distributed.run --standalone --nproc_per_node 2 fsdp2_cpu_check.py RECIPE OUT.json
 
 accelerate sends CPU runs through DDP, so this drives torch's ``fully_shard`` directly, the way
 accelerate's FSDP2 plugin shards the model on GPUs (each decoder layer, then the root).

@@ -194,7 +194,7 @@ def test_fsdp2_gather_and_pissa_broadcast_on_cpu(tmp_path, tiny_gemma3):
     recipe = _recipe_file(tmp_path, tiny_gemma3, adapter={"svd": "fast", "svd_niter": 2})
     out = tmp_path / "fsdp2.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(Path(__file__).parent / "fsdp2_cpu_check.py"), str(recipe), str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-6000:]

@@ -24,6 +24,7 @@ def test_gpus_builds_an_fsdp_accelerate_launch():
     assert command[command.index("-m", 3) + 1:command.index("-m", 3) + 5] == [
         "nortune.cli", "train", "configs/norskgemma4-31b.yaml", "train.lr=1e-5"]
     assert "--resume" in command and command[-2:] == ["--allow-contaminated", "audited by hand"]
+    assert command[command.index("--main_process_port") + 1] == "0"  # one node: a free port, never a clash
     config = yaml.safe_load(Path(command[command.index("--config_file") + 1]).read_text())
     assert config["distributed_type"] == "FSDP" and config["mixed_precision"] == "bf16"
     # PiSSA needs the full weights on every rank when the adapter is initialised.
