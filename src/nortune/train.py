@@ -36,9 +36,9 @@ def training_data_path(recipe: Recipe) -> Path:
     return curated
 
 
-def device_of_choice(recipe: Recipe) -> str:
+def device_of_choice(recipe: Recipe | None = None) -> str:
     """``train.device``: the one setting that separates a CPU run (gloo) from a GPU run (NCCL)."""
-    if recipe.train.device != "auto":
+    if recipe is not None and recipe.train.device != "auto":
         return recipe.train.device
     import torch
 

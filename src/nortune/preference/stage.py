@@ -120,7 +120,7 @@ def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]
 
     from transformers import AutoTokenizer
 
-    device = device_of_choice()
+    device = device_of_choice(recipe)
     tokenizer = AutoTokenizer.from_pretrained(str(recipe.run_dir / "train" / "tokenizer"))
     run_state = begin_stage(STAGE, stage_dir, fingerprint, recipe.to_yaml())
     if synthetic:
