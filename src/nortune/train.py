@@ -219,11 +219,13 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
         if resume_from is None:
             log_path.unlink(missing_ok=True)
     args = sft_config(recipe, checkpoints, device)
-    args.device  # noqa: B018 -- accelerate's PartialState: under a launcher, joins the process group, picks this rank's GPU
+    # Resolving the Trainer's device starts accelerate's PartialState: under a launcher it joins the
+    # process group (gloo or NCCL) and makes this rank's GPU the current "cuda" device.
+    args.device  # noqa: B018
 
     from nortune.models import load_model
 
-    model = load_model(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)  # "cuda": this rank's
+    model = load_model(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)
     if recipe.train.packing:
         model.config.use_cache = False  # packed sequences stay isolated only without the KV cache
     plan = ready.plan

@@ -82,7 +82,8 @@ def main() -> None:
         with torch.no_grad():
             logit_diff = (rebuilt(input_ids=ids).logits - reference(input_ids=ids).logits).abs().max().item()
         result = {"ranks_differed_before_broadcast": before[0] != before[1], "sent": sent,
-                  "ranks_equal_after_broadcast": after[0] == after[1] == before[0], "sharded": sharded, "adapter_moved": moved,
+                  "ranks_equal_after_broadcast": after[0] == after[1] == before[0], "sharded": sharded,
+                  "adapter_moved": moved,
                   "max_state_difference": state_diff, "max_logit_difference": logit_diff}
         with open(out_path, "w", encoding="utf-8") as handle:
             json.dump(result, handle)

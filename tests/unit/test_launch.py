@@ -149,7 +149,8 @@ def test_the_documented_slurm_script_gives_each_node_its_launch_command(tmp_path
     assert [_option(c, "--machine_rank") for c in commands] == ["0", "1"]
     for command in commands:
         assert _option(command, "--num_processes") == "8" and _option(command, "--num_machines") == "2"
-        assert _option(command, "--main_process_ip") == "gpu-a01" and _option(command, "--main_process_port") == "29500"
+        assert _option(command, "--main_process_ip") == "gpu-a01"
+        assert _option(command, "--main_process_port") == "29500"
 
 
 def test_preference_training_is_not_launched_on_several_processes():
