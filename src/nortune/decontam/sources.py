@@ -234,32 +234,50 @@ def _loads(line: str) -> Any:
     return json.loads(line)
 
 
-def iter_training(path: Path, fields: list[str] | None) -> Iterator[TrainRecord]:
-    """Stream training records; any malformed line or missing field raises DataError with file:line."""
+def iter_training(path: Path, fields: list[str] | None, offset: int = 0, first_line: int = 1,
+                  first_row: int = 1, limit: int | None = None) -> Iterator[TrainRecord]:
+    """Stream training records; any malformed line or missing field raises DataError with file:line.
+
+    ``offset``/``first_line`` (JSONL, text: a byte offset at a line start and its line number) or
+    ``first_row`` (Parquet) and ``limit`` read one shard of the file (``decontam.shards``).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    left = float("inf") if limit is None else limit
+    if left <= 0:
+        return
     if path.suffix == ".parquet":
         for row_no, row in _parquet_rows(path):
+            if row_no < first_row:
+                continue
             rid = row.get("id")
             yield TrainRecord(row_no, None if rid is None else str(rid), None, row,
                               _train_text(row, fields, f"{path}:row {row_no}"))
+            left -= 1
+            if not left:
+                return
         return
     plain = path.suffix in (".txt", ".text")
     try:
         with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
+            handle.seek(offset)  # a line start: a byte position is a valid cookie for UTF-8
+            for line_no, line in enumerate(handle, start=first_line):
                 if line.isspace() or not line:
                     continue
                 if plain:
                     yield TrainRecord(line_no, None, line, None, line.rstrip("\n"))
-                    continue
-                try:
-                    row = _loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
-                rid = row.get("id") if isinstance(row, dict) else None
-                yield TrainRecord(line_no, None if rid is None else str(rid), line, None,
-                                  _train_text(row, fields, f"{path}:{line_no}"))
+                else:
+                    try:
+                        row = _loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") \
+                            from None
+                    rid = row.get("id") if isinstance(row, dict) else None
+                    yield TrainRecord(line_no, None if rid is None else str(rid), line, None,
+                                      _train_text(row, fields, f"{path}:{line_no}"))
+                left -= 1
+                if not left:
+                    return
     except UnicodeDecodeError:
         raise DataError(not_utf8(path)) from None  # file:line: not UTF-8 (byte .. at column N)

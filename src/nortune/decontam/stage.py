@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from nortune.decontam.sources import TrainRecord, describe_sources, iter_trainin
 
 log = logging.getLogger(__name__)
 STAGE = "decontam"
+WORK = ".work"  # the pickled index and the workers' partial results; removed when the scan ends
 
 
 def training_path(recipe, data: Path | None = None) -> Path:
@@ -52,9 +55,9 @@ def stage_fingerprint(recipe, data: Path | None = None, write_clean: bool | None
 class _CleanWriter:
     """Streams the records without hits into a temporary file, renamed into place at the end."""
 
-    def __init__(self, source: Path, directory: Path) -> None:
+    def __init__(self, source: Path, directory: Path, name: str | None = None) -> None:
         suffix = ".txt" if source.suffix in (".txt", ".text") else ".jsonl"
-        self.path = directory / f"{source.stem}.clean{suffix}"
+        self.path = directory / (name or f"{source.stem}.clean{suffix}")
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.handle = open(self.tmp, "w", encoding="utf-8")
         self.kept = 0
@@ -74,6 +77,33 @@ class _CleanWriter:
         self.handle.close()
         os.replace(self.tmp, self.path)
         return {"path": str(self.path), "kept": self.kept, "removed": self.removed}
+
+
+def _scan_in_parallel(recipe, scanner: Scanner, path: Path, fields: list[str] | None, clean: bool,
+                      work: Path) -> dict[str, Any] | None:
+    """Scan record ranges on curate.executor's workers against one pickled index; add the parts up."""
+    from nortune.curate.executor import run_stages, worker_count
+    from nortune.decontam.shards import ScanShard, merge_parts, plan_shards
+
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "parts").mkdir(parents=True)
+    with open(work / "index.pkl", "wb") as handle:
+        pickle.dump(scanner, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    tasks = worker_count(recipe.curate.executor)
+    step = ScanShard(work / "index.pkl", path, fields, plan_shards(path, tasks), work / "parts", clean)
+    run_stages(recipe.curate.executor, [("scan", [step], tasks)], work / "logs")
+    merge_parts(scanner, work / "parts", tasks)
+    if not clean:
+        return None
+    writer = _CleanWriter(path, work.parent)
+    writer.handle.close()
+    with open(writer.tmp, "wb") as out:
+        for rank in range(tasks):
+            with open(work / "parts" / f"{rank:05d}.clean", "rb") as part:
+                shutil.copyfileobj(part, out)
+    os.replace(writer.tmp, writer.path)
+    removed = len(scanner.contaminated)
+    return {"path": str(writer.path), "kept": scanner.records - removed, "removed": removed}
 
 
 def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool | None = None,
@@ -105,9 +135,11 @@ def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool
     started = time.perf_counter()
     scanner = Scanner(tests, ScanSettings.from_section(section))
     index_seconds = time.perf_counter() - started
-    writer = _CleanWriter(path, directory) if clean else None
-    scanner.scan(iter_training(path, fields), writer)
-    cleaned = writer.close() if writer else None
+    work = directory / WORK
+    try:
+        cleaned = _scan_in_parallel(recipe, scanner, path, fields, clean, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - started
 
     summary = scanner.summary()

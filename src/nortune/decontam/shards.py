@@ -1,0 +1,119 @@
+"""Decontam across workers: one test-side index, the training file cut into record ranges.
+
+The driver builds the ``Scanner`` once and pickles it; every datatrove task loads that pickle,
+scans one contiguous range of training records and writes its partial result. The driver adds
+the partials up in range order, so the report equals a single scan's (the record numbers, the
+per-task sets of test texts, the first 1,000 allowed examples), whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datatrove.pipeline.base import PipelineStep
+
+from nortune.decontam.scan import Scanner
+
+ALLOWED_EXAMPLES = 1000  # = the cap in Scanner._evaluate
+
+
+@dataclass(frozen=True)
+class Shard:
+    record: int  # index of the shard's first record in the whole file
+    count: int
+    offset: int = 0  # JSONL/text: byte offset of the first record's line
+    line: int = 1  # its line number (Parquet: its row number)
+
+
+def plan_shards(path: Path, tasks: int) -> list[Shard]:
+    """Cut the file into ``tasks`` contiguous, equal record ranges (a binary scan of the lines)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        n = pq.ParquetFile(path).metadata.num_rows
+        return [Shard(n * t // tasks, n * (t + 1) // tasks - n * t // tasks, 0, n * t // tasks + 1)
+                for t in range(tasks)]
+    starts: list[tuple[int, int]] = []  # (byte offset, line number) of every record
+    offset = 0
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if raw.strip():
+                starts.append((offset, line_no))
+            offset += len(raw)
+    n = len(starts)
+    shards = []
+    for t in range(tasks):
+        lo, hi = n * t // tasks, n * (t + 1) // tasks
+        at = starts[lo] if lo < n else (offset, 0)
+        shards.append(Shard(lo, hi - lo, *at))
+    return shards
+
+
+class ScanShard(PipelineStep):
+    """One task: load the index, scan its record range, write ``<rank>.part`` (and a clean part)."""
+
+    type = "nortune"
+    name = "decontam scan"
+
+    def __init__(self, index: Path, data: Path, fields: list[str] | None, shards: list[Shard], out: Path,
+                 clean: bool) -> None:
+        super().__init__()
+        self.index, self.data, self.out = str(index), str(data), str(out)
+        self.fields, self.shards, self.clean = fields, shards, clean
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        from nortune.decontam.sources import iter_training
+
+        shard = self.shards[rank]
+        with open(self.index, "rb") as handle:
+            scanner: Scanner = pickle.load(handle)
+        scanner.records = shard.record  # record numbers in the report are the file's, not the shard's
+        out = Path(self.out)
+        records = iter_training(Path(self.data), self.fields, offset=shard.offset, first_line=shard.line,
+                                first_row=shard.line, limit=shard.count)
+        if self.clean:
+            from nortune.decontam.stage import _CleanWriter
+
+            writer = _CleanWriter(Path(self.data), out, name=f"{rank:05d}.clean")
+            scanner.scan(records, writer)
+            writer.close()
+        else:
+            scanner.scan(records)
+        part = {"records": scanner.records - shard.record, "empty": scanner.empty_records, "chars": scanner.chars,
+                "tallies": scanner.tallies, "contaminated": scanner.contaminated,
+                "allowed_examples": scanner.allowed_examples, "allowed_phrases": scanner.allowed_phrases}
+        with open(out / f"{rank:05d}.part", "wb") as handle:
+            pickle.dump(part, handle)
+        return
+        yield  # a generator, as datatrove expects of a step
+
+
+def merge_parts(scanner: Scanner, out: Path, tasks: int) -> None:
+    """Add the tasks' partial results into ``scanner`` (built by the driver, nothing scanned yet)."""
+    for rank in range(tasks):
+        with open(out / f"{rank:05d}.part", "rb") as handle:
+            part: dict[str, Any] = pickle.load(handle)
+        scanner.records += part["records"]
+        scanner.empty_records += part["empty"]
+        scanner.chars += part["chars"]
+        scanner.contaminated.extend(part["contaminated"])
+        room = ALLOWED_EXAMPLES - len(scanner.allowed_examples)
+        scanner.allowed_examples.extend(part["allowed_examples"][:max(room, 0)])
+        for phrase, count in part["allowed_phrases"].items():
+            scanner.allowed_phrases[phrase] = scanner.allowed_phrases.get(phrase, 0) + count
+        for key, tally in part["tallies"].items():
+            mine = scanner.tallies[key]
+            mine.hits += tally.hits
+            mine.allowed += tally.allowed
+            mine.records += tally.records
+            mine.longest = max(mine.longest, tally.longest)
+            for task, entry in tally.by_task.items():
+                into = mine.by_task.setdefault(task, {"hits": 0, "records": 0, "test_texts": set(), "longest": 0})
+                into["hits"] += entry["hits"]
+                into["records"] += entry["records"]
+                into["test_texts"] |= entry["test_texts"]
+                into["longest"] = max(into["longest"], entry["longest"])
