@@ -50,13 +50,17 @@ def corpus(tmp_path: Path) -> tuple[Path, Path, str]:
     return pa, pb, original
 
 
-def curate(tmp_path: Path, pa: Path, pb: Path, workers: int) -> tuple[dict, dict[str, bytes]]:
-    recipe = Recipe.model_validate({"name": "t", "runs_dir": str(tmp_path / f"w{workers}"), "curate": {
+def curate_with(runs: Path, pa: Path, pb: Path, executor: dict) -> tuple[dict, dict[str, bytes]]:
+    recipe = Recipe.model_validate({"name": "t", "runs_dir": str(runs), "curate": {
         "sources": [{"name": "a", "path": str(pa)}, {"name": "b", "path": str(pb)}],
-        "shares": {"nb": 1.0}, "executor": {"type": "local", "workers": workers}}})
+        "shares": {"nb": 1.0}, "executor": executor}})
     metrics = run(recipe)["metrics"]
-    out = tmp_path / f"w{workers}" / "t" / "curate"
+    out = runs / "t" / "curate"
     return metrics, {name: (out / name).read_bytes() for name in ("train.jsonl", "composition.md", "malformed.txt")}
+
+
+def curate(tmp_path: Path, pa: Path, pb: Path, workers: int) -> tuple[dict, dict[str, bytes]]:
+    return curate_with(tmp_path / f"w{workers}", pa, pb, {"type": "local", "workers": workers})
 
 
 def test_one_and_two_workers_give_identical_files(tmp_path):

@@ -8,12 +8,13 @@ until the last one has finished before the driver reads the per-task outputs.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from nortune.config import ExecutorSection
+from nortune.config import ConfigError, ExecutorSection
 
 # datatrove's tasks re-add a default loguru handler; loguru takes its default level from here
 # (read when loguru is first imported, here and in every worker process, which inherit it).
@@ -61,6 +62,9 @@ def run_stages(cfg: ExecutorSection, stages: list[tuple[str, list[Any], int]], l
         if cfg.type == "slurm":
             from datatrove.executor import SlurmPipelineExecutor
 
+            if shutil.which("sbatch") is None:
+                raise ConfigError("curate.executor.type: slurm, but there is no sbatch on this machine's PATH")
+
             executor = SlurmPipelineExecutor(
                 pipeline, tasks=tasks, time=cfg.time, partition=cfg.partition, cpus_per_task=cfg.cpus_per_task,
                 mem_per_cpu_gb=cfg.mem_per_cpu_gb, job_name=f"nortune-{name}", logging_dir=logging_dir,
@@ -80,7 +84,10 @@ def run_stages(cfg: ExecutorSection, stages: list[tuple[str, list[Any], int]], l
 
 
 def _ray_init(cfg: ExecutorSection) -> None:
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("curate.executor.type: ray needs the ray package (pip install 'ray>=2.40')") from None
 
     if not ray.is_initialized():
         ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)

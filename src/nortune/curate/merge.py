@@ -34,11 +34,13 @@ class Pool:
     read: Counter  # records read per source index, all tasks
     drops: Counter
     malformed: list[str]  # "file:line: reason", in global order
+    peak_rss_mb: list[float]  # per task (the process that ran it; the langid table dominates)
+    cpu_s: list[float]  # per task: CPU seconds from reading to MinHash signatures
 
 
 def load_pool(folder: Path, tasks: int) -> Pool:
     """Read every task's ledger and candidate index; the ledgers' counts are added, never guessed."""
-    parts, ranks, read, drops, bad = [], [], Counter(), Counter(), []
+    parts, ranks, read, drops, bad, peaks, cpu = [], [], Counter(), Counter(), [], [], []
     for rank in range(tasks):
         ledger_path = folder / f"{rank:05d}.ledger.json"
         if not ledger_path.is_file():
@@ -47,13 +49,15 @@ def load_pool(folder: Path, tasks: int) -> Pool:
         read.update({int(k): v for k, v in ledger["read"].items()})
         drops.update(ledger["drops"])
         bad.extend(tuple(m) for m in ledger["malformed"])
+        peaks.append(ledger["peak_rss_mb"])
+        cpu.append(ledger["cpu_s"])
         rows = np.fromfile(folder / f"{rank:05d}.idx", dtype=_ROW)
         parts.append(rows)
         ranks.append(np.full(len(rows), rank, dtype=np.int32))
     rows = np.concatenate(parts) if parts else np.zeros(0, _ROW)
     shard = np.concatenate(ranks) if ranks else np.zeros(0, np.int32)
     order = np.lexsort((rows["item"], rows["src"]))
-    return Pool(rows[order], shard[order], read, drops, [m[2] for m in sorted(bad)])
+    return Pool(rows[order], shard[order], read, drops, [m[2] for m in sorted(bad)], peaks, cpu)
 
 
 def exact_duplicates(rows: np.ndarray) -> np.ndarray:

@@ -62,7 +62,8 @@ def run(recipe: Recipe, *, force: bool = False) -> dict[str, Any]:
     finally:
         shutil.rmtree(out_dir / WORK, ignore_errors=True)  # an infeasible mix or a fatal record leaves no shards
     outputs = [out_dir / OUTPUT, out_dir / REPORT] + ([out_dir / CHART] if (out_dir / CHART).exists() else [])
-    return stage.complete(outputs, metrics=result["metrics"], extra={"notes": result["notes"]})
+    return stage.complete(outputs, metrics=result["metrics"], extra={"notes": result["notes"],
+                                                                    "executor": result["executor"]})
 
 
 def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
@@ -94,7 +95,11 @@ def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
         if near.any():
             drops["duplicate:near"] += int(near.sum())
         alive &= ~near
-    return _compose_and_write(cfg, out_dir, inputs, notes, read, drops, malformed, pool, alive)
+    result = _compose_and_write(cfg, out_dir, inputs, notes, read, drops, malformed, pool, alive)
+    # Not a metric: the same inputs give the same metrics on any executor; this says where it ran.
+    result["executor"] = {**cfg.executor.model_dump(mode="json"), "tasks": tasks,
+                          "task_peak_rss_mb": pool.peak_rss_mb, "task_cpu_s": pool.cpu_s}
+    return result
 
 
 def _stages(cfg: CurateSection, counted: list[int | None], tasks: int, work: Path) -> list:

@@ -13,7 +13,9 @@ same on 1 or N workers, and that key is the global order every later decision fo
 from __future__ import annotations
 
 import json
+import resource
 import struct
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,7 @@ class Candidates(PipelineStep):
     def run(self, data, rank: int = 0, world_size: int = 1):
         from nortune.curate.dedup import content_digest
 
+        started = time.process_time()  # this task's CPU time: everything upstream and the signatures downstream
         folder = Path(self.folder)
         folder.mkdir(parents=True, exist_ok=True)
         read: Counter = Counter()
@@ -207,8 +210,10 @@ class Candidates(PipelineStep):
                 index.write(struct.pack(INDEX_FORMAT, meta["src"], meta["item"], content_digest(meta["messages"]),
                                         BUCKETS.index(meta["bucket"]), meta["score"], shard.tell()))
                 shard.write(json.dumps(self._record(meta), ensure_ascii=False) + "\n")
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # for sizing Slurm's mem_per_cpu
         ledger = {"read": {str(k): v for k, v in sorted(read.items())}, "drops": dict(sorted(drops.items())),
-                  "malformed": malformed}
+                  "malformed": malformed, "peak_rss_mb": round(peak_mb, 1),
+                  "cpu_s": round(time.process_time() - started, 3)}
         (folder / f"{rank:05d}.ledger.json").write_text(json.dumps(ledger), encoding="utf-8")
 
     def _record(self, meta: dict[str, Any]) -> dict[str, Any]:
