@@ -33,10 +33,18 @@ def _local_executor():
     from datatrove.executor import LocalPipelineExecutor
 
     class QuietLocalExecutor(LocalPipelineExecutor):
-        """datatrove's local executor; every task logs like a non-first one (errors only on stderr)."""
+        """datatrove's local executor, silent on this terminal: a task's exception reaches the driver
+        (a bad-input error is then nortune's one line, a bug keeps its traceback) without datatrove
+        first logging it with its own traceback. The task logs are removed with the work folder anyway."""
 
         def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
-            return super()._run_for_rank(rank, local_rank + 1, node_rank)  # local_rank only picks the log level
+            from datatrove.utils.logging import logger
+
+            logger.disable("datatrove")
+            try:
+                return super()._run_for_rank(rank, local_rank, node_rank)
+            finally:
+                logger.enable("datatrove")
 
     return QuietLocalExecutor
 
