@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -53,14 +54,19 @@ def detect_format(source: CurateSource) -> str:
                      "(jsonl, parquet, csv or text)")
 
 
-def iter_source(source: CurateSource) -> Iterator[Item]:
+def iter_source(source: CurateSource, skip: int = 0) -> Iterator[Item]:
+    """The source's items in order, from item ``skip`` on (a worker's slice starts there).
+
+    JSONL and text skip raw lines without decoding or parsing them; CSV rows can span lines and
+    Parquet/hub rows come in batches, so those are read and dropped.
+    """
     kind = detect_format(source)
-    if kind == "hf":
-        yield from _iter_hf(source)
+    if kind in ("jsonl", "text"):
+        yield from {"jsonl": _iter_jsonl, "text": _iter_text}[kind](Path(source.path), skip)
         return
-    path = Path(source.path)
-    yield from {"jsonl": _iter_jsonl, "parquet": _iter_parquet, "csv": _iter_csv,
-                "text": _iter_text}[kind](path)
+    items = _iter_hf(source) if kind == "hf" else \
+        {"parquet": _iter_parquet, "csv": _iter_csv}[kind](Path(source.path))
+    yield from itertools.islice(items, skip, None)
 
 
 def count_records(source: CurateSource) -> int | None:
@@ -100,9 +106,12 @@ def _decode(raw: bytes) -> str | Malformed:
         return Malformed(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
 
 
-def _iter_jsonl(path: Path) -> Iterator[Item]:
+def _iter_jsonl(path: Path, skip: int = 0) -> Iterator[Item]:
     for line_no, raw in _raw_lines(path):
         if not raw.strip():
+            continue
+        if skip:
+            skip -= 1
             continue
         where = f"{path}:{line_no}"
         line = _decode(raw)
@@ -176,9 +185,12 @@ def _iter_csv(path: Path) -> Iterator[Item]:
     yield from lines.bad
 
 
-def _iter_text(path: Path) -> Iterator[Item]:
+def _iter_text(path: Path, skip: int = 0) -> Iterator[Item]:
     for line_no, raw in _raw_lines(path):
         if not raw.strip():
+            continue
+        if skip:
+            skip -= 1
             continue
         line = _decode(raw)
         yield f"{path}:{line_no}", line if isinstance(line, Malformed) else {"text": line.rstrip("\r\n")}

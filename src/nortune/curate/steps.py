@@ -82,9 +82,7 @@ class ReadSources(_Step):
             lo, hi = shard_range(self.counts[src_idx], src_idx, rank, world_size)
             if lo >= hi:
                 continue
-            for item, (where, raw) in enumerate(iter_source(source)):
-                if item < lo:
-                    continue
+            for item, (where, raw) in enumerate(iter_source(source, skip=lo), start=lo):
                 if item >= hi:
                     break
                 meta: dict[str, Any] = {"src": src_idx, "item": item, "where": where}
