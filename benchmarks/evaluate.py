@@ -135,7 +135,7 @@ def main() -> int:
     theirs_ = [] if args.hf_batch_sizes == "none" else [("lm-eval hf", b) for b in args.hf_batch_sizes.split(",")]
     sides = [s for pair in zip(ours_, theirs_) for s in pair]  # alternate the two backends
     sides += ours_[len(theirs_):] + theirs_[len(ours_):]
-    passthrough = [a for a in sys.argv[1:]]
+    passthrough = sys.argv[1:]
     runs: dict[tuple[str, str], list[dict]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
