@@ -76,3 +76,18 @@ def test_one_and_two_workers_give_identical_files(tmp_path):
     # The earliest record of the near pair (source a) is the one kept, whichever task held it.
     assert original in kept and original + " Ekstra." not in kept
     assert b"a.jsonl:4: not UTF-8 (byte 0xff at column 13)" in files2["malformed.txt"]
+
+
+def test_a_slice_seeks_to_its_checkpoint_and_reads_the_same_items(tmp_path):
+    from nortune.config import CurateSource
+    from nortune.curate.sources import count_records, iter_source, line_checkpoints
+
+    pa, _, _ = corpus(tmp_path)
+    pa.write_bytes(b"\xef\xbb\xbf" + pa.read_bytes().replace(b"\n", b"\n\n", 3))  # a BOM and blank lines
+    source = CurateSource(name="a", path=pa)
+    count, points = line_checkpoints(pa, every=4)
+    assert count == count_records(source) == 23 and [p[0] for p in points] == [0, 4, 8, 12, 16, 20]
+    whole = list(iter_source(source))
+    for skip in (0, 3, 4, 9, 22):
+        assert list(iter_source(source, skip=skip, checkpoints=points)) == whole[skip:]
+    assert whole[3][0].endswith("a.jsonl:7")  # the bad byte's line, counted past the blank lines

@@ -54,15 +54,18 @@ def detect_format(source: CurateSource) -> str:
                      "(jsonl, parquet, csv or text)")
 
 
-def iter_source(source: CurateSource, skip: int = 0) -> Iterator[Item]:
+def iter_source(source: CurateSource, skip: int = 0,
+                checkpoints: list[tuple[int, int, int]] | None = None) -> Iterator[Item]:
     """The source's items in order, from item ``skip`` on (a worker's slice starts there).
 
-    JSONL and text skip raw lines without decoding or parsing them; CSV rows can span lines and
+    JSONL and text seek to the last of ``checkpoints`` (see line_checkpoints) at or before
+    ``skip`` and skip the raw lines after it without decoding them; CSV rows can span lines and
     Parquet/hub rows come in batches, so those are read and dropped.
     """
     kind = detect_format(source)
     if kind in ("jsonl", "text"):
-        yield from {"jsonl": _iter_jsonl, "text": _iter_text}[kind](Path(source.path), skip)
+        record, offset, line = max((c for c in checkpoints or [] if c[0] <= skip), default=(0, 0, 1))
+        yield from {"jsonl": _iter_jsonl, "text": _iter_text}[kind](Path(source.path), skip - record, offset, line)
         return
     items = _iter_hf(source) if kind == "hf" else \
         {"parquet": _iter_parquet, "csv": _iter_csv}[kind](Path(source.path))
@@ -90,10 +93,31 @@ def count_records(source: CurateSource) -> int | None:
     return sum(1 for _, raw in _raw_lines(path) if raw.strip())
 
 
-def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) for each physical line, a leading UTF-8 BOM removed."""
+CHECKPOINT_EVERY = 4096  # records between two byte offsets kept by line_checkpoints
+
+
+def line_checkpoints(path: Path, every: int = CHECKPOINT_EVERY) -> tuple[int, list[tuple[int, int, int]]]:
+    """The record count of a JSONL/text file (as count_records) and (record index, byte offset, line
+    number) of every ``every``-th record: a worker seeks to the one before its slice."""
+    points, records, offset = [], 0, 0
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
+            size = len(raw)
+            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            if raw.strip():
+                if records % every == 0:
+                    points.append((records, offset, line_no))
+                records += 1
+            offset += size
+    return records, points
+
+
+def _raw_lines(path: Path, offset: int = 0, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) for each physical line from ``offset`` on, a leading UTF-8 BOM removed."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        for line_no, raw in enumerate(handle, start=first_line):
             if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]
             yield line_no, raw
@@ -106,8 +130,8 @@ def _decode(raw: bytes) -> str | Malformed:
         return Malformed(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
 
 
-def _iter_jsonl(path: Path, skip: int = 0) -> Iterator[Item]:
-    for line_no, raw in _raw_lines(path):
+def _iter_jsonl(path: Path, skip: int = 0, offset: int = 0, first_line: int = 1) -> Iterator[Item]:
+    for line_no, raw in _raw_lines(path, offset, first_line):
         if not raw.strip():
             continue
         if skip:
@@ -185,8 +209,8 @@ def _iter_csv(path: Path) -> Iterator[Item]:
     yield from lines.bad
 
 
-def _iter_text(path: Path, skip: int = 0) -> Iterator[Item]:
-    for line_no, raw in _raw_lines(path):
+def _iter_text(path: Path, skip: int = 0, offset: int = 0, first_line: int = 1) -> Iterator[Item]:
+    for line_no, raw in _raw_lines(path, offset, first_line):
         if not raw.strip():
             continue
         if skip:

@@ -70,13 +70,20 @@ def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
     """Run the per-record pipeline on the configured executor, then the global merge here."""
     from nortune.curate.executor import run_stages, worker_count
     from nortune.curate.merge import exact_duplicates, load_pool, near_duplicates
-    from nortune.curate.sources import count_records
+    from nortune.curate.sources import count_records, detect_format, line_checkpoints
 
-    counted = [count_records(source) for source in cfg.sources]  # apart from parsing, before any work
     tasks = worker_count(cfg.executor)
+    counted, checkpoints = [], []  # records per source apart from parsing, before any work; seek points
+    for source in cfg.sources:
+        if tasks > 1 and detect_format(source) in ("jsonl", "text"):
+            count, points = line_checkpoints(Path(source.path))
+        else:
+            count, points = count_records(source), None
+        counted.append(count)
+        checkpoints.append(points)
     work = out_dir / WORK
     shutil.rmtree(work, ignore_errors=True)
-    run_stages(cfg.executor, _stages(cfg, counted, tasks, work), work / "logs")
+    run_stages(cfg.executor, _stages(cfg, counted, checkpoints, tasks, work), work / "logs")
     pool = load_pool(work / "shards", tasks)
     read = Counter({source.name: pool.read.get(i, 0) for i, source in enumerate(cfg.sources)})
     inputs, notes = _check_inputs(cfg, read, {s.name: n for s, n in zip(cfg.sources, counted)})
@@ -102,12 +109,12 @@ def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
     return result
 
 
-def _stages(cfg: CurateSection, counted: list[int | None], tasks: int, work: Path) -> list:
+def _stages(cfg: CurateSection, counted: list[int | None], checkpoints: list, tasks: int, work: Path) -> list:
     """The datatrove stages: per-record work + MinHash signatures on every task, then buckets, clusters."""
     from nortune.curate.steps import (Candidates, LanguageLabel, Normalise, QualityFilters, ReadSources,
                                       ShingleWords, TranslationTag)
 
-    steps = [ReadSources(cfg, counted), Normalise(cfg), LanguageLabel(cfg), TranslationTag(cfg),
+    steps = [ReadSources(cfg, counted, checkpoints), Normalise(cfg), LanguageLabel(cfg), TranslationTag(cfg),
              QualityFilters(cfg), Candidates(cfg, work / "shards")]
     if not cfg.dedup.near:
         return [("records", steps, tasks)]

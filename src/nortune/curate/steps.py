@@ -71,9 +71,11 @@ class ReadSources(_Step):
 
     name = "read sources"
 
-    def __init__(self, cfg: CurateSection, counts: list[int | None]) -> None:
+    def __init__(self, cfg: CurateSection, counts: list[int | None],
+                 checkpoints: list[list[tuple[int, int, int]] | None]) -> None:
         super().__init__(cfg)
         self.counts = counts
+        self.checkpoints = checkpoints  # per source: where a slice can seek to (JSONL/text)
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         from nortune.curate.sources import Malformed, iter_source
@@ -82,7 +84,8 @@ class ReadSources(_Step):
             lo, hi = shard_range(self.counts[src_idx], src_idx, rank, world_size)
             if lo >= hi:
                 continue
-            for item, (where, raw) in enumerate(iter_source(source, skip=lo), start=lo):
+            items = iter_source(source, skip=lo, checkpoints=self.checkpoints[src_idx])
+            for item, (where, raw) in enumerate(items, start=lo):
                 if item >= hi:
                     break
                 meta: dict[str, Any] = {"src": src_idx, "item": item, "where": where}
