@@ -91,3 +91,20 @@ def test_a_slice_seeks_to_its_checkpoint_and_reads_the_same_items(tmp_path):
     for skip in (0, 3, 4, 9, 22):
         assert list(iter_source(source, skip=skip, checkpoints=points)) == whole[skip:]
     assert whole[3][0].endswith("a.jsonl:7")  # the bad byte's line, counted past the blank lines
+
+
+def test_executor_setting_is_checked_and_not_part_of_the_fingerprint(tmp_path):
+    import pytest
+    from pydantic import ValidationError
+
+    from nortune.curate.stage import fingerprint
+
+    with pytest.raises(ValidationError, match="slurm needs a partition"):
+        Recipe.model_validate({"name": "t", "curate": {"executor": {"type": "slurm"}}})
+    with pytest.raises(ValidationError, match="workers"):
+        Recipe.model_validate({"name": "t", "curate": {"executor": {"workers": -1}}})
+    pa, pb, _ = corpus(tmp_path)
+    base = {"name": "t", "curate": {"sources": [{"name": "a", "path": str(pa)}]}}
+    one = Recipe.model_validate({**base, "curate": {**base["curate"], "executor": {"workers": 1}}})
+    many = Recipe.model_validate({**base, "curate": {**base["curate"], "executor": {"workers": 8}}})
+    assert fingerprint(one) == fingerprint(many)
