@@ -261,7 +261,8 @@ def ensure(python: str | None = None, version: str = LLAMA_CPP_PYTHON_VERSION,
                                  "run `python -m nortune.export.toolchain` (or `make setup`)")
     wheels = root / "wheels" / build.key
     wheel = _cached_wheel(wheels, build) or _build_wheel(_sdist(root, version, python), wheels, python, build)
-    _pip(python, "install", "-q", "--force-reinstall", "--no-deps", str(wheel))
+    _pip(python, "install", "-q", "--force-reinstall", "--no-deps", str(wheel))  # replace another build
+    _pip(python, "install", "-q", str(wheel))  # then only its missing dependencies (diskcache, jinja2, ...)
     _write_marker(python, build, version)
     return Toolchain(converter=tools / "convert_hf_to_gguf.py", version=version, build=build)
 
