@@ -130,15 +130,19 @@ def _decode(raw: bytes) -> str | Malformed:
         return Malformed(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
 
 
-def _iter_jsonl(path: Path, skip: int = 0, offset: int = 0, first_line: int = 1) -> Iterator[Item]:
+def _decoded_records(path: Path, skip: int, offset: int, first_line: int) -> Iterator[tuple[str, str | Malformed]]:
+    """('file:line', text or Malformed) per non-blank line of a line-per-record file, after ``skip`` records."""
     for line_no, raw in _raw_lines(path, offset, first_line):
         if not raw.strip():
             continue
         if skip:
             skip -= 1
             continue
-        where = f"{path}:{line_no}"
-        line = _decode(raw)
+        yield f"{path}:{line_no}", _decode(raw)
+
+
+def _iter_jsonl(path: Path, skip: int = 0, offset: int = 0, first_line: int = 1) -> Iterator[Item]:
+    for where, line in _decoded_records(path, skip, offset, first_line):
         if isinstance(line, Malformed):
             yield where, line
             continue
@@ -210,14 +214,8 @@ def _iter_csv(path: Path) -> Iterator[Item]:
 
 
 def _iter_text(path: Path, skip: int = 0, offset: int = 0, first_line: int = 1) -> Iterator[Item]:
-    for line_no, raw in _raw_lines(path, offset, first_line):
-        if not raw.strip():
-            continue
-        if skip:
-            skip -= 1
-            continue
-        line = _decode(raw)
-        yield f"{path}:{line_no}", line if isinstance(line, Malformed) else {"text": line.rstrip("\r\n")}
+    for where, line in _decoded_records(path, skip, offset, first_line):
+        yield where, line if isinstance(line, Malformed) else {"text": line.rstrip("\r\n")}
 
 
 def _parquet_file(path: Path) -> Any:
