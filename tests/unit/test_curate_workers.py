@@ -9,16 +9,9 @@ from pathlib import Path
 from nortune.config import Recipe
 from nortune.curate.stage import run
 
-NB = ["Oslo er hovedstaden i Norge og ligger innerst i Oslofjorden ved skogen.",
-      "Fotosyntese er prosessen der planter bruker sollys og vann til å lage sukker.",
-      "Hvis du vil sove bedre, bør du legge deg til samme tid hver eneste dag.",
-      "Jeg tror ikke at det er mulig å rekke bussen hvis vi ikke går nå.",
-      "Det finnes mange fine turstier rundt byen, og de fleste er godt merket.",
-      "Husk å ta med ekstra klær og nok mat når du går på tur i fjellet."]
-NN = ["Eg trur ikkje det er mogleg å rekkje bussen viss vi ikkje går no med ein gong.",
-      "Kva tid kjem toget frå Bergen, og korleis kjem vi oss vidare derifrå?",
-      "Dei fleste kommunane på Vestlandet har vedteke nynorsk som målform for skulen.",
-      "Om hausten er det fint å gå tur i skogen og plukke sopp og bær."]
+from test_curate import NB, NN as NN_BASE  # the same handwritten sentences as the single-process tests
+
+NN = [*NN_BASE, "Om hausten er det fint å gå tur i skogen og plukke sopp og bær."]
 
 
 def line(question: str, answer: str) -> bytes:
