@@ -34,7 +34,10 @@ class NativeCrash(RuntimeError):
 
     def __init__(self, job: str, path: Path, signum: int, log_file: Path | None):
         self.job, self.path, self.signum, self.log_file = job, path, signum, log_file
-        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
         self.signal_name = name
         where = f"; its last output is in {log_file}" if log_file else ""
         super().__init__(f"llama.cpp crashed with {name} while running {job} on {path}{where}. "

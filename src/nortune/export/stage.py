@@ -16,6 +16,7 @@ from typing import Any
 from nortune.config import Recipe
 from nortune.export.formats import gguf_filename, made_by_converter
 from nortune.export.merge import train_inputs
+from nortune.export.toolchain import Toolchain
 from nortune.runs import StageRun, atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def run(recipe: Recipe, force: bool = False) -> dict[str, Any]:
                                       "log": str(crash.log_file) if crash.log_file else None}) from crash
 
 
-def _export(recipe: Recipe, chain: Any, stage: StageRun, out_dir: Path) -> dict[str, Any]:
+def _export(recipe: Recipe, chain: Toolchain, stage: StageRun, out_dir: Path) -> dict[str, Any]:
     settings = recipe.export
     timings: dict[str, float] = {}
     started = time.time()
