@@ -21,6 +21,135 @@ MANIFEST = "manifest.json"
 FAILED = "failed.json"  # a stage that failed writes this instead of a manifest
 RESOLVED_RECIPE = "recipe.resolved.yaml"
 
+# The stages in pipeline order and the folder each writes under the run folder (nanochat's
+# phase -> folder dict). ``pipeline.STAGES`` binds each name to its module in this order; the
+# ledger and the report read this dict (the report is itself a stage, so it cannot read the pipeline).
+STAGE_FOLDERS: dict[str, str] = {
+    "curate": "curate",
+    "decontam": "decontam",
+    "plan": "plan",
+    "train": "train",
+    "preference": "preference",
+    "evaluate-base": "evaluate/base",
+    "evaluate-tuned": "evaluate/tuned",
+    "evaluate-preference": "evaluate/preference",
+    "export": "export",
+    "report": "report",
+}
+# Folders a stage writes that are not stages of their own: the preference pairs' contamination check.
+EXTRA_FOLDERS: dict[str, str] = {"decontam-preference": "decontam-preference"}
+# Which training stage made the model an evaluation label scores.
+MODEL_STAGE_OF_LABEL: dict[str, str] = {"tuned": "train", "preference": "preference"}
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every folder and every artifact that crosses a stage boundary, named once.
+
+    Stages, the CLI, the ledger and the report ask this object for paths; none spells
+    ``run_dir / "train" / "adapter_lora"`` itself. Files a stage reads only from itself stay
+    with that stage.
+    """
+
+    root: Path
+
+    @classmethod
+    def of(cls, recipe: Any) -> "RunLayout":
+        return cls(Path(recipe.run_dir))
+
+    def stage_dir(self, stage: str) -> Path:
+        folder = STAGE_FOLDERS.get(stage) or EXTRA_FOLDERS.get(stage)
+        if folder is None:
+            raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_FOLDERS)}")
+        return self.root / folder
+
+    # curate / decontam
+    @property
+    def curate_dir(self) -> Path:
+        return self.stage_dir("curate")
+
+    @property
+    def curate_output(self) -> Path:
+        return self.curate_dir / "train.jsonl"
+
+    def decontam_dir(self, folder: str = "decontam") -> Path:
+        return self.stage_dir(folder)
+
+    def contamination_report(self, folder: str = "decontam") -> Path:
+        return self.decontam_dir(folder) / "contamination.json"
+
+    # plan
+    @property
+    def plan_dir(self) -> Path:
+        return self.stage_dir("plan")
+
+    # training stages: "train" (SFT) and "preference"
+    def model_dir(self, stage: str) -> Path:
+        if stage not in ("train", "preference"):
+            raise KeyError(f"{stage!r} makes no model; train or preference")
+        return self.stage_dir(stage)
+
+    def adapter(self, stage: str) -> Path:
+        """The trained adapter as PEFT saved it (PiSSA: residual-base form)."""
+        return self.model_dir(stage) / "adapter"
+
+    def adapter_init(self, stage: str) -> Path:
+        """The adapter before training (PiSSA's SVD factors), for the conversion to plain LoRA."""
+        return self.model_dir(stage) / "adapter_init"
+
+    def adapter_lora(self, stage: str) -> Path:
+        """The adapter as plain LoRA on the original base (rank 2r after PiSSA's conversion)."""
+        return self.model_dir(stage) / "adapter_lora"
+
+    def tokenizer(self, stage: str) -> Path:
+        return self.model_dir(stage) / "tokenizer"
+
+    def merged(self, stage: str) -> Path:
+        return self.model_dir(stage) / "merged"
+
+    def training_plan(self, stage: str = "train") -> Path:
+        return self.model_dir(stage) / "plan.json"
+
+    # evaluate
+    def evaluate_dir(self, label: str) -> Path:
+        return self.stage_dir(f"evaluate-{label}")
+
+    def results(self, label: str) -> Path:
+        return self.evaluate_dir(label) / "results.json"
+
+    def compare_dir(self, label: str) -> Path:
+        return self.evaluate_dir(label) / "compare"
+
+    # export / report / the pipeline's own record
+    @property
+    def export_dir(self) -> Path:
+        return self.stage_dir("export")
+
+    @property
+    def report_dir(self) -> Path:
+        return self.stage_dir("report")
+
+    @property
+    def report_page(self) -> Path:
+        return self.report_dir / "report.html"
+
+    @property
+    def pipeline_record(self) -> Path:
+        return self.root / "pipeline.json"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a command may ask of any stage beyond its recipe: the stage contract's second argument.
+
+    Every stage module exposes ``fingerprint(recipe)`` and ``run(recipe, options)``; the CLI and
+    the pipeline call the same ``run``.
+    """
+
+    force: bool = False  # rerun even when the manifest matches
+    resume: bool = False  # train / preference: continue from the last checkpoint
+    allow_contaminated: str | None = None  # train past a failing contamination gate, with this reason
+
 
 class StageFailed(RuntimeError):
     """A stage ended without a result; its folder holds ``failed.json`` (and no manifest)."""
