@@ -137,6 +137,18 @@ class RunLayout:
     def pipeline_record(self) -> Path:
         return self.root / "pipeline.json"
 
+    def training_data(self, *chosen: Path | None) -> Path:
+        """The first file the recipe names (e.g. decontam.data, train.data), else the curate output."""
+        for candidate in chosen:
+            if candidate is not None:
+                return Path(candidate)
+        if not self.curate_output.is_file():
+            from nortune.jsonl import DataError
+
+            raise DataError(f"no training data: train.data is not set and the curate stage has no output at "
+                            f"{self.curate_output}; run `nortune curate` first or set train.data")
+        return self.curate_output
+
 
 @dataclass(frozen=True)
 class Options:
