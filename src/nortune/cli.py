@@ -221,7 +221,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from nortune.ledger import find_runs, format_runs, summarize
+    from nortune.report.ledger import find_runs, format_runs, summarize
 
     if args.runs_dir is not None and not Path(args.runs_dir).is_dir():  # a named folder must exist
         raise UsageError(f"{args.runs_dir}: no such folder (runs are in <runs_dir>/<name>; default runs/)")
@@ -236,12 +236,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from nortune.cli_checks import run_folder
-    from nortune.ledger import compare_runs
+    from nortune.report.ledger import compare_runs
 
     table = compare_runs([run_folder(Path(r)) for r in args.runs])
     print(table)
     if args.html:
-        from nortune.report import standalone_page
+        from nortune.report.stage import standalone_page
 
         Path(args.html).write_text(standalone_page("nortune compare", table), encoding="utf-8")
         print(f"html: {args.html}")

@@ -128,7 +128,7 @@ STAGES: tuple[Stage, ...] = (
           _preference_enabled),
     Stage("export", "export", _call("nortune.export.stage", "fingerprint"),
           _call("nortune.export.stage", "run")),
-    Stage("report", "report", _call("nortune.report", "stage_fingerprint"), _call("nortune.report", "run")),
+    Stage("report", "report", _call("nortune.report", "fingerprint"), _call("nortune.report", "run")),
 )
 
 

@@ -288,7 +288,7 @@ def test_a_llama_cpp_crash_fails_export_loudly_and_leaves_the_run_intact(job, tm
     """A real SIGSEGV in the llama.cpp child (the fault hook): named error, red report, exit 1, rest intact."""
     from nortune.cli import main
     from nortune.export.native import FAULT_ENV
-    from nortune.ledger import summarize
+    from nortune.report.ledger import summarize
 
     kind, recipe, _, _ = exported
     if kind != "gemma3":

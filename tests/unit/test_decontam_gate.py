@@ -11,8 +11,8 @@ import pytest
 from nortune.config import Recipe
 from nortune.decontam import require_clean, run
 from nortune.decontam.gate import ContaminationGateError
-from nortune.ledger import summarize
-from nortune.report import render
+from nortune.report.ledger import summarize
+from nortune.report.stage import render
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "noreval_mini"
 COPIED = "Hvor legger man vanligvis fra seg de våte støvlene etter en lang tur i fjellet?"

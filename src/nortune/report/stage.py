@@ -14,16 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config import Recipe
-from nortune.ledger import STAGE_ORDER, RunSummary, format_runs, summarize
-from nortune.runs import FAILED, MANIFEST, atomic_write_text, begin_stage, read_failure, read_manifest
+from nortune.report.ledger import RunSummary, format_runs, summarize
+from nortune.runs import EXTRA_FOLDERS, FAILED, MANIFEST, STAGE_FOLDERS, Options, RunLayout, atomic_write_text, \
+    begin_stage, read_failure, read_manifest
 
+# Section titles, in page order: the pipeline's stages (runs.STAGE_FOLDERS), the preference pairs'
+# contamination check after preference. The report does not show itself.
 TITLES = {
     "curate": "Data composition", "decontam": "Contamination check", "plan": "Adapter plan",
     "train": "Training (SFT)", "preference": "Preference optimisation",
     "decontam-preference": "Contamination check of the preference pairs",
-    "evaluate/base": "Evaluation: base model", "evaluate/tuned": "Evaluation: tuned model",
-    "evaluate/preference": "Evaluation: SFT + preference", "export": "Export and verification",
+    "evaluate-base": "Evaluation: base model", "evaluate-tuned": "Evaluation: tuned model",
+    "evaluate-preference": "Evaluation: SFT + preference", "export": "Export and verification",
 }
+assert set(TITLES) == (set(STAGE_FOLDERS) | set(EXTRA_FOLDERS)) - {"report"}, "a stage without a report title"
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
@@ -36,9 +40,10 @@ th{background:#f3f3f3} img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 
 
 def _stage_dirs(run_dir: Path) -> list[str]:
-    found = [s for s in (*STAGE_ORDER, "decontam-preference")
-             if (run_dir / s / MANIFEST).is_file() or (run_dir / s / FAILED).is_file()]
-    return sorted(found, key=lambda s: list(TITLES).index(s) if s in TITLES else 99)
+    """The stages with a result or a failure in this run folder, in page order."""
+    layout = RunLayout(run_dir)
+    return [s for s in TITLES
+            if (layout.stage_dir(s) / MANIFEST).is_file() or (layout.stage_dir(s) / FAILED).is_file()]
 
 
 def _markdown(text: str) -> str:
@@ -73,9 +78,9 @@ def _files(stage_dir: Path, page_dir: Path) -> str:
 
 
 def _section(run_dir: Path, stage: str, page_dir: Path) -> str:
-    stage_dir = run_dir / stage
+    stage_dir = RunLayout(run_dir).stage_dir(stage)
     manifest = read_manifest(stage_dir) or {}
-    parts = [f"<h2 id='{stage.replace('/', '-')}'>{html.escape(TITLES.get(stage, stage))}</h2>",
+    parts = [f"<h2 id='{stage}'>{html.escape(TITLES.get(stage, stage))}</h2>",
              _metrics_table(manifest.get("metrics", {}))]
     failure = read_failure(stage_dir)
     if failure is not None:
@@ -110,7 +115,7 @@ def standalone_page(title: str, markdown_text: str) -> str:
 
 def _data_notes(run_dir: Path) -> str:
     """Say up front when the evaluation data are sample sets, not NorEval."""
-    notes = {(read_manifest(run_dir / "evaluate" / label) or {}).get("metrics", {}).get("note")
+    notes = {(read_manifest(RunLayout(run_dir).evaluate_dir(label)) or {}).get("metrics", {}).get("note")
              for label in ("base", "tuned", "preference")}
     return "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in sorted(n for n in notes if n))
 
@@ -119,7 +124,7 @@ def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
     summary = summarize(run_dir)
     stages = _stage_dirs(run_dir)
     overview = _markdown(format_runs([summary]))
-    nav = " · ".join(f"<a href='#{s.replace('/', '-')}'>{html.escape(TITLES.get(s, s))}</a>" for s in stages)
+    nav = " · ".join(f"<a href='#{s}'>{html.escape(TITLES.get(s, s))}</a>" for s in stages)
     body = "\n".join(_section(run_dir, s, page_dir) for s in stages)
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>nortune run "
             f"{html.escape(summary.recipe or run_dir.name)}</title><style>{CSS}</style></head><body>"
@@ -133,24 +138,24 @@ def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
     return page, markdown_summary
 
 
-def stage_fingerprint(recipe: Recipe) -> dict[str, Any]:
+def fingerprint(recipe: Recipe) -> dict[str, Any]:
     """The report is current while no stage it shows has finished again since."""
-    run_dir = recipe.run_dir
-    return {"stages": {s: (read_manifest(run_dir / s) or read_failure(run_dir / s) or {}).get("finished")
-                       for s in _stage_dirs(run_dir)}}
+    layout = RunLayout.of(recipe)
+    return {"stages": {s: (read_manifest(layout.stage_dir(s)) or read_failure(layout.stage_dir(s)) or {})
+                       .get("finished") for s in _stage_dirs(layout.root)}}
 
 
-def run(recipe: Recipe) -> dict[str, Any]:
+def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
     """Write ``<run>/report/report.html`` and ``summary.md``."""
-    run_dir = recipe.run_dir
-    page_dir = run_dir / "report"
-    fingerprint = stage_fingerprint(recipe)
-    inputs = fingerprint["stages"]
-    stage = begin_stage("report", page_dir, fingerprint, recipe.to_yaml())
+    layout = RunLayout.of(recipe)
+    run_dir, page_dir = layout.root, layout.report_dir
+    stage_fingerprint = fingerprint(recipe)
+    inputs = stage_fingerprint["stages"]
+    stage = begin_stage("report", page_dir, stage_fingerprint, recipe.to_yaml())
     page, summary = render(run_dir, page_dir)
-    atomic_write_text(page_dir / "report.html", page)
+    atomic_write_text(layout.report_page, page)
     atomic_write_text(page_dir / "summary.md", summary)
-    outputs = [page_dir / "report.html", page_dir / "summary.md"]
+    outputs = [layout.report_page, page_dir / "summary.md"]
     metrics: dict[str, Any] = {"stages": len(inputs)}
     from nortune import browser
 
@@ -160,9 +165,9 @@ def run(recipe: Recipe) -> dict[str, Any]:
     elif not browser.available():
         raise stage.fail(browser.MISSING)
     else:
-        checked = browser.check_page(page_dir / "report.html", page_dir / "screenshot.png")
+        checked = browser.check_page(layout.report_page, page_dir / "screenshot.png")
         metrics.update(console_errors=len(checked["console_errors"]), images=checked["images"],
                        broken_images=len(checked["broken_images"]))
         outputs.append(page_dir / "screenshot.png")
-    print(f"report: {page_dir / 'report.html'}", flush=True)
+    print(f"report: {layout.report_page}", flush=True)
     return stage.complete(outputs, metrics)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nortune.runs import RESOLVED_RECIPE, read_failure, read_manifest
+from nortune.runs import RESOLVED_RECIPE, STAGE_FOLDERS, RunLayout, read_failure, read_manifest
 
 
 def _json(path: Path) -> Any:
@@ -39,13 +39,9 @@ class RunSummary:
         return asdict(self)
 
 
-STAGE_ORDER = ("curate", "decontam", "plan", "train", "preference", "evaluate/base", "evaluate/tuned",
-               "evaluate/preference", "export")
-
-
 def headline(run_dir: Path, label: str) -> float | None:
     """Best-of-prompts NorEval headline of one evaluated model, if that evaluation finished."""
-    manifest = read_manifest(run_dir / "evaluate" / label)
+    manifest = read_manifest(RunLayout(run_dir).evaluate_dir(label))
     if manifest is None:
         return None
     value = manifest.get("metrics", {}).get("best_of_prompts")
@@ -56,7 +52,7 @@ def regressions(run_dir: Path) -> list[str]:
     """Tasks the evaluation's paired comparison flagged as significant regressions."""
     found: list[str] = []
     for label in ("tuned", "preference"):
-        compare = _json(run_dir / "evaluate" / label / "compare" / "compare.json")
+        compare = _json(RunLayout(run_dir).compare_dir(label) / "compare.json")
         for item in (compare or {}).get("regressions", []):
             found.append(f"{label}: {item.get('family', item) if isinstance(item, dict) else item}")
     return found
@@ -76,7 +72,7 @@ def _gate_verdict(run_dir: Path, gate: dict[str, Any] | None, folder: str) -> tu
                                        else "other_file" if "another file" in reason else "contaminated")
         overridden = f", trained anyway with override: {gate['override']}" if gate.get("override") else ""
         return False, f"{_PROBLEM.get(kind, 'CONTAMINATED')} ({reason}{overridden})"
-    report = _json(run_dir / folder / "contamination.json")
+    report = _json(RunLayout(run_dir).contamination_report(folder))
     if report is None:
         return False, f"NOT CHECKED (the report the gate read, {folder}/contamination.json, is gone)"
     if (report.get("data") or {}).get("sha256") != gate.get("data_sha256"):
@@ -91,7 +87,7 @@ def contamination_verdict(run_dir: Path) -> tuple[bool | None, str]:
     verdicts = []
     for stage, folder, what in (("train", "decontam", "SFT data"), ("preference", "decontam-preference",
                                                                     "preference pairs")):
-        manifest = read_manifest(run_dir / stage)
+        manifest = read_manifest(RunLayout(run_dir).model_dir(stage))
         if manifest is not None:
             verdicts.append((what, *_gate_verdict(run_dir, manifest.get("contamination_gate"), folder)))
     if not verdicts:
@@ -106,25 +102,26 @@ def contamination_verdict(run_dir: Path) -> tuple[bool | None, str]:
 
 
 def summarize(run_dir: Path) -> RunSummary:
+    layout = RunLayout(run_dir)
     recipe_text = None
     for stage in ("train", "plan", "curate", "decontam"):
-        candidate = run_dir / stage / RESOLVED_RECIPE
+        candidate = layout.stage_dir(stage) / RESOLVED_RECIPE
         if candidate.is_file():
             recipe_text = candidate.read_text(encoding="utf-8")
             break
     import yaml
 
     recipe = yaml.safe_load(recipe_text) if recipe_text else {}
-    train = read_manifest(run_dir / "train") or {}
-    plan = _json(run_dir / "train" / "plan.json") or _json(run_dir / "plan" / "plan.json") or {}
-    curate = read_manifest(run_dir / "curate") or {}
+    train = read_manifest(layout.model_dir("train")) or {}
+    plan = _json(layout.training_plan("train")) or _json(layout.plan_dir / "plan.json") or {}
+    curate = read_manifest(layout.curate_dir) or {}
     contamination_ok, verdict = contamination_verdict(run_dir)
     buckets = (curate.get("metrics") or {}).get("by_bucket") or {}
     total = sum(buckets.values())
     mix = {k: round(v / total, 4) for k, v in buckets.items()} if total else None
     tuned, base = headline(run_dir, "tuned"), headline(run_dir, "base")
-    export = read_manifest(run_dir / "export")
-    crashed = read_failure(run_dir / "export")
+    export = read_manifest(layout.export_dir)
+    crashed = read_failure(layout.export_dir)
     if crashed is not None:
         export_state = f"FAILED: {crashed.get('job', 'export')} of {Path(crashed.get('file', '?')).name} " \
                        f"crashed ({crashed.get('signal', 'error')})"
@@ -140,7 +137,8 @@ def summarize(run_dir: Path) -> RunSummary:
         noreval_tuned=tuned, noreval_base=base,
         delta_vs_base=None if tuned is None or base is None else tuned - base,
         regressions=regressions(run_dir), export=export_state,
-        stages_done=[s for s in STAGE_ORDER if read_manifest(run_dir / s) is not None],
+        stages_done=[folder for stage, folder in STAGE_FOLDERS.items()
+                     if stage != "report" and read_manifest(layout.stage_dir(stage)) is not None],
         contamination_ok=contamination_ok)
 
 
@@ -174,8 +172,8 @@ def compare_runs(run_dirs: list[Path]) -> str:
 
     columns = []
     for run_dir in run_dirs:
-        tuned = (read_manifest(run_dir / "evaluate" / "tuned") or {}).get("metrics", {})
-        compare = _json(run_dir / "evaluate" / "tuned" / "compare" / "compare.json") or {}
+        tuned = (read_manifest(RunLayout(run_dir).evaluate_dir("tuned")) or {}).get("metrics", {})
+        compare = _json(RunLayout(run_dir).compare_dir("tuned") / "compare.json") or {}
         deltas = {d["family"]: d for d in compare.get("deltas", [])}
         columns.append((run_dir.name, tuned, deltas, compare.get("confidence")))
     header = "| task | " + " | ".join(name for name, *_ in columns) + " |"

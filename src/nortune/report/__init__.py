@@ -1,0 +1,23 @@
+"""The report stage (one HTML page and a Markdown summary per run) and the run ledger it reads.
+
+``ledger`` says what a run folder says about itself (`nortune runs`, `nortune compare`, the
+report's overview), read only from stage manifests, so the three never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nortune.runs import Options
+
+
+def fingerprint(recipe: Any) -> dict[str, Any]:
+    from nortune.report.stage import fingerprint as stage_fingerprint
+
+    return stage_fingerprint(recipe)
+
+
+def run(recipe: Any, options: Options = Options()) -> dict[str, Any]:
+    from nortune.report.stage import run as run_stage
+
+    return run_stage(recipe, options)
