@@ -89,7 +89,11 @@ def child(kind: str, src: Path, runs: Path, workers: int) -> None:
         curate["executor"] = {"type": "local", "workers": workers}
     recipe = Recipe.model_validate({"name": "bench", "runs_dir": str(runs), "curate": curate})
     start = time.perf_counter()
-    manifest = run(recipe, force=True)
+    try:  # today's stage contract; the old single-process code took force=True
+        from nortune.runs import Options
+        manifest = run(recipe, Options(force=True))
+    except ImportError:
+        manifest = run(recipe, force=True)
     wall = time.perf_counter() - start
     out = runs / "bench" / "curate" / "train.jsonl"
     executor = manifest.get("executor", {})  # datatrove runs: each task's own peak RSS and CPU seconds

@@ -14,7 +14,7 @@ from nortune.config import ConfigError, load_recipe
 from nortune.errors import NortuneError, UsageError
 from nortune.jsonl import DataError
 from nortune.export.native import NativeCrash
-from nortune.runs import StageFailed
+from nortune.runs import Options, RunLayout, StageFailed
 
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -90,8 +90,8 @@ def cmd_decontam(args: argparse.Namespace) -> int:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
+    from nortune.curate import run
     from nortune.curate.compose import InfeasibleMix
-    from nortune.curate.stage import run
 
     overrides = list(args.overrides)
     if args.strict:
@@ -100,7 +100,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
         overrides.append("curate.allow_shortfall=true")
     recipe = load_recipe(args.recipe, overrides)
     try:
-        result = run(recipe, force=args.force)
+        result = run(recipe, Options(force=args.force))
     except InfeasibleMix as exc:
         print(f"nortune: curate: {exc}", file=sys.stderr)
         return 3

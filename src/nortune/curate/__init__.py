@@ -5,3 +5,21 @@ NFC), ``langid`` + ``labels`` (nb/nn/en/other, mixed, translation), ``filters``,
 (exact + MinHash/LSH), ``compose`` (exact shares), ``report``; ``stage.run`` ties them up.
 Importing this package does nothing.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+from nortune.runs import Options
+
+
+def fingerprint(recipe: Any) -> dict[str, Any]:
+    from nortune.curate.stage import fingerprint as stage_fingerprint
+
+    return stage_fingerprint(recipe)
+
+
+def run(recipe: Any, options: Options = Options()) -> dict[str, Any]:
+    from nortune.curate.stage import run as run_stage
+
+    return run_stage(recipe, options)

@@ -1,4 +1,5 @@
-"""The curate stage: sources -> normalise -> langid -> translation -> filters -> dedup -> compose."""
+"""The curate stage: candidates (sources -> normalise -> langid -> translation -> filters, on the
+executor), then deduplicate, select (the exact mix), write and report here."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from typing import Any
 
 from nortune.config import CurateSection, Recipe
 from nortune.jsonl import DataError
-from nortune.runs import begin_stage, file_sha256, inputs_fingerprint, is_current, read_manifest
+from nortune.runs import Options, RunLayout, begin_stage, file_sha256, inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger("nortune.curate")
-OUTPUT = "train.jsonl"
 REPORT = "composition.md"
 CHART = "composition.png"
 BUCKETS = ["nb", "nn", "en", "other", "mixed", "translation"]  # = steps.BUCKETS, without importing datatrove
@@ -47,32 +47,50 @@ def fingerprint(recipe: Recipe) -> dict[str, Any]:
             "langid": file_sha256(MODEL_PATH)[:16] + file_sha256(LEXICON_PATH)[:16]}
 
 
-def run(recipe: Recipe, *, force: bool = False) -> dict[str, Any]:
+def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
     """Curate the recipe's sources into ``<run_dir>/curate/train.jsonl``; skip if current."""
     cfg = recipe.curate
     _check_sources(cfg)
-    out_dir = recipe.run_dir / "curate"
+    layout = RunLayout.of(recipe)
+    out_dir = layout.curate_dir
     fp = fingerprint(recipe)
-    if not force and is_current(out_dir, fp):
+    if not options.force and is_current(out_dir, fp):
         log.info("curate: inputs and settings unchanged, skipping (%s)", out_dir)
         return read_manifest(out_dir) or {}
     stage = begin_stage("curate", out_dir, fp, recipe.to_yaml())
     try:
-        result = _curate(cfg, out_dir)
+        result = _curate(cfg, layout)
     finally:
         shutil.rmtree(out_dir / WORK, ignore_errors=True)  # an infeasible mix or a fatal record leaves no shards
-    outputs = [out_dir / OUTPUT, out_dir / REPORT] + ([out_dir / CHART] if (out_dir / CHART).exists() else [])
+    outputs = [layout.curate_output, out_dir / REPORT] + ([out_dir / CHART] if (out_dir / CHART).exists() else [])
     return stage.complete(outputs, metrics=result["metrics"], extra={"notes": result["notes"],
                                                                     "executor": result["executor"]})
 
 
-def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
-    """Run the per-record pipeline on the configured executor, then the global merge here."""
-    from nortune.curate.executor import run_stages, worker_count
-    from nortune.curate.merge import exact_duplicates, load_pool, near_duplicates
-    from nortune.curate.sources import count_records, detect_format, line_checkpoints
+def _curate(cfg: CurateSection, layout: RunLayout) -> dict[str, Any]:
+    """Candidates on the configured executor, then the global steps here: deduplicate, select, write, report."""
+    from nortune.curate.executor import worker_count
 
     tasks = worker_count(cfg.executor)
+    work = layout.curate_dir / WORK
+    pool, read, inputs, notes = _candidates(cfg, tasks, work)
+    drops = pool.drops
+    alive = _deduplicate(cfg, pool, work, tasks, drops)
+    chosen, composition_notes = _select(cfg, pool, alive, drops)
+    counts = _write(layout.curate_output, work, pool, chosen)
+    result = _report(cfg, layout.curate_dir, inputs, notes + composition_notes, read, drops, pool.malformed, counts)
+    # Not a metric: the same inputs give the same metrics on any executor; this says where it ran.
+    result["executor"] = {**cfg.executor.model_dump(mode="json"), "tasks": tasks,
+                          "task_peak_rss_mb": pool.peak_rss_mb, "task_cpu_s": pool.cpu_s}
+    return result
+
+
+def _candidates(cfg: CurateSection, tasks: int, work: Path) -> tuple[Any, Counter, int, list[str]]:
+    """Every record read, normalised, labelled and filtered on the executor; counted apart from parsing."""
+    from nortune.curate.executor import run_stages
+    from nortune.curate.merge import load_pool
+    from nortune.curate.sources import count_records, detect_format, line_checkpoints
+
     counted, checkpoints = [], []  # records per source apart from parsing, before any work; seek points
     for source in cfg.sources:
         if tasks > 1 and detect_format(source) in ("jsonl", "text"):
@@ -81,18 +99,23 @@ def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
             count, points = count_records(source), None
         counted.append(count)
         checkpoints.append(points)
-    work = out_dir / WORK
     shutil.rmtree(work, ignore_errors=True)
     run_stages(cfg.executor, _stages(cfg, counted, checkpoints, tasks, work), work / "logs")
     pool = load_pool(work / "shards", tasks)
     read = Counter({source.name: pool.read.get(i, 0) for i, source in enumerate(cfg.sources)})
     inputs, notes = _check_inputs(cfg, read, {s.name: n for s, n in zip(cfg.sources, counted)})
-    drops, malformed = pool.drops, pool.malformed
     if not len(pool.rows):  # name the files and reasons, not "a bucket is empty"
-        first = f"; first: {malformed[0]}" if malformed else ""
+        first = f"; first: {pool.malformed[0]}" if pool.malformed else ""
         raise DataError(f"curate.sources: none of the {inputs} input records is usable "
-                        f"({', '.join(f'{k} {v}' for k, v in sorted(drops.items()))}; by source: "
+                        f"({', '.join(f'{k} {v}' for k, v in sorted(pool.drops.items()))}; by source: "
                         f"{', '.join(f'{n} {c}' for n, c in read.items())}){first}")
+    return pool, read, inputs, notes
+
+
+def _deduplicate(cfg: CurateSection, pool: Any, work: Path, tasks: int, drops: Counter) -> Any:
+    """The candidates that survive exact and (optionally) near-duplicate removal, as a boolean mask."""
+    from nortune.curate.merge import exact_duplicates, near_duplicates
+
     exact = exact_duplicates(pool.rows)
     if exact.any():
         drops["duplicate:exact"] += int(exact.sum())
@@ -102,11 +125,7 @@ def _curate(cfg: CurateSection, out_dir: Path) -> dict[str, Any]:
         if near.any():
             drops["duplicate:near"] += int(near.sum())
         alive &= ~near
-    result = _compose_and_write(cfg, out_dir, inputs, notes, read, drops, malformed, pool, alive)
-    # Not a metric: the same inputs give the same metrics on any executor; this says where it ran.
-    result["executor"] = {**cfg.executor.model_dump(mode="json"), "tasks": tasks,
-                          "task_peak_rss_mb": pool.peak_rss_mb, "task_cpu_s": pool.cpu_s}
-    return result
+    return alive
 
 
 def _stages(cfg: CurateSection, counted: list[int | None], checkpoints: list, tasks: int, work: Path) -> list:
@@ -168,14 +187,11 @@ def _check_inputs(cfg: CurateSection, read: Counter, counted: dict[str, int | No
     return inputs, notes
 
 
-def _compose_and_write(cfg: CurateSection, out_dir: Path, inputs: int, notes: list[str], read: Counter,
-                       drops: Counter, malformed: list[str], pool: Any, alive: Any) -> dict[str, Any]:
-    """Compose the exact mix over the surviving candidates, write train.jsonl and a report that adds up."""
+def _select(cfg: CurateSection, pool: Any, alive: Any, drops: Counter) -> tuple[Any, list[str]]:
+    """The pool rows of the exact mix over the surviving candidates; each one left out counted by reason."""
     import numpy as np
 
     from nortune.curate.compose import compose
-    from nortune.curate.merge import read_records
-    from nortune.curate.report import write_chart, write_markdown
 
     keep = np.nonzero(alive)[0]
     rows = pool.rows[keep]
@@ -184,27 +200,38 @@ def _compose_and_write(cfg: CurateSection, out_dir: Path, inputs: int, notes: li
                    cfg.target_size, quotas, cfg.seed, cfg.quality_order, cfg.allow_shortfall)
     for reason in comp.reasons.values():
         drops[reason] += 1
-    by_lang: Counter = Counter()
-    by_source: Counter = Counter()
-    by_task: Counter = Counter()
-    tmp = out_dir / (OUTPUT + ".tmp")
+    for note in comp.notes:
+        log.warning("curate: %s", note)
+    return keep[comp.selected], comp.notes
+
+
+def _write(output: Path, work: Path, pool: Any, chosen: Any) -> dict[str, Counter]:
+    """Write the chosen records (atomically) and count them by language, source and task."""
+    from nortune.curate.merge import read_records
+
+    counts: dict[str, Counter] = {"by_lang": Counter(), "by_source": Counter(), "by_task": Counter()}
+    tmp = output.with_name(output.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as out:
-        chosen = keep[comp.selected]
-        for record, bucket in zip(read_records(out_dir / WORK / "shards", pool, chosen),
-                                  pool.rows["bucket"][chosen]):
-            by_lang[BUCKETS[bucket]] += 1
-            by_source[record["source"]] += 1
-            by_task[record["task"]] += 1
+        for record, bucket in zip(read_records(work / "shards", pool, chosen), pool.rows["bucket"][chosen]):
+            counts["by_lang"][BUCKETS[bucket]] += 1
+            counts["by_source"][record["source"]] += 1
+            counts["by_task"][record["task"]] += 1
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(out_dir / OUTPUT)
+    tmp.replace(output)
+    return counts
+
+
+def _report(cfg: CurateSection, out_dir: Path, inputs: int, notes: list[str], read: Counter, drops: Counter,
+            malformed: list[str], counts: dict[str, Counter]) -> dict[str, Any]:
+    """The composition report and chart, and metrics whose audit trail closes: output + dropped = input."""
+    from nortune.curate.report import write_chart, write_markdown
+
     if malformed:
         (out_dir / "malformed.txt").write_text("\n".join(malformed) + "\n", encoding="utf-8")
+    by_lang, by_source, by_task = counts["by_lang"], counts["by_source"], counts["by_task"]
     output = sum(by_lang.values())
     if output + sum(drops.values()) != inputs:  # the audit trail must close
         raise AssertionError(f"curate accounting: {output} + {sum(drops.values())} != {inputs}")
-    for note in comp.notes:
-        log.warning("curate: %s", note)
-    notes = notes + comp.notes
     write_markdown(out_dir / REPORT, inputs=inputs, by_lang=by_lang, by_source=by_source, by_task=by_task,
                    drops=drops, shares=cfg.shares, notes=notes, malformed=malformed, read=read)
     write_chart(out_dir / CHART, by_lang=by_lang, by_source=by_source, by_task=by_task, drops=drops)
