@@ -44,11 +44,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from nortune import plan
     from nortune.plan import format_plan, plan_from_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    plan = plan_from_recipe(recipe, model=args.model)
-    print(json.dumps(plan.to_json(), indent=2) if args.json else format_plan(plan))
+    if args.model is None and not args.json:  # the stage: writes <run>/plan/ and prints the plan
+        plan.run(recipe, Options(force=args.force))
+        return 0
+    # A what-if for another model, or JSON on stdout: printed only, the run folder is left alone.
+    planned = plan_from_recipe(recipe, model=args.model)
+    print(json.dumps(planned.to_json(), indent=2) if args.json else format_plan(planned))
     return 0
 
 
@@ -61,15 +66,21 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  resume=args.resume, allow_contaminated=args.allow_contaminated,
                                  nodes=args.nodes, node_rank=args.node_rank, main_address=args.main_address)
         return run_launched(recipe, command)
-    if recipe.train.stage == "dpo":
-        from nortune.preference.stage import run as run_preference
+    from nortune import train
 
-        result = run_preference(recipe, allow_contaminated=args.allow_contaminated)
-        print(json.dumps(result.get("metrics", {}), indent=2))
-        return 0
-    from nortune.train import run
+    result = train.run(recipe, Options(resume=args.resume, allow_contaminated=args.allow_contaminated))
+    print(json.dumps(result.get("metrics", {}), indent=2))
+    return 0
 
-    result = run(recipe, resume=args.resume, allow_contaminated=args.allow_contaminated)
+
+def cmd_preference(args: argparse.Namespace) -> int:
+    from nortune import preference
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if not recipe.preference.configured:
+        raise UsageError(f"{args.recipe}: no preference data configured (set preference.data, "
+                         "preference.hf_dataset or preference.synthetic.enabled)")
+    result = preference.run(recipe, Options(allow_contaminated=args.allow_contaminated))
     print(json.dumps(result.get("metrics", {}), indent=2))
     return 0
 
@@ -82,10 +93,10 @@ def cmd_decontam(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else recipe.decontam.data or recipe.train.data
     if data is not None and not has_records(existing_file(Path(data), "a training data file")):
         raise DataError(f"{data}: no records, so there is nothing to check")
-    manifest = run(recipe, data=Path(args.data) if args.data else None, force=args.force,
+    manifest = run(recipe, Options(force=args.force), data=Path(args.data) if args.data else None,
                    write_clean=True if args.clean else None)
     print(json.dumps(manifest.get("metrics", {}), indent=2))
-    print(f"report: {recipe.run_dir / 'decontam' / 'summary.md'}")
+    print(f"report: {RunLayout.of(recipe).decontam_dir() / 'summary.md'}")
     return 0 if manifest.get("metrics", {}).get("passed") else 1
 
 
@@ -129,36 +140,31 @@ def cmd_langid(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from nortune.evaluate import run
-    from nortune.evaluate.compare import compare, load_results
+    from nortune import evaluate
+    from nortune.evaluate.compare import load_results
 
     overrides = list(args.overrides) + ([f"evaluate.limit={args.limit}"] if args.limit is not None else [])
     recipe = load_recipe(args.recipe, overrides)
     if args.compare:
         load_results(Path(args.compare))  # a missing or malformed baseline fails now, not after the evaluation
-    has_train = (recipe.run_dir / "train" / "manifest.json").is_file()
+    layout = RunLayout.of(recipe)
+    has_train = (layout.model_dir("train") / "manifest.json").is_file()
     labels = {"base": ["base"], "tuned": ["tuned"], "both": ["base", "tuned"]}[
         args.model or ("both" if has_train else "base")]
+    failed = False
     for label in labels:
-        manifest = run(recipe, label=label, force=args.force)
+        baseline = Path(args.compare) if args.compare and label == labels[-1] else None
+        manifest = evaluate.run(recipe, Options(force=args.force), label=label, baseline=baseline)
         print(json.dumps({label: manifest.get("metrics", {})}, indent=2))
-        print(f"report: {recipe.run_dir / 'evaluate' / label / 'report.md'}")
-    settings = recipe.evaluate
-    base = Path(args.compare) if args.compare else recipe.run_dir / "evaluate" / "base" / "results.json"
-    if not args.compare and (labels[-1] != "tuned" or not base.is_file()):
-        return 0
-    current = recipe.run_dir / "evaluate" / labels[-1]
-    result = compare(current / "results.json", base, current / "compare", settings.metric,
-                     settings.bootstrap_samples, settings.confidence)
-    print(f"comparison: {current / 'compare' / 'compare.md'}")
-    failed = bool(result["regressions"]) or bool(result["overall"].get("regression"))
-    return 1 if failed and settings.fail_on_regression else 0
+        print(f"report: {layout.evaluate_dir(label) / 'report.md'}")
+        if "comparison" in manifest:
+            print(f"comparison: {manifest['comparison']}")
+            failed |= bool(manifest["regressions"]) or manifest["overall_regression"]
+    return 1 if failed and recipe.evaluate.fail_on_regression else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nortune.pipeline import Options, failures, regressions, run_pipeline
-
-    from nortune.pipeline import STAGES
+    from nortune.pipeline import STAGES, failures, regressions, run_pipeline
 
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     if only and (args.start or args.stop):
@@ -179,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     found = regressions(results)
     if found and recipe.evaluate.fail_on_regression:
         print("nortune run: SIGNIFICANT REGRESSION in " + "; ".join(found) +
-              f" (see {recipe.run_dir / 'report' / 'report.html'})", file=sys.stderr)
+              f" (see {RunLayout.of(recipe).report_page})", file=sys.stderr)
         return 1
     return 0
 
@@ -188,9 +194,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nortune.export import run
 
     recipe = load_recipe(args.recipe, args.overrides)
-    manifest = run(recipe, force=args.force)
+    manifest = run(recipe, Options(force=args.force))
     metrics = manifest.get("metrics", {})
-    print(f"export: {recipe.run_dir / 'export'} (model card README.md, Modelfile, verification.md)")
+    print(f"export: {RunLayout.of(recipe).export_dir} (model card README.md, Modelfile, verification.md)")
     if metrics.get("failed"):
         print(f"nortune: export: verification FAILED for {', '.join(metrics['failed'])}", file=sys.stderr)
         return 1
@@ -261,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="adapter plan and memory estimate from the model config alone")
     _recipe_args(plan)
-    plan.add_argument("--model", help="override model: local folder, config.json, GGUF or hub id")
-    plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument("--model", help="plan another model: local folder, config.json, GGUF or hub id "
+                                      "(printed only; writes no plan/ folder)")
+    plan.add_argument("--json", action="store_true", help="print one JSON object (writes no plan/ folder)")
+    plan.add_argument("--force", action="store_true", help="rerun even when nothing changed")
     plan.set_defaults(func=cmd_plan)
 
     train = sub.add_parser("train", help="PiSSA LoRA SFT on the selected layers")
@@ -275,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-contaminated", metavar="REASON",
                        help="train despite a failing contamination gate; the reason is recorded")
     train.set_defaults(func=cmd_train)
+
+    preference = sub.add_parser("preference", help="IPO/DPO on top of the finished SFT run (preference.*)")
+    _recipe_args(preference)
+    preference.add_argument("--allow-contaminated", metavar="REASON",
+                            help="train despite a failing contamination gate of the pairs; the reason is recorded")
+    preference.set_defaults(func=cmd_preference)
 
     pipeline = sub.add_parser("run", help="the whole pipeline; stages whose manifest matches are skipped")
     _recipe_args(pipeline)

@@ -9,100 +9,30 @@ without a matching manifest.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from nortune import curate, decontam, evaluate, export, plan, preference, report, train
 from nortune.config import ConfigError, Recipe
 from nortune.jsonl import DataError
-from nortune.runs import StageFailed, atomic_write_text, begin_stage, read_manifest
+from nortune.runs import STAGE_FOLDERS, Options, RunLayout, StageFailed, atomic_write_text, read_manifest
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Options:
-    allow_contaminated: str | None = None
-    resume: bool = False
-
-
-@dataclass(frozen=True)
 class Stage:
+    """One stage of the contract: ``fingerprint(recipe)`` and ``run(recipe, options)``, as the CLI calls them."""
+
     name: str
-    folder: str
     fingerprint: Callable[[Recipe], dict[str, Any]]
     run: Callable[[Recipe, Options], dict[str, Any]]
     enabled: Callable[[Recipe], str | None] = lambda recipe: None  # a reason to leave it out, or None
-
-
-# ---- the stages: thin adapters from the pipeline's calling convention to each stage module ----
-
-def _call(module: str, function: str) -> Callable[..., dict[str, Any]]:
-    """``module.function(recipe)``, imported only when a stage runs (nothing heavy at import)."""
-
-    def call(recipe: Recipe, *_: Any) -> dict[str, Any]:
-        return getattr(importlib.import_module(module), function)(recipe)
-
-    return call
-
-
-def _plan_fp(recipe: Recipe) -> dict[str, Any]:
-    source = recipe.model.config or recipe.model.source
-    return {"recipe": recipe.section_fingerprint("model", "adapter", "plan"), "model": str(source)}
-
-
-def _plan_run(recipe: Recipe, options: Options) -> dict[str, Any]:
-    from nortune.plan import format_plan, plan_from_recipe
-
-    directory = recipe.run_dir / "plan"
-    stage = begin_stage("plan", directory, _plan_fp(recipe), recipe.to_yaml())
-    plan = plan_from_recipe(recipe)
-    atomic_write_text(directory / "plan.json", json.dumps(plan.to_json(), indent=2))
-    atomic_write_text(directory / "plan.txt", format_plan(plan) + "\n")
-    print(format_plan(plan), flush=True)
-    return stage.complete([directory / "plan.json", directory / "plan.txt"],
-                          {"trainable_params": plan.trainable_params, "total_params": plan.total_params})
-
-
-def _train_run(recipe: Recipe, options: Options) -> dict[str, Any]:
-    from nortune.train import run
-
-    return run(recipe, resume=options.resume, allow_contaminated=options.allow_contaminated)
-
-
-def _preference_run(recipe: Recipe, options: Options) -> dict[str, Any]:
-    from nortune.preference.stage import run
-
-    return run(recipe, allow_contaminated=options.allow_contaminated)
-
-
-def _evaluate_stage(label: str, against: str | None) -> tuple[Callable, Callable]:
-    """Fingerprint and run of one evaluation; tuned is compared with base, preference with tuned."""
-
-    def fingerprint(recipe: Recipe) -> dict[str, Any]:
-        from nortune.evaluate.stage import stage_fingerprint
-
-        return stage_fingerprint(recipe, label)
-
-    def run(recipe: Recipe, options: Options) -> dict[str, Any]:
-        from nortune.evaluate.compare import compare
-        from nortune.evaluate.stage import run as evaluate
-
-        manifest = evaluate(recipe, label=label)
-        if against is not None:
-            settings, folder = recipe.evaluate, recipe.run_dir / "evaluate"
-            result = compare(folder / label / "results.json", folder / against / "results.json",
-                             folder / label / "compare", settings.metric, settings.bootstrap_samples,
-                             settings.confidence)
-            manifest = {**manifest, "regressions": result["regressions"],
-                        "overall_regression": bool(result["overall"].get("regression"))}
-        return manifest
-
-    return fingerprint, run
 
 
 def _preference_enabled(recipe: Recipe) -> str | None:
@@ -114,22 +44,18 @@ def _curate_enabled(recipe: Recipe) -> str | None:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("curate", "curate", _call("nortune.curate.stage", "fingerprint"),
-          _call("nortune.curate.stage", "run"), _curate_enabled),
-    Stage("decontam", "decontam", _call("nortune.decontam.stage", "stage_fingerprint"),
-          _call("nortune.decontam.stage", "run")),
-    Stage("plan", "plan", _plan_fp, _plan_run),
-    Stage("train", "train", _call("nortune.train", "stage_fingerprint"), _train_run),
-    Stage("preference", "preference", _call("nortune.preference.stage", "stage_fingerprint"), _preference_run,
-          _preference_enabled),
-    Stage("evaluate-base", "evaluate/base", *_evaluate_stage("base", None)),
-    Stage("evaluate-tuned", "evaluate/tuned", *_evaluate_stage("tuned", "base")),
-    Stage("evaluate-preference", "evaluate/preference", *_evaluate_stage("preference", "tuned"),
-          _preference_enabled),
-    Stage("export", "export", _call("nortune.export.stage", "fingerprint"),
-          _call("nortune.export.stage", "run")),
-    Stage("report", "report", _call("nortune.report", "fingerprint"), _call("nortune.report", "run")),
+    Stage("curate", curate.fingerprint, curate.run, _curate_enabled),
+    Stage("decontam", decontam.fingerprint, decontam.run),
+    Stage("plan", plan.fingerprint, plan.run),
+    Stage("train", train.fingerprint, train.run),
+    Stage("preference", preference.fingerprint, preference.run, _preference_enabled),
+    *(Stage(f"evaluate-{label}", partial(evaluate.fingerprint, label=label), partial(evaluate.run, label=label),
+            _preference_enabled if label == "preference" else lambda recipe: None)
+      for label in ("base", "tuned", "preference")),
+    Stage("export", export.fingerprint, export.run),
+    Stage("report", report.fingerprint, report.run),
 )
+assert [s.name for s in STAGES] == list(STAGE_FOLDERS), "pipeline.STAGES and runs.STAGE_FOLDERS disagree"
 
 
 def select(names: list[str], start: str | None, stop: str | None, only: list[str] | None) -> list[str]:
@@ -155,7 +81,7 @@ def status(stage: Stage, recipe: Recipe) -> tuple[str, str]:
         fingerprint = stage.fingerprint(recipe)
     except (DataError, FileNotFoundError) as exc:
         return "run", f"waits for upstream ({exc})"
-    manifest = read_manifest(recipe.run_dir / stage.folder)
+    manifest = read_manifest(RunLayout.of(recipe).stage_dir(stage.name))
     if manifest is None:
         return "run", "no finished result yet"
     old = manifest.get("fingerprint") or {}
@@ -200,7 +126,7 @@ def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = No
             line["regressions"] = manifest.get("regressions") or ["average"]
         results.append(line)
     if not dry_run:
-        atomic_write_text(recipe.run_dir / "pipeline.json", json.dumps(results, indent=2, default=str))
+        atomic_write_text(RunLayout.of(recipe).pipeline_record, json.dumps(results, indent=2, default=str))
     return results
 
 

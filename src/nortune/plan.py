@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nortune.config import ConfigError, LayerSelection, Recipe, parse_index_ranges
+from nortune.runs import Options, RunLayout, atomic_write_text, begin_stage, is_current, read_manifest
 
 _LAYER_NAME = re.compile(r"^(?P<prefix>.*\.layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
 GIB = 1024**3
@@ -376,3 +377,23 @@ def format_plan(plan: AdapterPlan) -> str:
     lines.append("host RAM/node: those GPUs on one node; each rank holds the full bf16 weights while loading "
                  "(docs/train.md)")
     return "\n".join(lines)
+
+
+def fingerprint(recipe: Recipe) -> dict[str, Any]:
+    source = recipe.model.config or recipe.model.source
+    return {"recipe": recipe.section_fingerprint("model", "adapter", "plan"), "model": str(source)}
+
+
+def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
+    """The plan stage: ``plan/plan.json`` and ``plan/plan.txt``, printed too; skipped when current."""
+    directory, stage_fingerprint = RunLayout.of(recipe).plan_dir, fingerprint(recipe)
+    if not options.force and is_current(directory, stage_fingerprint):
+        print((directory / "plan.txt").read_text(encoding="utf-8"), end="", flush=True)
+        return read_manifest(directory)  # type: ignore[return-value]
+    stage = begin_stage("plan", directory, stage_fingerprint, recipe.to_yaml())
+    plan = plan_from_recipe(recipe)
+    atomic_write_text(directory / "plan.json", json.dumps(plan.to_json(), indent=2))
+    atomic_write_text(directory / "plan.txt", format_plan(plan) + "\n")
+    print(format_plan(plan), flush=True)
+    return stage.complete([directory / "plan.json", directory / "plan.txt"],
+                          {"trainable_params": plan.trainable_params, "total_params": plan.total_params})

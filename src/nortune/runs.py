@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 MANIFEST = "manifest.json"
 FAILED = "failed.json"  # a stage that failed writes this instead of a manifest
@@ -52,6 +52,7 @@ class RunLayout:
     """
 
     root: Path
+    CONTAMINATION_REPORT: ClassVar[str] = "contamination.json"
 
     @classmethod
     def of(cls, recipe: Any) -> "RunLayout":
@@ -76,7 +77,7 @@ class RunLayout:
         return self.stage_dir(folder)
 
     def contamination_report(self, folder: str = "decontam") -> Path:
-        return self.decontam_dir(folder) / "contamination.json"
+        return self.decontam_dir(folder) / self.CONTAMINATION_REPORT
 
     # plan
     @property

@@ -8,6 +8,7 @@ from pathlib import Path
 from nortune.config import Recipe
 from nortune.decontam import run
 from nortune.decontam.shards import plan_shards
+from nortune.runs import Options
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "noreval_mini"
 COPIED = "Hvor legger man vanligvis fra seg de våte støvlene etter en lang tur i fjellet?"
@@ -35,7 +36,7 @@ def decontam(tmp_path: Path, data: Path, workers: int) -> tuple[dict, bytes, byt
                                     "evaluate": {"source": "local", "data_dir": str(FIXTURE)},
                                     "curate": {"executor": {"type": "local", "workers": workers}},
                                     "decontam": {"data": str(data), "write_clean": True}})
-    run(recipe, force=True)  # the same folder both times: the executor is not part of the fingerprint
+    run(recipe, Options(force=True))  # the same folder both times: the executor is not part of the fingerprint
     out = recipe.run_dir / "decontam"
     report = json.loads((out / "contamination.json").read_text(encoding="utf-8"))
     report.pop("seconds")  # timings; everything else must match

@@ -90,13 +90,36 @@ def test_plan_cli_table(capsys):
     assert "trainable parameters: 9,216,000" in out and "memory per GPU" in out
 
 
-def test_host_ram_per_node_counts_every_rank_s_full_weights(reference_plan, capsys):
+def test_the_plan_stage_writes_plan_folder_and_skips_when_current(tmp_path, capsys):
+    from nortune.runs import RunLayout, read_manifest
+
+    assert main(["plan", str(REFERENCE), f"runs_dir={tmp_path}"]) == 0
+    recipe = load_recipe(REFERENCE, [f"runs_dir={tmp_path}"])
+    folder = RunLayout.of(recipe).plan_dir
+    assert folder == tmp_path / recipe.name / "plan"
+    written = json.loads((folder / "plan.json").read_text())
+    assert written["trainable_params"] == 9_216_000
+    first = read_manifest(folder)
+    assert first["metrics"]["trainable_params"] == 9_216_000
+    assert set(first["outputs"]) == {"plan.json", "plan.txt"}
+    printed = capsys.readouterr().out
+    assert "trainable parameters: 9,216,000" in printed and printed == (folder / "plan.txt").read_text()
+    assert main(["plan", str(REFERENCE), f"runs_dir={tmp_path}"]) == 0  # unchanged: skipped, still printed
+    assert read_manifest(folder)["finished"] == first["finished"]
+    assert capsys.readouterr().out == printed
+    assert main(["plan", str(REFERENCE), f"runs_dir={tmp_path}", "adapter.r=16"]) == 0  # changed: planned again
+    assert read_manifest(folder)["metrics"]["trainable_params"] == 2 * 9_216_000
+    assert main(["plan", str(REFERENCE), f"runs_dir={tmp_path}", "--json"]) == 0  # JSON: printed, folder untouched
+    assert read_manifest(folder)["metrics"]["trainable_params"] == 2 * 9_216_000
+
+
+def test_host_ram_per_node_counts_every_rank_s_full_weights(reference_plan, capsys, tmp_path):
     # Each rank loads the full bf16 model before FSDP shards it (PiSSA's SVD needs the weights).
     full_bf16 = 2 * reference_plan.total_params / 1024 ** 3
     two = reference_plan.memory[1]
     assert two.gpus == 2 and two.host_ram_gib == pytest.approx(2 * (full_bf16 + 3))
     assert 118 < two.host_ram_gib < 122  # Gemma 4 31B (text, 30.7 B) on 2 GPUs: 120.4 GiB
-    assert main(["plan", str(REFERENCE)]) == 0
+    assert main(["plan", str(REFERENCE), f"runs_dir={tmp_path}"]) == 0
     table = capsys.readouterr().out.split("host RAM/node\n", 1)[1].splitlines()
     row = next(line for line in table if line.split()[:1] == ["2"])
     assert row.split()[-1] == f"{two.host_ram_gib:.1f}"

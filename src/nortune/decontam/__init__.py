@@ -16,11 +16,25 @@ Modules, each small and importable without side effects:
 """
 
 
-def run(recipe, data=None, force=False, write_clean=None, folder="decontam", text_fields=None):
-    """The stage (see ``nortune.decontam.stage.run``); imported lazily so importing the package is free."""
-    from nortune.decontam.stage import run as _run
+from __future__ import annotations
 
-    return _run(recipe, data=data, force=force, write_clean=write_clean, folder=folder, text_fields=text_fields)
+from typing import Any
+
+from nortune.runs import Options
+
+
+def fingerprint(recipe: Any) -> dict[str, Any]:
+    from nortune.decontam.stage import fingerprint as stage_fingerprint
+
+    return stage_fingerprint(recipe)
+
+
+def run(recipe: Any, options: Options = Options(), *, data: Any = None, write_clean: bool | None = None,
+        folder: str = "decontam", text_fields: list[str] | None = None) -> dict[str, Any]:
+    """The stage (see ``nortune.decontam.stage.run``); imported lazily so importing the package is free."""
+    from nortune.decontam.stage import run as run_stage
+
+    return run_stage(recipe, options, data=data, write_clean=write_clean, folder=folder, text_fields=text_fields)
 
 
 def require_clean(recipe, data_path, override_reason=None, folder="decontam"):

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from nortune.jsonl import DataError
-from nortune.runs import file_sha256, read_manifest
+from nortune.runs import RunLayout, file_sha256, read_manifest
 
-from nortune.decontam.report import REPORT
 from nortune.decontam.sources import describe_sources, test_sources
 
 # The settings a report must have been made with; any difference makes it stale.
@@ -65,8 +64,8 @@ def stale_because(report: dict[str, Any], recipe) -> str | None:
 
 def require_clean(recipe, data_path: Path, override_reason: str | None = None,
                   folder: str = "decontam") -> dict[str, Any]:
-    directory = recipe.run_dir / folder
-    report_path = directory / REPORT
+    layout = RunLayout.of(recipe)
+    directory, report_path = layout.decontam_dir(folder), layout.contamination_report(folder)
     limit = recipe.decontam.max_contaminated_records
     result: dict[str, Any] = {"checked": True, "passed": False, "override": override_reason or None,
                               "report": str(report_path), "data": str(data_path),

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nortune.runs import atomic_write_text
+from nortune.runs import RunLayout, atomic_write_text
 
-REPORT = "contamination.json"
+REPORT = RunLayout.CONTAMINATION_REPORT
 SUMMARY = "summary.md"
 REPORT_VERSION = 1
 

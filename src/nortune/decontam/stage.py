@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.jsonl import DataError
-from nortune.runs import begin_stage, file_sha256, is_current, read_manifest
+from nortune.runs import Options, RunLayout, begin_stage, file_sha256, is_current, read_manifest
 
 from nortune.decontam.report import REPORT_VERSION, write_report
 from nortune.decontam.scan import Scanner, ScanSettings
@@ -25,14 +25,7 @@ WORK = ".work"  # the pickled index and the workers' partial results; removed wh
 
 def training_path(recipe, data: Path | None = None) -> Path:
     """The file to check: explicit, then decontam.data, then train.data, then the curate output."""
-    for candidate in (data, recipe.decontam.data, recipe.train.data):
-        if candidate is not None:
-            return Path(candidate)
-    curated = recipe.run_dir / "curate" / "train.jsonl"
-    if not curated.is_file():
-        raise DataError(f"no training data to check: decontam.data and train.data are unset and the curate "
-                        f"stage has no output at {curated}")
-    return curated
+    return RunLayout.of(recipe).training_data(data, recipe.decontam.data, recipe.train.data)
 
 
 def _fingerprint(recipe, path: Path, sha: str, clean: bool) -> dict[str, Any]:
@@ -41,8 +34,8 @@ def _fingerprint(recipe, path: Path, sha: str, clean: bool) -> dict[str, Any]:
             "test_sources": sources, "write_clean": clean}
 
 
-def stage_fingerprint(recipe, data: Path | None = None, write_clean: bool | None = None,
-                      text_fields: list[str] | None = None) -> dict[str, Any]:
+def fingerprint(recipe, data: Path | None = None, write_clean: bool | None = None,
+                text_fields: list[str] | None = None) -> dict[str, Any]:
     """Settings, test-side inputs and the training file's hash: equal means the report is current."""
     path = training_path(recipe, data)
     if not path.is_file():
@@ -106,7 +99,7 @@ def _scan_in_parallel(recipe, scanner: Scanner, path: Path, fields: list[str] | 
     return {"path": str(writer.path), "kept": scanner.records - removed, "removed": removed}
 
 
-def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool | None = None,
+def run(recipe, options: Options = Options(), *, data: Path | None = None, write_clean: bool | None = None,
         folder: str = STAGE, text_fields: list[str] | None = None) -> dict[str, Any]:
     """Check the training data against every test text; returns the stage manifest.
 
@@ -116,10 +109,10 @@ def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool
     path = training_path(recipe, data)
     clean = section.write_clean if write_clean is None else write_clean
     fields = text_fields if text_fields is not None else section.text_fields
-    fingerprint = stage_fingerprint(recipe, data, write_clean, text_fields)
-    sha = fingerprint["data"][str(path)]
-    directory = recipe.run_dir / folder
-    if not force and is_current(directory, fingerprint):
+    stage_fingerprint = fingerprint(recipe, data, write_clean, text_fields)
+    sha = stage_fingerprint["data"][str(path)]
+    directory = RunLayout.of(recipe).decontam_dir(folder)
+    if not options.force and is_current(directory, stage_fingerprint):
         log.info("decontam: skipped, %s and the settings are unchanged since the last check", path)
         return read_manifest(directory)  # type: ignore[return-value]
 
@@ -131,7 +124,7 @@ def run(recipe, data: Path | None = None, force: bool = False, write_clean: bool
     log.info("decontam: %d test texts from %d tasks; %d training records in %s",
              len(tests), len(origins), records, path)
 
-    stage = begin_stage(folder, directory, fingerprint, recipe.to_yaml())
+    stage = begin_stage(folder, directory, stage_fingerprint, recipe.to_yaml())
     started = time.perf_counter()
     scanner = Scanner(tests, ScanSettings.from_section(section))
     index_seconds = time.perf_counter() - started

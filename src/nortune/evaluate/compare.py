@@ -15,8 +15,11 @@ from typing import Any
 
 from nortune.evaluate import report
 from nortune.evaluate.stats import paired_bootstrap
-from nortune.jsonl import DataError
-from nortune.runs import atomic_write_text
+from nortune.jsonl import DataError, iter_jsonl
+from nortune.runs import RunLayout, atomic_write_text
+
+# What each evaluated model is compared with: the model it was trained from.
+BASELINE_OF = {"tuned": "base", "preference": "tuned"}
 
 
 def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -36,15 +39,20 @@ def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     samples_path = path.parent / summary.get("samples_file", "samples.jsonl")
     if not samples_path.is_file():
         raise DataError(f"{samples_path}: file not found (per-item results are needed for paired intervals)")
-    samples = []
-    with open(samples_path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    samples.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{samples_path}:{line_no}: malformed JSON: {exc.msg}") from None
-    return summary, samples
+    return summary, [row for _, row in iter_jsonl(samples_path)]
+
+
+def compare_with_baseline(recipe: Any, label: str, baseline: Path | None = None) -> dict[str, Any] | None:
+    """Paired comparison of ``label`` with ``baseline`` (default: the model it was trained from), written to
+    ``evaluate/<label>/compare``; None when there is nothing to compare with (base, or baseline not evaluated)."""
+    layout = RunLayout.of(recipe)
+    if baseline is None:
+        if label not in BASELINE_OF or not layout.results(BASELINE_OF[label]).is_file():
+            return None
+        baseline = layout.results(BASELINE_OF[label])
+    settings = recipe.evaluate
+    return compare(layout.results(label), baseline, layout.compare_dir(label), settings.metric,
+                   settings.bootstrap_samples, settings.confidence)
 
 
 def compare(tuned_path: Path, base_path: Path, out_dir: Path, metric: str, samples: int,

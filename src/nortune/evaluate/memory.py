@@ -10,7 +10,6 @@ keeps them under the budget keeps the real peak under it too; a test measures th
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 GIB = 1024 ** 3

@@ -21,12 +21,12 @@ from nortune.evaluate.memory import PeakMemory
 from nortune.evaluate.stats import family_and_prompt, family_summary, headlines, prompt_scores
 from nortune.evaluate.tasks import SAMPLE_MARKER, task_specs
 from nortune.jsonl import DataError
-from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
+from nortune.runs import MODEL_STAGE_OF_LABEL, Options, RunLayout, atomic_write_text, begin_stage, \
+    inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger(__name__)
-# base: the untouched model; tuned: + the SFT adapter; preference: + SFT and preference (train.stage dpo).
-LABELS = ("base", "tuned", "preference")
-STAGE_OF_LABEL = {"tuned": "train", "preference": "preference"}
+# base: the untouched model; tuned: + the SFT adapter; preference: + SFT and preference.
+LABELS = ("base", *MODEL_STAGE_OF_LABEL)
 
 
 def data_note(settings) -> str | None:
@@ -50,21 +50,22 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
     identity: dict[str, Any] = {"source": recipe.model.source, "revision": recipe.model.revision}
     if recipe.model.revision:
         args["revision"] = recipe.model.revision
-    if label in STAGE_OF_LABEL:
-        train_dir = recipe.run_dir / STAGE_OF_LABEL[label]
+    if label in MODEL_STAGE_OF_LABEL:
+        layout, made_by = RunLayout.of(recipe), MODEL_STAGE_OF_LABEL[label]
+        train_dir = layout.model_dir(made_by)
         manifest = read_manifest(train_dir)
         if manifest is None:
-            raise DataError(f"{train_dir / 'manifest.json'}: no completed {STAGE_OF_LABEL[label]} stage to "
-                            f"evaluate as {label} (run `nortune train` first, or evaluate --model base)")
+            raise DataError(f"{train_dir / 'manifest.json'}: no completed {made_by} stage to "
+                            f"evaluate as {label} (run `nortune {made_by}` first, or evaluate --model base)")
         identity["train"] = manifest.get("fingerprint")
         identity["train_finished"] = manifest.get("finished")
         if settings.tuned == "merged":
-            merged = train_dir / "merged"
+            merged = layout.merged(made_by)
             if not (merged / "config.json").is_file():
                 raise DataError(f"{merged}: no merged model (set train.merge: true, or evaluate.tuned: adapter)")
             args = {"pretrained": str(merged)}
         else:
-            adapter = train_dir / "adapter_lora"
+            adapter = layout.adapter_lora(made_by)
             if not (adapter / "adapter_config.json").is_file():
                 raise DataError(f"{adapter / 'adapter_config.json'}: file not found")
             identity["adapter"] = inputs_fingerprint([adapter])
@@ -95,7 +96,7 @@ def _fingerprint(recipe: Recipe, identity: dict[str, Any], origins: dict[str, An
             "lm_eval": _version("lm_eval")}
 
 
-def stage_fingerprint(recipe: Recipe, label: str) -> dict[str, Any]:
+def fingerprint(recipe: Recipe, label: str) -> dict[str, Any]:
     """What decides whether an evaluation is current, computed without loading any model."""
     _, origins = task_specs(recipe.evaluate, dict(recipe.evaluate.num_fewshot))
     return _fingerprint(recipe, model_spec(recipe, label)[1], origins)
@@ -109,20 +110,21 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run(recipe: Recipe, label: str = "base", force: bool = False) -> dict[str, Any]:
-    """Evaluate one model (``base`` or ``tuned``); skipped when model, data and settings are unchanged."""
+def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> dict[str, Any]:
+    """Evaluate one model (``base``, ``tuned``, ``preference``); skipped when model, data and settings are unchanged."""
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}")
     settings = recipe.evaluate
     fewshot = dict(settings.num_fewshot)
     specs, origins = task_specs(settings, fewshot)  # checks local data before any model loads
     args, identity = model_spec(recipe, label)
-    fingerprint = _fingerprint(recipe, identity, origins)
-    out_dir = recipe.run_dir / "evaluate" / label
-    if not force and is_current(out_dir, fingerprint):
+    stage_fingerprint = _fingerprint(recipe, identity, origins)
+    layout = RunLayout.of(recipe)
+    out_dir = layout.evaluate_dir(label)
+    if not options.force and is_current(out_dir, stage_fingerprint):
         log.info("evaluate %s: skipped, model, data and settings unchanged (%s)", label, out_dir)
         return read_manifest(out_dir)  # type: ignore[return-value]
-    stage = begin_stage("evaluate", out_dir, fingerprint, recipe.to_yaml())
+    stage = begin_stage("evaluate", out_dir, stage_fingerprint, recipe.to_yaml())
     # Per-request results are keyed by request text; the folder is keyed by the model identity.
     cache_key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     cache = out_dir / "cache" / cache_key / "requests"
@@ -158,7 +160,7 @@ def run(recipe: Recipe, label: str = "base", force: bool = False) -> dict[str, A
     raw["nortune"] = summary_all
     samples_path = out_dir / "samples.jsonl"
     atomic_write_text(samples_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in samples))
-    results_path = out_dir / "results.json"
+    results_path = layout.results(label)
     atomic_write_text(results_path, json.dumps(raw, indent=2, ensure_ascii=False, default=str))
     md_path = out_dir / "report.md"
     atomic_write_text(md_path, report.markdown(summary_all))

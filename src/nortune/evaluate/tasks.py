@@ -8,12 +8,11 @@ schema instead of the hub) and the number of shots.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nortune.jsonl import DataError
+from nortune.jsonl import DataError, iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -109,32 +108,25 @@ def check_local_file(path: Path, task: NorEvalTask) -> int:
     if path.suffix == ".parquet":
         return -1  # read by datasets itself; schema errors surface there
     count = 0
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            for key in task.required:
-                found, value = _lookup(row, key)
-                if not found:
-                    raise DataError(f"{path}:{line_no}: missing key {key!r}")
-                if value in (None, "", []):
-                    raise DataError(f"{path}:{line_no}: key {key!r} is empty")
-            if "answer" in task.required and row["answer"] not in row["choices"]["label"]:
-                raise DataError(f"{path}:{line_no}: key 'answer': {row['answer']!r} is not one of "
-                                f"choices.label {row['choices']['label']}")
-            if "choices.text" in task.required and len(row["choices"]["text"]) != len(row["choices"]["label"]):
-                raise DataError(f"{path}:{line_no}: key 'choices': text and label differ in length")
-            if task.family.startswith("norcommonsenseqa") and len(row["choices"]["text"]) != 5:
-                raise DataError(f"{path}:{line_no}: key 'choices.text': the lm-eval prompts list exactly 5")
-            if task.family.startswith("noropenbookqa") and len(row["choices"]["text"]) != 4:
-                raise DataError(f"{path}:{line_no}: key 'choices.text': the lm-eval prompts list exactly 4")
-            count += 1
+    for line_no, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+        for key in task.required:
+            found, value = _lookup(row, key)
+            if not found:
+                raise DataError(f"{path}:{line_no}: missing key {key!r}")
+            if value in (None, "", []):
+                raise DataError(f"{path}:{line_no}: key {key!r} is empty")
+        if "answer" in task.required and row["answer"] not in row["choices"]["label"]:
+            raise DataError(f"{path}:{line_no}: key 'answer': {row['answer']!r} is not one of "
+                            f"choices.label {row['choices']['label']}")
+        if "choices.text" in task.required and len(row["choices"]["text"]) != len(row["choices"]["label"]):
+            raise DataError(f"{path}:{line_no}: key 'choices': text and label differ in length")
+        if task.family.startswith("norcommonsenseqa") and len(row["choices"]["text"]) != 5:
+            raise DataError(f"{path}:{line_no}: key 'choices.text': the lm-eval prompts list exactly 5")
+        if task.family.startswith("noropenbookqa") and len(row["choices"]["text"]) != 4:
+            raise DataError(f"{path}:{line_no}: key 'choices.text': the lm-eval prompts list exactly 4")
+        count += 1
     if count == 0:
         raise DataError(f"{path}: no rows")
     return count

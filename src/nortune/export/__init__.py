@@ -7,7 +7,20 @@ Nothing heavy is imported here.
 """
 
 
-def run(recipe, force=False):  # noqa: ANN001, ANN201 - thin lazy wrapper
-    from nortune.export.stage import run as _run
+from __future__ import annotations
 
-    return _run(recipe, force=force)
+from typing import Any
+
+from nortune.runs import Options
+
+
+def fingerprint(recipe: Any) -> dict[str, Any]:
+    from nortune.export.stage import fingerprint as stage_fingerprint
+
+    return stage_fingerprint(recipe)
+
+
+def run(recipe: Any, options: Options = Options()) -> dict[str, Any]:
+    from nortune.export.stage import run as run_stage
+
+    return run_stage(recipe, options)

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from nortune.config import Recipe
-
-
-def _manifest(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+from nortune.runs import RunLayout, read_manifest
 
 
 def _share_table(counts: dict[str, int]) -> str:
@@ -19,12 +15,12 @@ def _share_table(counts: dict[str, int]) -> str:
     return "\n".join(["| bucket | records | share |", "|---|---:|---:|", *rows])
 
 
-def _composition(run_dir: Path) -> str:
-    curate = _manifest(run_dir / "curate" / "manifest.json")
+def _composition(layout: RunLayout) -> str:
+    curate = read_manifest(layout.curate_dir)
     if curate and curate.get("metrics", {}).get("by_bucket"):
         return ("Curated by `nortune curate` (language identified per record):\n\n"
                 + _share_table(curate["metrics"]["by_bucket"]))
-    train = _manifest(run_dir / "train" / "manifest.json") or {}
+    train = read_manifest(layout.model_dir("train")) or {}
     data = train.get("data") or {}
     if data:
         return (f"Training file `{data.get('path')}`: {data.get('used')} records used, "
@@ -32,37 +28,38 @@ def _composition(run_dir: Path) -> str:
     return "Not recorded in this run folder."
 
 
-def _contamination(run_dir: Path) -> str:
-    decontam = _manifest(run_dir / "decontam" / "manifest.json")
+def _contamination(layout: RunLayout) -> str:
+    decontam = read_manifest(layout.decontam_dir())
     if decontam:
         m = decontam.get("metrics", {})
         hits = ", ".join(f"{k.removeprefix('hits_')}: {v}" for k, v in sorted(m.items()) if k.startswith("hits_"))
         verdict = "passed" if m.get("passed") else "FAILED"
         return (f"{verdict}: {m.get('contaminated_records')} contaminated of {m.get('records')} training records "
                 f"against {m.get('test_texts')} benchmark test texts ({hits}).")
-    gate = ((_manifest(run_dir / "train" / "manifest.json") or {}).get("contamination_gate")) or {}
+    gate = ((read_manifest(layout.model_dir("train")) or {}).get("contamination_gate")) or {}
     if gate:
         note = gate.get("override") or gate.get("reason") or ""
         return f"No decontam report in this run folder; the train gate recorded: {json.dumps(gate)} {note}".strip()
     return "No contamination check is recorded in this run folder."
 
 
-def _evaluation(run_dir: Path) -> str:
-    folder = run_dir / "evaluate"
-    for pattern in ("**/compare.md", "tuned/report.md", "*/report.md"):
-        found = sorted(folder.glob(pattern)) if folder.is_dir() else []
-        if found:
-            body = found[0].read_text(encoding="utf-8").strip()
-            return f"From `{found[0].relative_to(run_dir)}`:\n\n{body}"
+def _evaluation(layout: RunLayout) -> str:
+    """The first of: a comparison with the base (preference, then tuned), the tuned report, any report."""
+    candidates = [layout.compare_dir(label) / "compare.md" for label in ("preference", "tuned")] + \
+                 [layout.evaluate_dir(label) / "report.md" for label in ("tuned", "preference", "base")]
+    for path in candidates:
+        if path.is_file():
+            body = path.read_text(encoding="utf-8").strip()
+            return f"From `{path.relative_to(layout.root)}`:\n\n{body}"
     return "No evaluation in this run folder (run `nortune evaluate`)."
 
 
 def model_card(recipe: Recipe, checks: list[dict[str, Any]], files: dict[str, str],
                merge_info: dict[str, Any], verification_table: str) -> str:
-    run_dir = recipe.run_dir
+    layout = RunLayout.of(recipe)
     card = recipe.export.card
     name = card.model_name or recipe.name
-    train = _manifest(run_dir / "train" / "manifest.json") or {}
+    train = read_manifest(layout.model_dir("train")) or {}
     metrics = train.get("metrics", {})
     trainable, total = metrics.get("trainable_params"), metrics.get("total_params")
     share = f" ({100 * trainable / total:.4f} % of {total:,})" if trainable and total else ""
@@ -103,13 +100,13 @@ A Norwegian (Bokmål and Nynorsk) fine-tune of `{recipe.model.source}` made with
 | merge | {"PiSSA adapter converted to plain LoRA and merged" if merge_info.get("pissa") else "LoRA merged"}; weight identity checked on {merge_info.get("checked_modules")} modules (max relative error {merge_info.get("max_relative_weight_error", 0):.1e}) |
 
 ## Data composition
-{_composition(run_dir)}
+{_composition(layout)}
 
 ## Contamination check
-{_contamination(run_dir)}
+{_contamination(layout)}
 
 ## Evaluation
-{_evaluation(run_dir)}
+{_evaluation(layout)}
 
 ## GGUF verification
 Every GGUF file was loaded in llama.cpp and compared with the merged model (transformers, float32)

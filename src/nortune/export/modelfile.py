@@ -123,7 +123,7 @@ def modelfile(gguf_name: str, tokenizer: Any, parameters: dict[str, Any], system
     eos = tokenizer.eos_token
     if eos and eos not in stops:
         stops.append(eos)
-    lines = [f"# Ollama Modelfile written by nortune. Use: ollama create NAME -f Modelfile",
+    lines = ["# Ollama Modelfile written by nortune. Use: ollama create NAME -f Modelfile",
              f"FROM ./{gguf_name}", "", 'TEMPLATE """' + go_template(turns) + '"""', ""]
     lines += [f"PARAMETER stop {_quote(stop)}" for stop in stops]
     lines += [f"PARAMETER {key} {_quote(value)}" for key, value in parameters.items()]

@@ -17,7 +17,8 @@ from nortune.config import Recipe
 from nortune.export.formats import gguf_filename, made_by_converter
 from nortune.export.merge import train_inputs
 from nortune.export.toolchain import Toolchain
-from nortune.runs import StageRun, atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
+from nortune.runs import Options, RunLayout, StageRun, atomic_write_text, begin_stage, inputs_fingerprint, \
+    is_current, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,11 @@ def source_gguf(recipe: Recipe) -> Path | None:
     return None
 
 
-def run(recipe: Recipe, force: bool = False) -> dict[str, Any]:
+def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
     """Export; skipped when the train outputs and the export settings are unchanged."""
-    out_dir = recipe.run_dir / "export"
+    out_dir = RunLayout.of(recipe).export_dir
     print_ = fingerprint(recipe)  # fails early, naming a missing train output
-    if not force and is_current(out_dir, print_):
+    if not options.force and is_current(out_dir, print_):
         log.info("export: %s is up to date with this recipe and train run; skipping", out_dir)
         return read_manifest(out_dir)  # type: ignore[return-value]
     from nortune.export.toolchain import ensure
