@@ -63,8 +63,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return run_launched(recipe, command)
     if recipe.train.stage == "dpo":
         from nortune.preference.stage import run as run_preference
+        from nortune.runs import Options
 
-        result = run_preference(recipe, allow_contaminated=args.allow_contaminated)
+        result = run_preference(recipe, Options(allow_contaminated=args.allow_contaminated))
         print(json.dumps(result.get("metrics", {}), indent=2))
         return 0
     from nortune.train import run

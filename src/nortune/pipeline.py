@@ -76,8 +76,9 @@ def _train_run(recipe: Recipe, options: Options) -> dict[str, Any]:
 
 def _preference_run(recipe: Recipe, options: Options) -> dict[str, Any]:
     from nortune.preference.stage import run
+    from nortune.runs import Options as StageOptions
 
-    return run(recipe, allow_contaminated=options.allow_contaminated)
+    return run(recipe, StageOptions(allow_contaminated=options.allow_contaminated))
 
 
 def _evaluate_stage(label: str, against: str | None) -> tuple[Callable, Callable]:
@@ -120,7 +121,7 @@ STAGES: tuple[Stage, ...] = (
           _call("nortune.decontam.stage", "run")),
     Stage("plan", "plan", _plan_fp, _plan_run),
     Stage("train", "train", _call("nortune.train", "stage_fingerprint"), _train_run),
-    Stage("preference", "preference", _call("nortune.preference.stage", "stage_fingerprint"), _preference_run,
+    Stage("preference", "preference", _call("nortune.preference.stage", "fingerprint"), _preference_run,
           _preference_enabled),
     Stage("evaluate-base", "evaluate/base", *_evaluate_stage("base", None)),
     Stage("evaluate-tuned", "evaluate/tuned", *_evaluate_stage("tuned", "base")),

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM
 from nortune import ranks
 from nortune.config import load_recipe
 from nortune.plan import build_plan
-from nortune.train import attach_adapter, lora_config_for_saving
+from nortune.adapters import attach_adapter, lora_config_for_saving
 
 
 def digest(model) -> str:

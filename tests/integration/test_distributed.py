@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM
 from conftest import REPO, logits, write_recipe
 from nortune.config import load_recipe
 from nortune.plan import build_plan
-from nortune.train import attach_adapter
+from nortune.adapters import attach_adapter
 from nortune.train import run as train_run
 
 pytestmark = pytest.mark.slow

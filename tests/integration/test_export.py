@@ -111,7 +111,7 @@ def test_merged_logits_equal_the_pissa_adapterlogits(exported):
     from transformers import AutoModelForCausalLM
 
     from nortune.plan import build_plan
-    from nortune.train import attach_adapter
+    from nortune.adapters import attach_adapter
 
     _, recipe, model, manifest = exported
     base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)

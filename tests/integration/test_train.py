@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 from conftest import FIXTURES, logits, write_recipe
 from nortune.config import load_recipe
 from nortune.plan import build_plan
-from nortune.train import attach_adapter
+from nortune.adapters import attach_adapter
 from nortune.train import run as train_run
 
 OVERRIDE = "tiny fixture data; the gate itself is tested in test_contamination_gate_*"
