@@ -55,7 +55,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     if args.gpus * args.nodes > 1:
-        from nortune.launch import launch_command, run_launched
+        from nortune.train.launch import launch_command, run_launched
 
         command = launch_command(recipe, args.recipe, args.overrides, gpus=args.gpus,
                                  resume=args.resume, allow_contaminated=args.allow_contaminated,
@@ -68,9 +68,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = run_preference(recipe, Options(allow_contaminated=args.allow_contaminated))
         print(json.dumps(result.get("metrics", {}), indent=2))
         return 0
+    from nortune.runs import Options
     from nortune.train import run
 
-    result = run(recipe, resume=args.resume, allow_contaminated=args.allow_contaminated)
+    result = run(recipe, Options(resume=args.resume, allow_contaminated=args.allow_contaminated))
     print(json.dumps(result.get("metrics", {}), indent=2))
     return 0
 

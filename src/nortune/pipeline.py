@@ -69,9 +69,10 @@ def _plan_run(recipe: Recipe, options: Options) -> dict[str, Any]:
 
 
 def _train_run(recipe: Recipe, options: Options) -> dict[str, Any]:
+    from nortune.runs import Options as StageOptions
     from nortune.train import run
 
-    return run(recipe, resume=options.resume, allow_contaminated=options.allow_contaminated)
+    return run(recipe, StageOptions(resume=options.resume, allow_contaminated=options.allow_contaminated))
 
 
 def _preference_run(recipe: Recipe, options: Options) -> dict[str, Any]:
@@ -120,7 +121,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("decontam", "decontam", _call("nortune.decontam.stage", "stage_fingerprint"),
           _call("nortune.decontam.stage", "run")),
     Stage("plan", "plan", _plan_fp, _plan_run),
-    Stage("train", "train", _call("nortune.train", "stage_fingerprint"), _train_run),
+    Stage("train", "train", _call("nortune.train", "fingerprint"), _train_run),
     Stage("preference", "preference", _call("nortune.preference.stage", "fingerprint"), _preference_run,
           _preference_enabled),
     Stage("evaluate-base", "evaluate/base", *_evaluate_stage("base", None)),

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 from conftest import FIXTURES, write_recipe
 from nortune.config import load_recipe
 from nortune.preference.stage import run as preference_run
+from nortune.runs import Options
 from nortune.train import run as train_run
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def sft_then_preference(request, tmp_path_factory, tiny_gemma3):
     tmp_path = tmp_path_factory.mktemp(request.param)
     base = write_recipe(tmp_path / "sft.yaml", tiny_gemma3, tmp_path / "runs",
                         train={"max_steps": 3, "lr": 1e-2}, evaluate=LOCAL_NOREVAL)
-    train_run(load_recipe(base), allow_contaminated="tiny fixture; gate tested in test_train.py")
+    train_run(load_recipe(base), Options(allow_contaminated="tiny fixture; gate tested in test_train.py"))
     recipe = load_recipe(base, [
         "train.stage=dpo", f"preference.data={_pairs(tmp_path / 'pairs.jsonl')}", "preference.loss_type=ipo",
         "preference.lr=2e-2", "preference.max_steps=8", "preference.batch_size=2", "preference.merge=true",

@@ -13,7 +13,7 @@ from typing import Any
 from nortune.config import Recipe
 from nortune.jsonl import iter_jsonl
 from nortune.runs import RunLayout
-from nortune.train_data import check_messages
+from nortune.chat_records import check_messages
 
 
 def synthetic_source(recipe: Recipe) -> Path:

@@ -19,7 +19,8 @@ from typing import Any
 from nortune import adapters, ranks
 from nortune.config import Recipe
 from nortune.plan import AdapterPlan, build_plan, check_adapter
-from nortune.runs import RunLayout, atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
+from nortune.runs import (Options, RunLayout, atomic_write_text, begin_stage, inputs_fingerprint, is_current,
+                          read_manifest)
 from nortune.training_log import plot_loss, step_progress
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def sft_config(recipe: Recipe, output_dir: Path, device: str) -> Any:
     )
 
 
-def stage_fingerprint(recipe: Recipe) -> dict[str, Any]:
+def fingerprint(recipe: Recipe) -> dict[str, Any]:
     """What decides whether a finished train stage is still current: its recipe sections and data."""
     return {"recipe": recipe.section_fingerprint("model", "adapter", "train"),
             "inputs": inputs_fingerprint([RunLayout.of(recipe).training_data(recipe.train.data)])}
@@ -74,7 +75,7 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
 
     from nortune.chat_template import ensure_chat_template
     from nortune.models import load_config, resolve_source
-    from nortune.train_data import build_dataset
+    from nortune.train.data import build_dataset
 
     plan = build_plan(load_config(recipe.model.source, recipe.model.config, recipe.model.revision), recipe,
                       remember=True)
@@ -85,25 +86,29 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     return Prepared(data_path, plan, tokenizer, template, dataset, data_report, gate)
 
 
-def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = None,
-        callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
-    """Train; skipped when a finished run with the same recipe sections and data exists."""
-    stage_dir = RunLayout.of(recipe).model_dir("train")
-    fingerprint = stage_fingerprint(recipe)
-    if is_current(stage_dir, fingerprint):
+def run(recipe: Recipe, options: Options = Options(), *, callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """Train; skipped when a finished run with the same recipe sections and data exists.
+
+    ``options.resume`` continues from the last checkpoint, ``options.allow_contaminated`` trains
+    past a failing contamination gate; ``callbacks`` are extra TRL callbacks (tests use them).
+    """
+    layout = RunLayout.of(recipe)
+    stage_dir = layout.model_dir("train")
+    stage_fp = fingerprint(recipe)
+    if not options.force and is_current(stage_dir, stage_fp):
         log.info("train: %s is up to date with this recipe and data; skipping", stage_dir)
         return read_manifest(stage_dir)
     checkpoints = stage_dir / CHECKPOINTS
-    resume_from = _checkpoint_to_resume(checkpoints, fingerprint, resume)
-    ready = prepare(recipe, allow_contaminated)
+    resume_from = _checkpoint_to_resume(checkpoints, stage_fp, options.resume)
+    ready = prepare(recipe, options.allow_contaminated)
 
     device = adapters.device_of_choice(recipe)
     main = ranks.is_main()  # under a launcher only rank 0 writes into the run folder
-    run_state = begin_stage("train", stage_dir, fingerprint, recipe.to_yaml()) if main else None
+    run_state = begin_stage("train", stage_dir, stage_fp, recipe.to_yaml()) if main else None
     log_path = stage_dir / "log.jsonl"
     if main:
         checkpoints.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(checkpoints / "fingerprint.json", json.dumps(fingerprint, sort_keys=True))
+        atomic_write_text(checkpoints / "fingerprint.json", json.dumps(stage_fp, sort_keys=True))
         if resume_from is None:
             log_path.unlink(missing_ok=True)
     args = sft_config(recipe, checkpoints, device)
@@ -123,7 +128,7 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
     peft_model = adapters.attach_adapter(model, recipe, plan)
     broadcast = ranks.broadcast_pissa(peft_model)  # every rank starts from rank 0's SVD, bit for bit
     if main:
-        adapters.save_adapter(peft_model, RunLayout.of(recipe).adapter_init("train"))
+        adapters.save_adapter(peft_model, layout.adapter_init("train"))
     ranks.barrier()
 
     from transformers.trainer_callback import ProgressCallback
