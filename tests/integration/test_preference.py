@@ -71,6 +71,29 @@ def test_merged_model_equals_the_plain_lora_on_the_untouched_base(sft_then_prefe
     assert not torch.allclose(merged, sft_only, atol=1e-4)  # the preference step changed the model
 
 
+def test_preference_saves_its_adapters_the_way_train_does(sft_then_preference):
+    from nortune.adapters import adapter_rank
+    from nortune.evaluate.stage import vllm_max_lora_rank
+    from nortune.runs import RunLayout
+
+    recipe, _, _ = sft_then_preference
+    layout = RunLayout.of(recipe)
+
+    def files(folder):
+        return sorted(p.name for p in folder.iterdir())
+
+    assert files(layout.adapter("preference")) == files(layout.adapter("train"))
+    r = recipe.adapter.r
+    assert adapter_rank(layout.adapter_lora("train")) == 2 * r  # PiSSA converted to plain LoRA
+    if recipe.preference.adapter == "continue":  # the same conversion, from SFT's starting point
+        assert files(layout.adapter_lora("preference")) == files(layout.adapter_lora("train"))
+        assert adapter_rank(layout.adapter_lora("preference")) == 2 * r
+    else:  # SFT's LoRA and the new adapter's, side by side
+        assert adapter_rank(layout.adapter_lora("preference")) == 4 * r
+        assert files(layout.adapter_init("preference")) == files(layout.adapter_init("train"))
+    assert vllm_max_lora_rank(adapter_rank(layout.adapter_lora("preference"))) >= 2 * r
+
+
 def test_synthetic_pairs_take_the_base_models_answer_as_rejected(tmp_path, tiny_gemma3):
     from transformers import AutoTokenizer
 
