@@ -90,7 +90,7 @@ def several_processes(recipe_path: str, overrides: list[str], workdir: Path, pro
     import json as json_module
 
     from nortune.config import load_recipe
-    from nortune.launch import launch_command, run_launched
+    from nortune.train.launch import launch_command, run_launched
 
     overrides = [o for o in overrides if not o.startswith("runs_dir=")] + [f"runs_dir={workdir / 'several'}"]
     recipe = load_recipe(recipe_path, overrides)
@@ -126,6 +126,7 @@ def main() -> None:
 
     from nortune.config import load_recipe
     from nortune.plan import plan_from_recipe
+    from nortune.runs import Options
     from nortune.train import run
 
     recipe = load_recipe(args.recipe, [f"model.source={args.model}"] if args.model else [])
@@ -154,7 +155,7 @@ def main() -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         probe = saved_activations_probe()
-        metrics = run(recipe, allow_contaminated="GPU memory check on the shipped demo chats",
+        metrics = run(recipe, Options(allow_contaminated="GPU memory check on the shipped demo chats"),
                       callbacks=(probe,))["metrics"]
         several = several_processes(args.recipe, overrides, workdir, processes, estimates) if processes > 1 else None
     finally:

@@ -41,9 +41,10 @@ PAIRS = {  # JSON key: (nortune run, peer run)
 
 def nortune_run(recipe, workdir: Path, bf16: bool | None, checkpointing: bool | None) -> dict:
     """``bf16`` and ``checkpointing`` are already in the recipe (see ``main``)."""
+    from nortune.runs import Options
     from nortune.train import run
 
-    manifest = run(recipe, allow_contaminated="throughput benchmark on the shipped demo chats")
+    manifest = run(recipe, Options(allow_contaminated="throughput benchmark on the shipped demo chats"))
     m = manifest["metrics"]
     return {"tokens": m["tokens_seen"], "seconds": m["seconds"], "last_loss": m["last_loss"]}
 

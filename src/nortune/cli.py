@@ -60,7 +60,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     if args.gpus * args.nodes > 1:
-        from nortune.launch import launch_command, run_launched
+        from nortune.train.launch import launch_command, run_launched
 
         command = launch_command(recipe, args.recipe, args.overrides, gpus=args.gpus,
                                  resume=args.resume, allow_contaminated=args.allow_contaminated,

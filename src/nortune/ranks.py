@@ -1,7 +1,7 @@
 """What changes when `nortune train` runs as several processes (``accelerate launch`` / torchrun).
 
 Nothing here distributes work: accelerate and torch.distributed do. This module only answers
-the questions train.py must ask in a multi-process run: which rank writes the run folder
+the questions the train stage must ask in a multi-process run: which rank writes the run folder
 (rank 0 alone), how every rank starts from the same PiSSA initialisation (rank 0's tensors are
 broadcast), and how the trained model is brought back whole (torch's full state dict, which
 gathers FSDP2 shards and unwraps DDP) so rank 0 can save it with the single-process code.

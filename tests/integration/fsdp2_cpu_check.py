@@ -1,4 +1,4 @@
-"""Run under torchrun, 2 CPU processes (gloo): PiSSA broadcast and FSDP2 gather, as train.py uses them.
+"""Run under torchrun, 2 CPU processes (gloo): PiSSA broadcast and FSDP2 gather, as the train stage uses them.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 fsdp2_cpu_check.py RECIPE OUT.json
 
@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM
 from nortune import ranks
 from nortune.config import load_recipe
 from nortune.plan import build_plan
-from nortune.train import attach_adapter, lora_config_for_saving
+from nortune.adapters import attach_adapter, lora_config_for_saving
 
 
 def digest(model) -> str:

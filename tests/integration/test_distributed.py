@@ -21,9 +21,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from conftest import REPO, logits, write_recipe
+from nortune.adapters import attach_adapter
 from nortune.config import load_recipe
 from nortune.plan import build_plan
-from nortune.train import attach_adapter
+from nortune.runs import Options
 from nortune.train import run as train_run
 
 pytestmark = pytest.mark.slow
@@ -141,7 +142,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, two_pro
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank runs: LAPACK's SVD may round differently with other thread counts
     try:
-        train_run(one, allow_contaminated=OVERRIDE)
+        train_run(one, Options(allow_contaminated=OVERRIDE))
     finally:
         torch.set_num_threads(threads)
     stage1 = one.run_dir / "train"

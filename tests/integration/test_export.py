@@ -90,6 +90,7 @@ def _export_recipe(tmp_path: Path, model: Path, **export):
 @pytest.fixture(scope="module", params=["gemma3", "gemma4"])
 def exported(request, tmp_path_factory, toolchain):
     from nortune.export import run as export_run
+    from nortune.runs import Options
     from nortune.train import run as train_run
 
     root = tmp_path_factory.mktemp(f"export-{request.param}")
@@ -98,7 +99,7 @@ def exported(request, tmp_path_factory, toolchain):
                   "Q4_K_M": {"ppl_tolerance": 0.05}}
     recipe = _export_recipe(root, model, verify={"text": str(HELDOUT), "window": 64, "max_tokens": 1024,
                                                  "threads": 2, "thresholds": thresholds})
-    train_run(recipe, allow_contaminated=OVERRIDE)
+    train_run(recipe, Options(allow_contaminated=OVERRIDE))
     return request.param, recipe, model, export_run(recipe)
 
 
@@ -111,7 +112,7 @@ def test_merged_logits_equal_the_pissa_adapterlogits(exported):
     from transformers import AutoModelForCausalLM
 
     from nortune.plan import build_plan
-    from nortune.train import attach_adapter
+    from nortune.adapters import attach_adapter
 
     _, recipe, model, manifest = exported
     base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 from conftest import FIXTURES, write_recipe
 from nortune.config import load_recipe
 from nortune.preference.stage import run as preference_run
+from nortune.runs import Options
 from nortune.train import run as train_run
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def sft_then_preference(request, tmp_path_factory, tiny_gemma3):
     tmp_path = tmp_path_factory.mktemp(request.param)
     base = write_recipe(tmp_path / "sft.yaml", tiny_gemma3, tmp_path / "runs",
                         train={"max_steps": 3, "lr": 1e-2}, evaluate=LOCAL_NOREVAL)
-    train_run(load_recipe(base), allow_contaminated="tiny fixture; gate tested in test_train.py")
+    train_run(load_recipe(base), Options(allow_contaminated="tiny fixture; gate tested in test_train.py"))
     recipe = load_recipe(base, [
         "train.stage=dpo", f"preference.data={_pairs(tmp_path / 'pairs.jsonl')}", "preference.loss_type=ipo",
         "preference.lr=2e-2", "preference.max_steps=8", "preference.batch_size=2", "preference.merge=true",
@@ -68,6 +69,29 @@ def test_merged_model_equals_the_plain_lora_on_the_untouched_base(sft_then_prefe
                                              recipe.run_dir / "train" / "adapter_lora").eval()(ids).logits
     assert torch.allclose(merged, lora, atol=1e-5)
     assert not torch.allclose(merged, sft_only, atol=1e-4)  # the preference step changed the model
+
+
+def test_preference_saves_its_adapters_the_way_train_does(sft_then_preference):
+    from nortune.adapters import adapter_rank
+    from nortune.evaluate.stage import vllm_max_lora_rank
+    from nortune.runs import RunLayout
+
+    recipe, _, _ = sft_then_preference
+    layout = RunLayout.of(recipe)
+
+    def files(folder):
+        return sorted(p.name for p in folder.iterdir())
+
+    assert files(layout.adapter("preference")) == files(layout.adapter("train"))
+    r = recipe.adapter.r
+    assert adapter_rank(layout.adapter_lora("train")) == 2 * r  # PiSSA converted to plain LoRA
+    if recipe.preference.adapter == "continue":  # the same conversion, from SFT's starting point
+        assert files(layout.adapter_lora("preference")) == files(layout.adapter_lora("train"))
+        assert adapter_rank(layout.adapter_lora("preference")) == 2 * r
+    else:  # SFT's LoRA and the new adapter's, side by side
+        assert adapter_rank(layout.adapter_lora("preference")) == 4 * r
+        assert files(layout.adapter_init("preference")) == files(layout.adapter_init("train"))
+    assert vllm_max_lora_rank(adapter_rank(layout.adapter_lora("preference"))) >= 2 * r
 
 
 def test_synthetic_pairs_take_the_base_models_answer_as_rejected(tmp_path, tiny_gemma3):

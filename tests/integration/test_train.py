@@ -9,14 +9,15 @@ from transformers import AutoModelForCausalLM
 from conftest import FIXTURES, logits, write_recipe
 from nortune.config import load_recipe
 from nortune.plan import build_plan
-from nortune.train import attach_adapter
+from nortune.runs import Options
+from nortune.adapters import attach_adapter
 from nortune.train import run as train_run
 
 OVERRIDE = "tiny fixture data; the gate itself is tested in test_contamination_gate_*"
 
 
-def run(recipe, **kwargs):
-    return train_run(recipe, allow_contaminated=OVERRIDE, **kwargs)
+def run(recipe, resume=False, **kwargs):
+    return train_run(recipe, Options(resume=resume, allow_contaminated=OVERRIDE), **kwargs)
 
 pytestmark = pytest.mark.slow
 ATOL = 1e-5  # fp32, after PiSSA's SVD split W = W_res + B0 A0
@@ -144,7 +145,7 @@ def test_rerun_with_unchanged_inputs_is_skipped(tmp_path, tiny_gemma3, caplog):
 
 
 def test_recipe_reaches_the_trainer_settings(tmp_path, tiny_gemma3):
-    from nortune.train import sft_config
+    from nortune.train.stage import sft_config
 
     recipe = _recipe(tmp_path, tiny_gemma3, train={"neftune_noise_alpha": 5, "lr": 5e-6, "weight_decay": 0.01})
     args = sft_config(recipe, tmp_path, "cpu")

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from nortune.config import ConfigError, load_recipe
-from nortune.launch import launch_command
+from nortune.train.launch import launch_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,7 +72,7 @@ def test_node_options_are_checked():
 
 def test_the_device_setting_changes_only_the_precision_flag():
     recipe = load_recipe("configs/norskgemma4-31b.yaml")
-    # precision auto: bf16 on GPUs, fp32 on CPU (train.py decides the same way)
+    # precision auto: bf16 on GPUs, fp32 on CPU (adapters.uses_bf16 decides for the trainer too)
     cpu = launch_command(load_recipe("configs/norskgemma4-31b.yaml", ["train.device=cpu", "train.precision=auto"]),
                          "r.yaml", [], gpus=2)
     gpu = launch_command(load_recipe("configs/norskgemma4-31b.yaml", ["train.device=cuda", "train.precision=auto"]),

@@ -10,7 +10,7 @@ import torch
 from conftest import write_recipe
 from nortune.config import load_recipe
 from nortune.plan import plan_from_recipe, saved_for_backward
-from nortune.train import attach_adapter
+from nortune.adapters import attach_adapter
 
 BATCH, SEQ = 2, 48
 

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import tiny_tokenizer
 from nortune.jsonl import DataError
-from nortune.train_data import build_dataset, tokenize_record
+from nortune.train.data import build_dataset, tokenize_record
 
 
 @pytest.fixture(scope="module")

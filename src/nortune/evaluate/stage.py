@@ -40,6 +40,25 @@ def data_note(settings) -> str | None:
     return f"Local copies of the NorEval data from {root} (not fetched from the hub)."
 
 
+# vLLM accepts only these max_lora_rank values (``MaxLoRARanks`` in vllm/config/lora.py).
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_max_lora_rank(rank: int, adapter: Path | str = "the adapter") -> int:
+    """The smallest max_lora_rank vLLM accepts that serves an adapter of this rank.
+
+    ``adapter_lora`` has rank 2r after PiSSA's conversion (4r when preference is stacked on SFT).
+    """
+    for allowed in VLLM_MAX_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    from nortune.errors import ConfigError
+
+    raise ConfigError(f"evaluate.backend: vllm serves LoRA adapters up to rank {VLLM_MAX_LORA_RANKS[-1]}, but "
+                      f"{adapter} has rank {rank}; use evaluate.backend=nortune or hf, evaluate.tuned=merged, "
+                      "or a smaller adapter.r")
+
+
 def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """lm-eval model_args for base or tuned, and what identifies that model (for the fingerprint)."""
     from nortune.models import resolve_source
@@ -72,8 +91,10 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
             key = "lora_local_path" if settings.backend == "vllm" else "peft"
             args[key] = str(adapter)
             if settings.backend == "vllm":
+                from nortune.adapters import adapter_rank
+
                 args["enable_lora"] = True
-                args["max_lora_rank"] = 64
+                args["max_lora_rank"] = vllm_max_lora_rank(adapter_rank(adapter), adapter)
             else:
                 args["tokenizer"] = base
     dtype = settings.dtype or recipe.model.dtype

@@ -10,17 +10,17 @@ then re-checks this identity weight by weight from the two adapter files, indepe
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
+from nortune import adapters
 from nortune.config import Recipe
 from nortune.jsonl import DataError
+from nortune.runs import MANIFEST, RESOLVED_RECIPE, RunLayout
 
 log = logging.getLogger(__name__)
-ADAPTER_FILE = "adapter_model.safetensors"
 CHECKED_MODULES = 8  # the identity check reads this many adapted weights (cheap even at 31B)
 
 
@@ -38,45 +38,25 @@ def source_stage(recipe: Recipe) -> str:
 def train_inputs(recipe: Recipe) -> dict[str, Path]:
     """The outputs export reads (from train, or preference); fails early, naming the missing file."""
     stage = source_stage(recipe)
-    folder = recipe.run_dir / stage
-    needed = {"manifest": folder / "manifest.json", "adapter": folder / "adapter",
-              "adapter_init": folder / "adapter_init", "adapter_lora": folder / "adapter_lora",
-              "tokenizer": folder / "tokenizer"}
+    layout = RunLayout.of(recipe)
+    needed = {"manifest": layout.model_dir(stage) / MANIFEST, "adapter": layout.adapter(stage),
+              "adapter_init": layout.adapter_init(stage), "adapter_lora": layout.adapter_lora(stage),
+              "tokenizer": layout.tokenizer(stage)}
     if stage == "preference" and recipe.preference.adapter == "continue":
-        needed["adapter_init"] = recipe.run_dir / "train" / "adapter_init"  # the adapter it kept training
+        needed["adapter_init"] = layout.adapter_init("train")  # the adapter it kept training
     for key, path in needed.items():
         if not path.exists():
             raise ExportInputError(f"{path} is missing ({key}): run `nortune train` for this recipe first")
     for key in ("adapter", "adapter_lora"):
-        if not (needed[key] / ADAPTER_FILE).is_file():
-            raise ExportInputError(f"{needed[key] / ADAPTER_FILE} is missing: the {stage} run is incomplete")
+        if not (needed[key] / adapters.WEIGHTS).is_file():
+            raise ExportInputError(f"{needed[key] / adapters.WEIGHTS} is missing: the {stage} run is incomplete")
     return needed
-
-
-def _module_weights(folder: Path) -> tuple[dict[str, tuple[Any, Any]], float]:
-    """{module name: (A, B)} from a PEFT adapter folder, and its scale alpha / r."""
-    from safetensors.torch import load_file
-
-    config = json.loads((folder / "adapter_config.json").read_text())
-    if config.get("use_rslora"):
-        scale = config["lora_alpha"] / config["r"] ** 0.5
-    else:
-        scale = config["lora_alpha"] / config["r"]
-    tensors = load_file(str(folder / ADAPTER_FILE))
-    modules: dict[str, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        for part in ("lora_A", "lora_B"):
-            marker = f".{part}."
-            if marker in key:
-                name = key.split(marker)[0].removeprefix("base_model.model.")
-                modules.setdefault(name, {})[part] = value.float()
-    return {n: (p["lora_A"], p["lora_B"]) for n, p in modules.items()}, scale
 
 
 def pissa_delta(adapter: Path, initial_adapter: Path, module: str) -> Any:
     """s (B A - B0 A0) for one module, straight from the trained and initial PiSSA adapters."""
-    trained, scale = _module_weights(adapter)
-    initial, scale0 = _module_weights(initial_adapter)
+    trained, scale = adapters.lora_factors(adapter)
+    initial, scale0 = adapters.lora_factors(initial_adapter)
     a, b = trained[module]
     a0, b0 = initial[module]
     return scale * (b @ a) - scale0 * (b0 @ a0)
@@ -88,13 +68,13 @@ def expected_delta(recipe: Recipe, inputs: dict[str, Path], module: str) -> Any:
     train, or preference continuing the SFT adapter: the trained adapter minus its initial state.
     preference stacked on a merged SFT model: the SFT delta plus the new adapter's own delta.
     """
-    train_dir = recipe.run_dir / "train"
-    pissa = _is_pissa(train_dir)
+    layout = RunLayout.of(recipe)
+    pissa = _is_pissa(layout.model_dir("train"))
     own = pissa_delta(inputs["adapter"], inputs["adapter_init"], module) if pissa \
         else _lora_delta(inputs["adapter"], module)
     if source_stage(recipe) == "preference" and recipe.preference.adapter == "stack":
-        sft = pissa_delta(train_dir / "adapter", train_dir / "adapter_init", module) if pissa \
-            else _lora_delta(train_dir / "adapter", module)
+        sft = pissa_delta(layout.adapter("train"), layout.adapter_init("train"), module) if pissa \
+            else _lora_delta(layout.adapter("train"), module)
         return sft + own
     return own
 
@@ -111,8 +91,8 @@ def merge(recipe: Recipe, out_dir: Path, dtype: str = "auto") -> dict[str, Any]:
     source = resolve_source(recipe.model.source)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     base = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, revision=recipe.model.revision)
-    trained, _ = _module_weights(inputs["adapter"])
-    pissa = _is_pissa(recipe.run_dir / "train")
+    trained, _ = adapters.lora_factors(inputs["adapter"])
+    pissa = _is_pissa(RunLayout.of(recipe).model_dir("train"))
     checked = sorted(trained)[:CHECKED_MODULES]
     before = {name: base.get_submodule(name).weight.detach().float().clone() for name in checked}
 
@@ -142,7 +122,7 @@ def merge(recipe: Recipe, out_dir: Path, dtype: str = "auto") -> dict[str, Any]:
 
 
 def _is_pissa(train_dir: Path) -> bool:
-    resolved = train_dir / "recipe.resolved.yaml"
+    resolved = train_dir / RESOLVED_RECIPE
     if not resolved.is_file():
         return True
     import yaml
@@ -152,6 +132,6 @@ def _is_pissa(train_dir: Path) -> bool:
 
 
 def _lora_delta(adapter: Path, module: str) -> Any:
-    weights, scale = _module_weights(adapter)
+    weights, scale = adapters.lora_factors(adapter)
     a, b = weights[module]
     return scale * (b @ a)

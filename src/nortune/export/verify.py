@@ -75,8 +75,10 @@ def reference(model_dir: Path, text: str, window: int, max_tokens: int, dtype: s
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from nortune.adapters import resolve_device
+
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype)).to(device)
     model.eval()
     paragraphs = [(p, tokenizer(p, add_special_tokens=False).input_ids) for p in _paragraphs(text)]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.jsonl import DataError, Drops, iter_jsonl
-from nortune.train_data import check_messages
+from nortune.chat_records import check_messages
 
 FIELDS = ("prompt", "chosen", "rejected")
 

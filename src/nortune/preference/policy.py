@@ -17,9 +17,11 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from nortune import adapters
+from nortune.adapters import WEIGHTS
 from nortune.config import Recipe
+from nortune.runs import RunLayout
 
-WEIGHTS = "adapter_model.safetensors"
 REF = "ref"
 
 
@@ -40,22 +42,21 @@ def subtract_initial_adapter(peft_model: Any, init_dir: Path) -> None:
             weight.copy_(residual.to(weight.dtype))
 
 
-def build_policy(recipe: Recipe, base: Any, stage_dir: Path) -> Any:
+def build_policy(recipe: Recipe, base: Any) -> Any:
     """The trainable ``default`` adapter at its starting point (TRL copies it to ``ref``)."""
     from peft import PeftModel
 
     from nortune.plan import build_plan
-    from nortune.train import attach_adapter, save_adapter
 
-    sft = recipe.run_dir / "train"
+    layout = RunLayout.of(recipe)
     if recipe.preference.adapter == "continue":
-        policy = PeftModel.from_pretrained(base, str(sft / "adapter"), is_trainable=True)
-        if recipe.adapter.init == "pissa":
-            subtract_initial_adapter(policy, sft / "adapter_init")
+        policy = PeftModel.from_pretrained(base, str(layout.adapter("train")), is_trainable=True)
+        if adapters.is_pissa(recipe):
+            subtract_initial_adapter(policy, layout.adapter_init("train"))
     else:
-        merged = PeftModel.from_pretrained(base, str(sft / "adapter_lora")).merge_and_unload()
-        policy = attach_adapter(merged, recipe, build_plan(merged.config, recipe))
-        save_adapter(policy, stage_dir / "adapter_init")
+        merged = PeftModel.from_pretrained(base, str(layout.adapter_lora("train"))).merge_and_unload()
+        policy = adapters.attach_adapter(merged, recipe, build_plan(merged.config, recipe))
+        adapters.save_adapter(policy, layout.adapter_init("preference"))
     # The SVD is done: TRL's copy of this adapter into `ref` must not run it again on the residual.
     policy.peft_config["default"].init_lora_weights = True
     return policy
@@ -67,9 +68,9 @@ def concat_lora(first: Path, second: Path, out: Path) -> None:
 
     import torch
 
-    configs = [json.loads((d / "adapter_config.json").read_text()) for d in (first, second)]
+    configs = [adapters.read_config(d) for d in (first, second)]
     states = [load_file(str(d / WEIGHTS)) for d in (first, second)]
-    scales = [c["lora_alpha"] / (c["r"] ** 0.5 if c.get("use_rslora") else c["r"]) for c in configs]
+    scales = [adapters.scale_of(c) for c in configs]
     if any(c.get("rank_pattern") or c.get("alpha_pattern") for c in configs):
         raise ValueError("cannot concatenate LoRA adapters with rank or alpha patterns")
     if {k for k in states[0]} != {k for k in states[1]}:
@@ -86,4 +87,4 @@ def concat_lora(first: Path, second: Path, out: Path) -> None:
     config = {**configs[0], "r": rank, "lora_alpha": rank, "use_rslora": False, "init_lora_weights": True}
     out.mkdir(parents=True, exist_ok=True)
     save_file(merged, str(out / WEIGHTS))
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    (out / adapters.CONFIG).write_text(json.dumps(config, indent=2))

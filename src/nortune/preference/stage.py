@@ -17,9 +17,11 @@ from statistics import fmean
 from pathlib import Path
 from typing import Any
 
+from nortune import adapters
 from nortune.config import Recipe
 from nortune.jsonl import DataError
-from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
+from nortune.runs import (Options, RunLayout, atomic_write_text, begin_stage, inputs_fingerprint, is_current,
+                          read_manifest)
 
 log = logging.getLogger(__name__)
 STAGE = "preference"
@@ -55,22 +57,19 @@ def _adapter_state(model: Any, name: str) -> dict[str, Any]:
 def dpo_config(recipe: Recipe, output_dir: Path, device: str) -> Any:
     from trl import DPOConfig
 
-    pref, t = recipe.preference, recipe.train
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and device == "cuda")
-    checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else device == "cuda"
+    pref = recipe.preference
     return DPOConfig(output_dir=str(output_dir), learning_rate=pref.lr, beta=pref.beta, loss_type=[pref.loss_type],
                      weight_decay=pref.weight_decay, num_train_epochs=pref.epochs, max_steps=pref.max_steps,
                      per_device_train_batch_size=pref.batch_size, gradient_accumulation_steps=pref.grad_accum,
-                     max_length=pref.max_len, seed=t.seed, data_seed=t.seed, logging_steps=t.logging_steps,
-                     save_strategy="no", report_to="none", use_cpu=device == "cpu", bf16=bf16,
-                     gradient_checkpointing=checkpointing, logging_first_step=True)
+                     max_length=pref.max_len, save_strategy="no", **adapters.trainer_arguments(recipe, device))
 
 
-def stage_fingerprint(recipe: Recipe) -> dict[str, Any]:
+def fingerprint(recipe: Recipe) -> dict[str, Any]:
     """The recipe sections, the finished SFT run it builds on, and the pairs file's hash."""
-    sft_manifest = read_manifest(recipe.run_dir / "train")
+    sft_dir = RunLayout.of(recipe).model_dir("train")
+    sft_manifest = read_manifest(sft_dir)
     if sft_manifest is None:
-        raise DataError(f"the preference stage needs a finished SFT run in {recipe.run_dir / 'train'}; "
+        raise DataError(f"the preference stage needs a finished SFT run in {sft_dir}; "
                         "run `nortune train` with train.stage=sft first")
     pairs = [recipe.preference.data] if recipe.preference.data is not None else []
     return {"recipe": recipe.section_fingerprint("model", "adapter", "train", "preference", "decontam"),
@@ -103,26 +102,28 @@ def fetch_hf_pairs(recipe: Recipe, out: Path) -> int:
     return count
 
 
-def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]:
+def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
+    """Preference training on the SFT run; skipped when a finished one with the same inputs exists."""
     from nortune.decontam import require_clean
     from nortune.decontam import run as decontam_run
     from nortune.models import load_model
     from nortune.preference.data import normalise_pairs
     from nortune.preference.policy import REF, build_policy
-    from nortune.train import step_progress, device_of_choice, plot_loss
+    from nortune.training_log import plot_loss, step_progress
 
-    stage_dir = recipe.run_dir / STAGE
+    layout = RunLayout.of(recipe)
+    stage_dir = layout.model_dir(STAGE)
     synthetic = recipe.preference.data is None and recipe.preference.hf_dataset is None
-    fingerprint = stage_fingerprint(recipe)
-    if is_current(stage_dir, fingerprint):
+    stage_fp = fingerprint(recipe)
+    if not options.force and is_current(stage_dir, stage_fp):
         log.info("preference: %s is up to date; skipping", stage_dir)
         return read_manifest(stage_dir)
 
     from transformers import AutoTokenizer
 
-    device = device_of_choice(recipe)
-    tokenizer = AutoTokenizer.from_pretrained(str(recipe.run_dir / "train" / "tokenizer"))
-    run_state = begin_stage(STAGE, stage_dir, fingerprint, recipe.to_yaml())
+    device = adapters.device_of_choice(recipe)
+    tokenizer = AutoTokenizer.from_pretrained(str(layout.tokenizer("train")))
+    run_state = begin_stage(STAGE, stage_dir, stage_fp, recipe.to_yaml())
     if synthetic:
         from nortune.preference.synthetic import build_pairs
 
@@ -138,7 +139,7 @@ def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]
     atomic_write_text(stage_dir / "pairs_report.json", json.dumps(report.to_json(), indent=2))
     atomic_write_text(stage_dir / "pairs_report.md", report.markdown())
     decontam_run(recipe, data=pairs_path, folder=GATE_FOLDER, text_fields=PAIR_FIELDS)
-    gate = require_clean(recipe, pairs_path, allow_contaminated, folder=GATE_FOLDER)
+    gate = require_clean(recipe, pairs_path, options.allow_contaminated, folder=GATE_FOLDER)
 
     from datasets import load_dataset
     from transformers.trainer_callback import ProgressCallback
@@ -148,7 +149,7 @@ def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]
     dataset = load_dataset("json", data_files=str(pairs_path), split="train").select_columns(
         ["prompt", "chosen", "rejected"])
     base = load_model(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)
-    policy = build_policy(recipe, base, stage_dir)
+    policy = build_policy(recipe, base)
     start = _adapter_state(policy, "default")
     margins_before = pair_margins(policy, tokenizer, pairs)
     log_path = stage_dir / "log.jsonl"
@@ -190,32 +191,27 @@ def run(recipe: Recipe, allow_contaminated: str | None = None) -> dict[str, Any]
 def save_outputs(recipe: Recipe, stage_dir: Path, policy: Any, tokenizer: Any, ref: str) -> list[Path]:
     """Policy adapter, one plain LoRA for the untouched base (SFT + preference), optional merge."""
     from nortune.preference.policy import concat_lora
-    from nortune.train import save_adapter
 
-    sft = recipe.run_dir / "train"
-    adapter_dir, lora_dir = stage_dir / "adapter", stage_dir / "adapter_lora"
+    layout = RunLayout.of(recipe)
+    adapter_dir, lora_dir = layout.adapter(STAGE), layout.adapter_lora(STAGE)
+    pissa = adapters.is_pissa(recipe)
     policy.delete_adapter(ref)
     policy.set_adapter("default")
-    save_adapter(policy, adapter_dir)
     if recipe.preference.adapter == "continue":
-        if recipe.adapter.init == "pissa":
-            save_adapter(policy, lora_dir, path_initial_model_for_weight_conversion=str(sft / "adapter_init"))
-        else:
-            shutil.copytree(adapter_dir, lora_dir, dirs_exist_ok=True)
+        # The policy kept training the SFT adapter: its PiSSA starting point is SFT's.
+        adapters.save_with_lora(policy, adapter_dir, lora_dir, layout.adapter_init("train") if pissa else None)
     else:
         own = stage_dir / "adapter_own_lora"
-        if recipe.adapter.init == "pissa":
-            save_adapter(policy, own, path_initial_model_for_weight_conversion=str(stage_dir / "adapter_init"))
-        else:
-            shutil.copytree(adapter_dir, own, dirs_exist_ok=True)
-        concat_lora(sft / "adapter_lora", own, lora_dir)
+        adapters.save_with_lora(policy, adapter_dir, own, layout.adapter_init(STAGE) if pissa else None)
+        concat_lora(layout.adapter_lora("train"), own, lora_dir)
         shutil.rmtree(own)
-    tokenizer.save_pretrained(str(stage_dir / "tokenizer"))
-    outputs = [adapter_dir, lora_dir, stage_dir / "tokenizer"]
+    tokenizer_dir = layout.tokenizer(STAGE)
+    tokenizer.save_pretrained(str(tokenizer_dir))
+    outputs = [adapter_dir, lora_dir, tokenizer_dir]
     if recipe.preference.adapter == "stack":
-        outputs.append(stage_dir / "adapter_init")
+        outputs.append(layout.adapter_init(STAGE))
     if recipe.preference.merge:
-        merged = stage_dir / "merged"
+        merged = layout.merged(STAGE)
         policy.merge_and_unload().save_pretrained(str(merged))
         tokenizer.save_pretrained(str(merged))
         outputs.append(merged)

@@ -12,13 +12,13 @@ from typing import Any
 
 from nortune.config import Recipe
 from nortune.jsonl import iter_jsonl
-from nortune.train_data import check_messages
+from nortune.runs import RunLayout
+from nortune.chat_records import check_messages
 
 
 def synthetic_source(recipe: Recipe) -> Path:
-    from nortune.train import training_data_path
-
-    return recipe.preference.synthetic.source or training_data_path(recipe)
+    """``preference.synthetic.source``, else the SFT training data (train.data, else the curate output)."""
+    return recipe.preference.synthetic.source or RunLayout.of(recipe).training_data(recipe.train.data)
 
 
 def build_pairs(recipe: Recipe, base: Any, tokenizer: Any, out: Path) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nortune import adapters
 from nortune.config import ConfigError, Recipe
 
 CONFIG_DIR = Path(__file__).resolve().parent / "launch_configs"
@@ -30,9 +31,8 @@ def parse_address(address: str) -> tuple[str, str]:
 
 
 def mixed_precision(recipe: Recipe, device: str) -> str:
-    """accelerate's --mixed_precision for this recipe: bf16 exactly when train.py trains in bf16."""
-    precision = recipe.train.precision
-    return "bf16" if precision == "bf16" or (precision == "auto" and device == "cuda") else "no"
+    """accelerate's --mixed_precision for this recipe: bf16 exactly when the trainer trains in bf16."""
+    return "bf16" if adapters.uses_bf16(recipe, device) else "no"
 
 
 def launch_command(recipe: Recipe, recipe_path: str, overrides: list[str], gpus: int,
@@ -55,9 +55,7 @@ def launch_command(recipe: Recipe, recipe_path: str, overrides: list[str], gpus:
     if not config.is_file():
         raise ConfigError(f"accelerate config not found: {config}")
     if device is None:
-        from nortune.train import device_of_choice
-
-        device = device_of_choice(recipe)
+        device = adapters.device_of_choice(recipe)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
                "--num_processes", str(gpus * nodes), "--num_machines", str(nodes),
                "--machine_rank", str(node_rank), "--mixed_precision", mixed_precision(recipe, device)]
@@ -83,13 +81,13 @@ def run_launched(recipe: Recipe, command: list[str]) -> int:
     """
     import subprocess
 
-    from nortune.runs import MANIFEST, StageRun
+    from nortune.runs import MANIFEST, RunLayout, StageRun
 
     print("launching:", " ".join(command), flush=True)
     status = subprocess.call(command)
     if status == 0:
         return 0
-    stage_dir = recipe.run_dir / "train"
+    stage_dir = RunLayout.of(recipe).model_dir("train")
     stage_dir.mkdir(parents=True, exist_ok=True)
     (stage_dir / MANIFEST).unlink(missing_ok=True)
     raise StageRun("train", stage_dir, {}).fail(

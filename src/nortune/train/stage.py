@@ -16,147 +16,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nortune import adapters, ranks
 from nortune.config import Recipe
-from nortune.jsonl import DataError
-from nortune import ranks
 from nortune.plan import AdapterPlan, build_plan, check_adapter
-from nortune.runs import atomic_write_text, begin_stage, inputs_fingerprint, is_current, read_manifest
+from nortune.runs import (Options, RunLayout, atomic_write_text, begin_stage, inputs_fingerprint, is_current,
+                          read_manifest)
+from nortune.training_log import plot_loss, step_progress
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
-
-
-def training_data_path(recipe: Recipe) -> Path:
-    if recipe.train.data is not None:
-        return recipe.train.data
-    curated = recipe.run_dir / "curate" / "train.jsonl"
-    if not curated.is_file():
-        raise DataError(f"train.data is not set and the curate stage has no output at {curated}; "
-                        "run `nortune curate` first or set train.data")
-    return curated
-
-
-def device_of_choice(recipe: Recipe | None = None) -> str:
-    """``train.device``: the one setting that separates a CPU run (gloo) from a GPU run (NCCL)."""
-    if recipe is not None and recipe.train.device != "auto":
-        return recipe.train.device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def lora_config(recipe: Recipe, plan: AdapterPlan) -> Any:
-    from peft import LoraConfig
-
-    adapter = recipe.adapter
-    if adapter.init == "pissa":
-        init = "pissa" if adapter.svd == "full" else f"pissa_niter_{adapter.svd_niter}"
-    else:
-        init = True
-    return LoraConfig(r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
-                      target_modules=plan.module_names, init_lora_weights=init, task_type="CAUSAL_LM")
-
-
-def lora_config_for_saving(recipe: Recipe, plan: AdapterPlan) -> Any:
-    """The recipe's LoRA config with ``init_lora_weights=True``: wraps weights that are already PiSSA's."""
-    config = lora_config(recipe, plan)
-    config.init_lora_weights = True
-    return config
-
-
-def attach_adapter(model: Any, recipe: Recipe, plan: AdapterPlan) -> Any:
-    """Wrap the model with the planned adapter; the SVD of PiSSA is seeded, so reruns are identical."""
-    import torch
-    from peft import get_peft_model
-
-    torch.manual_seed(recipe.train.seed)
-    peft_model = get_peft_model(model, lora_config(recipe, plan))
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    if trainable != plan.trainable_params:
-        raise RuntimeError(f"PEFT made {trainable:,} parameters trainable but the plan says "
-                           f"{plan.trainable_params:,}; refusing to train an unplanned adapter")
-    return peft_model
-
-
-def save_adapter(peft_model: Any, directory: Path, **kwargs: Any) -> None:
-    """Save with ``init_lora_weights=True`` so loading never re-runs the SVD on a residual base."""
-    config = peft_model.peft_config["default"]
-    original = config.init_lora_weights
-    config.init_lora_weights = True
-    try:
-        peft_model.save_pretrained(str(directory), **kwargs)
-    finally:
-        config.init_lora_weights = original
 
 
 def sft_config(recipe: Recipe, output_dir: Path, device: str) -> Any:
     from trl import SFTConfig
 
     t = recipe.train
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and device == "cuda")
-    checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else device == "cuda"
     return SFTConfig(
         output_dir=str(output_dir), learning_rate=t.lr, weight_decay=t.weight_decay,
         neftune_noise_alpha=t.neftune_noise_alpha, num_train_epochs=t.epochs, max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
         max_length=t.max_seq_len, lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio,
-        seed=t.seed, data_seed=t.seed, packing=t.packing, gradient_checkpointing=checkpointing,
-        bf16=bf16, logging_steps=t.logging_steps, save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit, report_to="none", use_cpu=device == "cpu",
+        packing=t.packing, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
-        logging_first_step=True,
+        **adapters.trainer_arguments(recipe, device),
     )
 
 
-def step_progress(log_path: Path) -> Any:
-    from transformers.trainer_callback import ProgressCallback
-
-    class StepProgress(ProgressCallback):
-        """The progress bar plus one line per logging step (loss, lr, tokens/s), kept in log.jsonl."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.last = (time.time(), 0)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-            if not state.is_world_process_zero or not logs or "loss" not in logs:
-                return
-            now, seen = time.time(), state.num_input_tokens_seen
-            rate = (seen - self.last[1]) / max(now - self.last[0], 1e-9)
-            self.last = (now, seen)
-            entry = {"step": state.global_step, "max_steps": state.max_steps, "loss": logs["loss"],
-                     "lr": logs.get("learning_rate"), "tokens_seen": seen, "tokens_per_s": rate}
-            line = (f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
-                    f"lr {logs.get('learning_rate', 0):.2e}  {rate:,.0f} tok/s")
-            (self.training_bar.write if self.training_bar is not None else print)(line)
-            with open(log_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry) + "\n")
-
-    return StepProgress()
-
-
-def plot_loss(log_path: Path, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([e["step"] for e in entries], [e["loss"] for e in entries], marker="o", markersize=3)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (assistant tokens)")
-    ax.set_title("nortune train")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-
-
-def stage_fingerprint(recipe: Recipe) -> dict[str, Any]:
+def fingerprint(recipe: Recipe) -> dict[str, Any]:
     """What decides whether a finished train stage is still current: its recipe sections and data."""
     return {"recipe": recipe.section_fingerprint("model", "adapter", "train"),
-            "inputs": inputs_fingerprint([training_data_path(recipe)])}
+            "inputs": inputs_fingerprint([RunLayout.of(recipe).training_data(recipe.train.data)])}
 
 
 @dataclass
@@ -178,7 +67,7 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     # Cheapest first: the data and its contamination gate (a hash, before torch is even imported), then
     # the plan (a cached config.json on the meta device); only then the tokenizer, which may convert
     # the embedded model (a minute).
-    data_path = training_data_path(recipe)
+    data_path = RunLayout.of(recipe).training_data(recipe.train.data)
     gate = require_clean(recipe, data_path, allow_contaminated)
     check_adapter(recipe)
 
@@ -186,7 +75,7 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
 
     from nortune.chat_template import ensure_chat_template
     from nortune.models import load_config, resolve_source
-    from nortune.train_data import build_dataset
+    from nortune.train.data import build_dataset
 
     plan = build_plan(load_config(recipe.model.source, recipe.model.config, recipe.model.revision), recipe,
                       remember=True)
@@ -197,25 +86,29 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     return Prepared(data_path, plan, tokenizer, template, dataset, data_report, gate)
 
 
-def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = None,
-        callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
-    """Train; skipped when a finished run with the same recipe sections and data exists."""
-    stage_dir = recipe.run_dir / "train"
-    fingerprint = stage_fingerprint(recipe)
-    if is_current(stage_dir, fingerprint):
+def run(recipe: Recipe, options: Options = Options(), *, callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """Train; skipped when a finished run with the same recipe sections and data exists.
+
+    ``options.resume`` continues from the last checkpoint, ``options.allow_contaminated`` trains
+    past a failing contamination gate; ``callbacks`` are extra TRL callbacks (tests use them).
+    """
+    layout = RunLayout.of(recipe)
+    stage_dir = layout.model_dir("train")
+    stage_fp = fingerprint(recipe)
+    if not options.force and is_current(stage_dir, stage_fp):
         log.info("train: %s is up to date with this recipe and data; skipping", stage_dir)
         return read_manifest(stage_dir)
     checkpoints = stage_dir / CHECKPOINTS
-    resume_from = _checkpoint_to_resume(checkpoints, fingerprint, resume)
-    ready = prepare(recipe, allow_contaminated)
+    resume_from = _checkpoint_to_resume(checkpoints, stage_fp, options.resume)
+    ready = prepare(recipe, options.allow_contaminated)
 
-    device = device_of_choice(recipe)
+    device = adapters.device_of_choice(recipe)
     main = ranks.is_main()  # under a launcher only rank 0 writes into the run folder
-    run_state = begin_stage("train", stage_dir, fingerprint, recipe.to_yaml()) if main else None
+    run_state = begin_stage("train", stage_dir, stage_fp, recipe.to_yaml()) if main else None
     log_path = stage_dir / "log.jsonl"
     if main:
         checkpoints.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(checkpoints / "fingerprint.json", json.dumps(fingerprint, sort_keys=True))
+        atomic_write_text(checkpoints / "fingerprint.json", json.dumps(stage_fp, sort_keys=True))
         if resume_from is None:
             log_path.unlink(missing_ok=True)
     args = sft_config(recipe, checkpoints, device)
@@ -232,10 +125,10 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
     if main:
         print(f"adapting {len(plan.module_names)} modules in {sum(1 for l in plan.layers if l.adapted)} layers: "
               f"{plan.trainable_params:,} trainable parameters ({100 * plan.trainable_share:.4f} %)", flush=True)
-    peft_model = attach_adapter(model, recipe, plan)
+    peft_model = adapters.attach_adapter(model, recipe, plan)
     broadcast = ranks.broadcast_pissa(peft_model)  # every rank starts from rank 0's SVD, bit for bit
     if main:
-        save_adapter(peft_model, stage_dir / "adapter_init")
+        adapters.save_adapter(peft_model, layout.adapter_init("train"))
     ranks.barrier()
 
     from transformers.trainer_callback import ProgressCallback
@@ -255,7 +148,7 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
         # from a rebuilt CPU model with the same code as a single process.
         state = ranks.full_state_dict(trainer.model_wrapped)
         if main:
-            peft_model = ranks.rebuild_on_cpu(model.config, lora_config_for_saving(recipe, plan), state)
+            peft_model = ranks.rebuild_on_cpu(model.config, adapters.lora_config_for_saving(recipe, plan), state)
         del state
     outputs = save_outputs(recipe, stage_dir, peft_model, ready) if main else []
     if main:
@@ -279,22 +172,21 @@ def run(recipe: Recipe, resume: bool = False, allow_contaminated: str | None = N
 
 def save_outputs(recipe: Recipe, stage_dir: Path, peft_model: Any, ready: Prepared) -> list[Path]:
     """Adapters (PiSSA and converted), tokenizer, optional merge, reports; returns what was written."""
-    init_dir, adapter_dir, lora_dir = (stage_dir / n for n in ("adapter_init", "adapter", "adapter_lora"))
-    save_adapter(peft_model, adapter_dir)
-    if recipe.adapter.init == "pissa":
-        save_adapter(peft_model, lora_dir, path_initial_model_for_weight_conversion=str(init_dir))
-    else:
-        shutil.copytree(adapter_dir, lora_dir, dirs_exist_ok=True)
-    ready.tokenizer.save_pretrained(str(stage_dir / "tokenizer"))
-    outputs = [init_dir, adapter_dir, lora_dir, stage_dir / "tokenizer"]
+    layout = RunLayout.of(recipe)
+    init_dir, adapter_dir, lora_dir = (layout.adapter_init("train"), layout.adapter("train"),
+                                       layout.adapter_lora("train"))
+    adapters.save_with_lora(peft_model, adapter_dir, lora_dir, init_dir if adapters.is_pissa(recipe) else None)
+    tokenizer_dir = layout.tokenizer("train")
+    ready.tokenizer.save_pretrained(str(tokenizer_dir))
+    outputs = [init_dir, adapter_dir, lora_dir, tokenizer_dir]
     if recipe.train.merge:
-        merged = stage_dir / "merged"
+        merged = layout.merged("train")
         peft_model.merge_and_unload().save_pretrained(str(merged))  # last: it unloads the adapter
         ready.tokenizer.save_pretrained(str(merged))
         outputs.append(merged)
     atomic_write_text(stage_dir / "data_report.json", json.dumps(ready.data_report.to_json(), indent=2))
-    atomic_write_text(stage_dir / "plan.json", json.dumps(ready.plan.to_json(), indent=2))
-    outputs += [stage_dir / "data_report.json", stage_dir / "plan.json"]
+    atomic_write_text(layout.training_plan("train"), json.dumps(ready.plan.to_json(), indent=2))
+    outputs += [stage_dir / "data_report.json", layout.training_plan("train")]
     log_path = stage_dir / "log.jsonl"
     if log_path.is_file() and log_path.stat().st_size:
         plot_loss(log_path, stage_dir / "loss.png")

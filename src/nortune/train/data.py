@@ -1,4 +1,4 @@
-"""Chat training records: strict structure checks, assistant-only loss masks, drop counts.
+"""Chat training records: structure checks (``chat_records``), assistant-only loss masks, drop counts.
 
 We tokenise ourselves (rather than TRL's ``assistant_only_loss``) because most chat
 templates, Gemma's included, lack the ``{% generation %}`` markers TRL needs. The mask is
@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nortune.chat_records import check_messages
 from nortune.jsonl import DataError, Drops, iter_jsonl
-
-ROLES = ("system", "user", "assistant")
 
 
 @dataclass
@@ -35,26 +34,6 @@ class DataReport(Drops):
         drops = ", ".join(f"{k}: {v} (lines {self.dropped_lines[k][:5]}...)" for k, v in self.dropped.items())
         return (f"{self.path}: {self.records} records, {self.used} used, {self.truncated} truncated to "
                 f"max_seq_len; dropped {sum(self.dropped.values())}" + (f" [{drops}]" if drops else ""))
-
-
-def check_messages(record: Any, where: str) -> list[dict[str, str]]:
-    """Return the record's messages or raise DataError naming what is wrong and where."""
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    messages = record.get("messages")
-    if messages is None:
-        raise DataError(f"{where}: missing field 'messages'")
-    if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: 'messages' must be a non-empty list")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise DataError(f"{where}: messages[{i}] must be an object")
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise DataError(f"{where}: messages[{i}].role: {role!r} is not one of {list(ROLES)}")
-        if not isinstance(content, str):
-            raise DataError(f"{where}: messages[{i}].content must be a string")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], where: str) -> tuple[str, list[tuple[int, int]]]:

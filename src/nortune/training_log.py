@@ -1,0 +1,57 @@
+"""The training log SFT and preference training both keep: one line per logging step and the loss curve.
+
+``step_progress`` replaces the Trainer's progress bar with one that also prints and appends each
+logging step (loss, lr, tokens/s) to ``log.jsonl``; ``plot_loss`` draws ``loss.png`` from it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def step_progress(log_path: Path) -> Any:
+    from transformers.trainer_callback import ProgressCallback
+
+    class StepProgress(ProgressCallback):
+        """The progress bar plus one line per logging step (loss, lr, tokens/s), kept in log.jsonl."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = (time.time(), 0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            now, seen = time.time(), state.num_input_tokens_seen
+            rate = (seen - self.last[1]) / max(now - self.last[0], 1e-9)
+            self.last = (now, seen)
+            entry = {"step": state.global_step, "max_steps": state.max_steps, "loss": logs["loss"],
+                     "lr": logs.get("learning_rate"), "tokens_seen": seen, "tokens_per_s": rate}
+            line = (f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
+                    f"lr {logs.get('learning_rate', 0):.2e}  {rate:,.0f} tok/s")
+            (self.training_bar.write if self.training_bar is not None else print)(line)
+            with open(log_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+    return StepProgress()
+
+
+def plot_loss(log_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([e["step"] for e in entries], [e["loss"] for e in entries], marker="o", markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (assistant tokens)")
+    ax.set_title("nortune train")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
