@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import FIXTURES, write_recipe
+from nortune.cli import main
 from nortune.config import load_recipe
-from nortune.preference.stage import run as preference_run
-from nortune.runs import Options
+from nortune.runs import Options, RunLayout, read_manifest
 from nortune.train import run as train_run
 
 pytestmark = pytest.mark.slow
@@ -33,11 +33,20 @@ def sft_then_preference(request, tmp_path_factory, tiny_gemma3):
     base = write_recipe(tmp_path / "sft.yaml", tiny_gemma3, tmp_path / "runs",
                         train={"max_steps": 3, "lr": 1e-2}, evaluate=LOCAL_NOREVAL)
     train_run(load_recipe(base), Options(allow_contaminated="tiny fixture; gate tested in test_train.py"))
-    recipe = load_recipe(base, [
-        "train.stage=dpo", f"preference.data={_pairs(tmp_path / 'pairs.jsonl')}", "preference.loss_type=ipo",
-        "preference.lr=2e-2", "preference.max_steps=8", "preference.batch_size=2", "preference.merge=true",
-        f"preference.adapter={request.param}"])
-    return recipe, preference_run(recipe), tiny_gemma3
+    overrides = [f"preference.data={_pairs(tmp_path / 'pairs.jsonl')}", "preference.loss_type=ipo",
+                 "preference.lr=2e-2", "preference.max_steps=8", "preference.batch_size=2", "preference.merge=true",
+                 f"preference.adapter={request.param}"]
+    assert main(["preference", str(base), *overrides]) == 0  # its own command, the same run as the pipeline's
+    recipe = load_recipe(base, overrides)
+    return recipe, read_manifest(RunLayout.of(recipe).model_dir("preference")), tiny_gemma3
+
+
+def test_the_preference_command_refuses_a_recipe_without_pairs(tmp_path, tiny_gemma3, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs", evaluate=LOCAL_NOREVAL)
+    assert main(["preference", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no preference data configured" in err and "preference.data" in err
+    assert not (tmp_path / "runs" / "tiny" / "preference").exists()
 
 
 def test_ipo_moves_the_adapter_keeps_the_reference_and_raises_margins(sft_then_preference):

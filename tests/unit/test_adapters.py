@@ -212,8 +212,7 @@ def _sources():
     (r"lora_alpha\"\]\s*/", {"adapters.py"}),  # the adapter scale alpha / r
     (r"precision\s*==\s*\"bf16\"", {"adapters.py"}),  # the precision choice
     (r"is not None else device == \"cuda\"", {"adapters.py"}),  # the checkpointing default
-    # the device choice; evaluate/stage.py's _device (evaluate.device) is its owner's to move here
-    (r"\"cuda\"\s+if\s+torch\.cuda\.is_available\(\)", {"adapters.py", "evaluate/stage.py"}),
+    (r"\"cuda\"\s+if\s+torch\.cuda\.is_available\(\)", {"adapters.py"}),  # the device choice
 ])
 def test_adapter_facts_are_written_once(pattern, owners):
     found = {name for name, text in _sources().items() if re.search(pattern, text)}

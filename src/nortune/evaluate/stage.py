@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nortune.adapters import adapter_rank, resolve_device
 from nortune.config import Recipe
 from nortune.evaluate import report
 from nortune.evaluate.memory import PeakMemory
@@ -91,8 +92,6 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
             key = "lora_local_path" if settings.backend == "vllm" else "peft"
             args[key] = str(adapter)
             if settings.backend == "vllm":
-                from nortune.adapters import adapter_rank
-
                 args["enable_lora"] = True
                 args["max_lora_rank"] = vllm_max_lora_rank(adapter_rank(adapter), adapter)
             else:
@@ -104,7 +103,7 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
         if settings.memory_gib is not None:
             args["memory_gib"] = settings.memory_gib
     if settings.backend in ("nortune", "hf"):
-        args["device"] = _device(settings.device)
+        args["device"] = resolve_device(settings.device)
     args.update(settings.model_args)
     identity.update(backend=settings.backend, dtype=dtype, model_args=settings.model_args)
     return args, identity
@@ -121,14 +120,6 @@ def fingerprint(recipe: Recipe, label: str) -> dict[str, Any]:
     """What decides whether an evaluation is current, computed without loading any model."""
     _, origins = task_specs(recipe.evaluate, dict(recipe.evaluate.num_fewshot))
     return _fingerprint(recipe, model_spec(recipe, label)[1], origins)
-
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> dict[str, Any]:
