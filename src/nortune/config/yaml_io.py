@@ -1,7 +1,7 @@
 """Reading a recipe's YAML and its dotted overrides, and phrasing validation errors.
 
-Kept apart from the typed sections in config.py: this is about where a value came from (the
-file, with its line, or the command line) and how a mistake is named, not what is valid.
+Kept apart from the typed sections: this is about where a value came from (the file, with its
+line, or the command line) and how a mistake is named, not what is valid.
 """
 
 from __future__ import annotations
