@@ -33,7 +33,7 @@ def sft_then_preference(request, tmp_path_factory, tiny_gemma3):
                         train={"max_steps": 3, "lr": 1e-2}, evaluate=LOCAL_NOREVAL)
     train_run(load_recipe(base), allow_contaminated="tiny fixture; gate tested in test_train.py")
     recipe = load_recipe(base, [
-        "train.stage=dpo", f"preference.data={_pairs(tmp_path / 'pairs.jsonl')}", "preference.loss_type=ipo",
+        f"preference.data={_pairs(tmp_path / 'pairs.jsonl')}", "preference.loss_type=ipo",
         "preference.lr=2e-2", "preference.max_steps=8", "preference.batch_size=2", "preference.merge=true",
         f"preference.adapter={request.param}"])
     return recipe, preference_run(recipe), tiny_gemma3

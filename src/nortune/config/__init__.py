@@ -63,13 +63,9 @@ class Recipe(Section):
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
     @model_validator(mode="after")
-    def _preference_has_pairs(self) -> "Recipe":
-        pref = self.preference
-        if pref.data is not None and pref.hf_dataset is not None:
+    def _preference_one_source(self) -> "Recipe":
+        if self.preference.data is not None and self.preference.hf_dataset is not None:
             raise ValueError("preference: give data or hf_dataset, not both")
-        if self.train.stage == "dpo" and not pref.configured:
-            raise ValueError("preference.data: required when train.stage is dpo "
-                             "(or set preference.hf_dataset, or preference.synthetic.enabled to build pairs)")
         return self
 
     @model_validator(mode="after")

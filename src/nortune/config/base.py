@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -16,6 +16,9 @@ from nortune.errors import ConfigError
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # Keys a section used to have: {key: the one-line reason and what to do instead}, shown when an
+    # old recipe still sets one (an unknown key otherwise).
+    removed_keys: ClassVar[dict[str, str]] = {}
 
 
 def existing_file(value: Path | None) -> Path | None:

@@ -29,7 +29,7 @@ class SyntheticPairs(Section):
 
 
 class PreferenceSection(Section):
-    """IPO/DPO after SFT (train.stage: dpo), starting from the SFT run's adapter."""
+    """IPO/DPO after SFT (its own stage: ``nortune preference``), starting from the SFT run's adapter."""
 
     # JSONL or Parquet with prompt / chosen / rejected (chat message lists or plain strings),
     # or a HF dataset id with those columns.

@@ -1,9 +1,9 @@
-"""The ``train`` section: fine-tuning the adapter."""
+"""The ``train`` section: supervised fine-tuning of the adapter (preference training is its own stage)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -11,8 +11,11 @@ from nortune.config.base import Section, existing_file
 
 
 class TrainSection(Section):
-    # sft: supervised fine-tune. dpo: preference optimisation on top of the SFT run (see `preference`).
-    stage: Literal["sft", "dpo"] = "sft"
+    removed_keys: ClassVar[dict[str, str]] = {
+        "stage": "removed; preference runs as its own stage: nortune preference RECIPE "
+                 "(nortune run runs it when preference data is configured)",
+    }
+
     # Chat JSONL (one {"messages": [...]} per line). None: the curate stage's output in the run folder.
     data: Path | None = None
     lr: float = Field(5e-6, gt=0)
