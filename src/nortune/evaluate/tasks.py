@@ -19,8 +19,8 @@ from nortune.config.names import (CATALOGUE, LOCAL_LAYOUT, PROMPTS, REFERENCE_AV
 from nortune.jsonl import DataError
 
 __all__ = ["CATALOGUE", "PROMPTS", "REFERENCE_AVERAGES", "REFERENCE_COLUMNS", "SAMPLE_MARKER", "NorEvalTask",
-           "build_tasks", "check_local_file", "family_of", "local_file", "missing_in_lm_eval", "scored_documents",
-           "task_manager", "task_specs"]
+           "build_tasks", "check_local_file", "family_of", "local_file", "scored_documents", "task_manager",
+           "task_specs"]
 
 SAMPLE_MARKER = "SAMPLE_SETS.md"  # a local data folder holding this file is demo data, not NorEval
 
@@ -42,12 +42,6 @@ def task_manager(everything: bool = False):
 
     return TaskManager(include_path=str(Path(lm_eval.__file__).parent / "tasks" / "noreval"),
                        include_defaults=False)
-
-
-def missing_in_lm_eval(names: list[str]) -> list[str]:
-    """Task names that this lm-eval installation does not know."""
-    known = set(task_manager(everything=any(family_of(n) is None for n in names)).all_tasks)
-    return [n for n in names if n not in known]
 
 
 def local_file(root: Path, task: NorEvalTask, split: str) -> Path:
