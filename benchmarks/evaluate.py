@@ -32,9 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from nortune.config.names import NOREVAL_FAMILIES
+
 REPO = Path(__file__).resolve().parents[1]
-FAMILIES = ("norcommonsenseqa_nob", "norcommonsenseqa_nno", "noropenbookqa_nob", "noropenbookqa_nno",
-            "nortruthfulqa_mc_nob", "nortruthfulqa_mc_nno", "nrk_quiz_qa_nob", "nrk_quiz_qa_nno")
 
 
 def worker(args, side: str, setting: str, out: Path) -> None:
@@ -116,7 +116,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="embedded:gemma3-270m")
     parser.add_argument("--data", default=str(REPO / "data" / "demo" / "noreval"))
-    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--families", default=",".join(NOREVAL_FAMILIES))
     parser.add_argument("--limit", type=int, default=20, help="items per task")
     parser.add_argument("--obqa-shots", type=int, default=16)
     parser.add_argument("--batch-tokens", default="1024", help="nortune settings; the first is compared")

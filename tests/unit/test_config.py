@@ -87,3 +87,23 @@ def test_config_show_prints_the_resolved_recipe(capsys):
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     assert main(["config", "show", str(_write(tmp_path, "name: x\nbogus: 1\n"))]) == 2
     assert "bogus: unknown key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["sft", "dpo"])
+def test_an_old_recipe_with_train_stage_is_refused_in_one_line(tmp_path, value):
+    path = _write(tmp_path, f"name: x\ntrain:\n  stage: {value}\n  lr: 1.0e-5\n")
+    removed = ("train.stage: removed; preference runs as its own stage: nortune preference RECIPE "
+               "(nortune run runs it when preference data is configured)")
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}: {removed}"
+    with pytest.raises(ConfigError) as err:
+        load_recipe(_write(tmp_path, "name: x\n"), [f"train.stage={value}"])
+    assert str(err.value) == f"override 'train.stage={value}': {removed}"
+
+
+def test_preference_data_and_hf_dataset_together_are_refused(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("{}\n")
+    with pytest.raises(ConfigError, match="preference: give data or hf_dataset, not both"):
+        load_recipe(_write(tmp_path, "name: x\n"), [f"preference.data={pairs}", "preference.hf_dataset=a/b"])

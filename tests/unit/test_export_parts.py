@@ -6,7 +6,8 @@ import pytest
 
 from conftest import REPO, tiny_tokenizer
 from nortune.config import ConfigError, load_recipe
-from nortune.export.formats import check_types, gguf_filename
+from nortune.config.export import check_types
+from nortune.export.formats import gguf_filename
 from nortune.export.merge import ExportInputError, train_inputs
 from nortune.export.modelfile import U1, derive_turns, go_template, modelfile
 from nortune.export.verify import markdown_table, windows_of

@@ -151,9 +151,3 @@ def test_the_documented_slurm_script_gives_each_node_its_launch_command(tmp_path
         assert _option(command, "--num_processes") == "8" and _option(command, "--num_machines") == "2"
         assert _option(command, "--main_process_ip") == "gpu-a01"
         assert _option(command, "--main_process_port") == "29500"
-
-
-def test_preference_training_is_not_launched_on_several_processes():
-    recipe = load_recipe("configs/norskgemma4-31b.yaml", ["train.stage=dpo", "preference.hf_dataset=some/pairs"])
-    with pytest.raises(ConfigError, match="dpo runs in one process"):
-        launch_command(recipe, "r.yaml", [], gpus=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,7 +53,7 @@ def _shortfall_message(needs: dict[str, int], got: dict[str, int], size: int, wh
     return "\n".join(lines)
 
 
-def compose(buckets: np.ndarray, bucket_names: list[str], sources: np.ndarray, scores: np.ndarray,
+def compose(buckets: np.ndarray, bucket_names: Sequence[str], sources: np.ndarray, scores: np.ndarray,
             shares: dict[str, float], target_size: int | None, quotas: dict[int, int], seed: int,
             quality_order: bool, allow_shortfall: bool) -> Composition:
     rng = np.random.default_rng(seed)

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config import CurateSection, Recipe
+from nortune.config.names import CURATE_BUCKETS as BUCKETS
 from nortune.jsonl import DataError
 from nortune.runs import Options, RunLayout, begin_stage, file_sha256, inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger("nortune.curate")
 REPORT = "composition.md"
 CHART = "composition.png"
-BUCKETS = ["nb", "nn", "en", "other", "mixed", "translation"]  # = steps.BUCKETS, without importing datatrove
 WORK = ".work"  # per-task shards, ledgers and MinHash files; removed when the stage ends
 
 

@@ -25,9 +25,9 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 from nortune.config import CurateSection
+from nortune.config.names import CURATE_BUCKETS as BUCKETS
 from nortune.jsonl import DataError
 
-BUCKETS = ["nb", "nn", "en", "other", "mixed", "translation"]
 # Per candidate in ``<rank>.idx``: source, record index, exact digest, bucket, quality score, byte offset.
 INDEX_FORMAT = "<HQQBdQ"
 INDEX_SIZE = struct.calcsize(INDEX_FORMAT)

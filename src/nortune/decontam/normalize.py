@@ -137,15 +137,6 @@ def _codes_apply(text: str, fold: bool, collapse: bool) -> str:
     return str(out.data, "utf-32-le")
 
 
-def collapse_whitespace_joined(text: str) -> str:
-    """``" ".join(part.split())`` for every NUL-separated part of ``text`` at once (one compiled pass).
-
-    Whitespace is what ``str.isspace`` says (no code point above U+3000 is whitespace); each run
-    becomes one space, and runs at the start or end of a part are dropped.
-    """
-    return _codes_apply(text, False, True)
-
-
 @dataclass(frozen=True)
 class Normalizer:
     unicode_form: str = "NFKC"

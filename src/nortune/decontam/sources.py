@@ -1,6 +1,6 @@
 """Both sides of the check.
 
-Test side: the documents evaluate scores (the NorEval catalogue of ``nortune.evaluate.tasks``:
+Test side: the documents evaluate scores (the NorEval catalogue of ``nortune.config.names``:
 same task, dataset, config, split, data folder and revision), through the real HF
 ``datasets`` loader or the local files evaluate reads, plus extra benchmarks (JSONL/Parquet
 with a field list). Every question, passage/fact and answer choice becomes one test text with

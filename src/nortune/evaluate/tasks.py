@@ -1,62 +1,26 @@
-"""The NorEval task catalogue and how its lm-eval task definitions get their data.
+"""The NorEval tasks and how their lm-eval task definitions get their data.
 
-Prompts, splits, target delimiters, choices, metrics and few-shot sampling all come from
-the ``noreval`` task YAMLs that ship inside lm-evaluation-harness, loaded by lm-eval's own
+The catalogue (families, datasets, splits, required fields, published scores) and the prompt
+names are written once, in ``nortune.config.names``, which the recipe is checked against.
+Prompts, splits, target delimiters, choices, metrics and few-shot sampling all come from the
+``noreval`` task YAMLs that ship inside lm-evaluation-harness, loaded by lm-eval's own
 ``TaskManager``. nortune only overrides where the rows come from (a local folder in the HF
 schema instead of the hub) and the number of shots.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nortune.config.names import (CATALOGUE, LOCAL_LAYOUT, PROMPTS, REFERENCE_AVERAGES, REFERENCE_COLUMNS,
+                                  NorEvalTask, local_noreval_file)
 from nortune.jsonl import DataError, iter_jsonl
 
+__all__ = ["CATALOGUE", "PROMPTS", "REFERENCE_AVERAGES", "REFERENCE_COLUMNS", "SAMPLE_MARKER", "NorEvalTask",
+           "build_tasks", "check_local_file", "family_of", "local_file", "scored_documents", "task_manager",
+           "task_specs"]
 
-@dataclass(frozen=True)
-class NorEvalTask:
-    family: str          # lm-eval task name without the _pN suffix, e.g. norcommonsenseqa_nob
-    label: str           # row label of the recipe's table
-    dataset: str         # HF id
-    config: str          # nb / nn
-    split: str           # the evaluated split
-    fewshot_split: str | None
-    required: tuple[str, ...]  # dotted fields every row needs (checked before any model loads)
-    references: tuple[float, float, float]  # NorskGemma4-31B, NorskMistral-119B, NorEval best
-
-    @property
-    def short(self) -> str:
-        return self.dataset.split("/")[-1]
-
-
-REFERENCE_COLUMNS = ("NorskGemma4-31B", "NorskMistral-119B", "NorEval best")
-PROMPTS = ("p0", "p1", "p2", "p3", "p4")
-_MC = ("question", "choices.text", "choices.label", "answer")
-_OBQA = ("fact", "question_stem", "choices.text", "choices.label", "answer")
-_TQA = ("question", "mc1_targets.choices")
-
-CATALOGUE: dict[str, NorEvalTask] = {t.family: t for t in [
-    NorEvalTask("norcommonsenseqa_nob", "Commonsense BM", "ltg/norcommonsenseqa", "nb", "train", None, _MC,
-                (85.4, 75.7, 72.2)),
-    NorEvalTask("norcommonsenseqa_nno", "Commonsense NN", "ltg/norcommonsenseqa", "nn", "train", None, _MC,
-                (73.7, 63.2, 52.6)),
-    NorEvalTask("noropenbookqa_nob", "Open-book QA BM", "ltg/noropenbookqa", "nb", "test", "train", _OBQA,
-                (96.5, 95.7, 87.4)),
-    NorEvalTask("noropenbookqa_nno", "Open-book QA NN", "ltg/noropenbookqa", "nn", "test", "train", _OBQA,
-                (94.4, 93.3, 88.9)),
-    NorEvalTask("nortruthfulqa_mc_nob", "Truthfulness BM", "ltg/nortruthfulqa_mc", "nb", "validation", None, _TQA,
-                (85.7, 77.9, 74.6)),
-    NorEvalTask("nortruthfulqa_mc_nno", "Truthfulness NN", "ltg/nortruthfulqa_mc", "nn", "validation", None, _TQA,
-                (93.0, 82.5, 73.7)),
-    NorEvalTask("nrk_quiz_qa_nob", "Norwegian knowledge BM", "ltg/nrk_quiz_qa", "nb", "test", None, _MC,
-                (70.9, 66.5, 63.7)),
-    NorEvalTask("nrk_quiz_qa_nno", "Norwegian knowledge NN", "ltg/nrk_quiz_qa", "nn", "test", None, _MC,
-                (69.6, 65.1, 71.9)),
-]}
-REFERENCE_AVERAGES = (83.6, 76.8, 73.1)
-DEFAULT_FEWSHOT = {"noropenbookqa_nob": 16, "noropenbookqa_nno": 16}
 SAMPLE_MARKER = "SAMPLE_SETS.md"  # a local data folder holding this file is demo data, not NorEval
 
 
@@ -79,19 +43,11 @@ def task_manager(everything: bool = False):
                        include_defaults=False)
 
 
-def missing_in_lm_eval(names: list[str]) -> list[str]:
-    """Task names that this lm-eval installation does not know."""
-    known = set(task_manager(everything=any(family_of(n) is None for n in names)).all_tasks)
-    return [n for n in names if n not in known]
-
-
 def local_file(root: Path, task: NorEvalTask, split: str) -> Path:
-    for ext in (".jsonl", ".json", ".parquet"):
-        candidate = root / task.short / task.config / f"{split}{ext}"
-        if candidate.is_file():
-            return candidate
-    raise DataError(f"{root / task.short / task.config / (split + '.jsonl')}: file not found "
-                    "(local layout: <data_dir>/<task>/<nb|nn>/<split>.jsonl, HF schema)")
+    path = local_noreval_file(root, task.family, split)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found ({LOCAL_LAYOUT})")
+    return path
 
 
 def _lookup(row: Any, dotted: str) -> tuple[bool, Any]:

@@ -1,4 +1,4 @@
-"""Preference stage (``train.stage: dpo``): IPO/DPO with TRL on top of the SFT run's adapter.
+"""Preference stage (``nortune preference``): IPO/DPO with TRL on top of the SFT run's adapter.
 
 Writes ``<run>/preference``: ``pairs.jsonl`` (normalised), ``pairs_report.{json,md}``,
 ``adapter/`` (policy), ``adapter_lora/`` (one plain LoRA for the untouched base holding SFT
@@ -70,7 +70,7 @@ def fingerprint(recipe: Recipe) -> dict[str, Any]:
     sft_manifest = read_manifest(sft_dir)
     if sft_manifest is None:
         raise DataError(f"the preference stage needs a finished SFT run in {sft_dir}; "
-                        "run `nortune train` with train.stage=sft first")
+                        "run `nortune train` first")
     pairs = [recipe.preference.data] if recipe.preference.data is not None else []
     return {"recipe": recipe.section_fingerprint("model", "adapter", "train", "preference", "decontam"),
             "sft": sft_manifest["fingerprint"], "sft_finished": sft_manifest["finished"],

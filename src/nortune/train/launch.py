@@ -44,9 +44,6 @@ def launch_command(recipe: Recipe, recipe_path: str, overrides: list[str], gpus:
         raise ConfigError("train.distributed: deepspeed_zero3 cannot run PiSSA initialisation (ZeRO-3 "
                           "partitions the weights before PiSSA's SVD sees them); use train.distributed=fsdp, "
                           "or adapter.init=lora")
-    if recipe.train.stage == "dpo":
-        raise ConfigError("train.stage: dpo runs in one process for now (the preference stage does not yet "
-                          "split its writes by rank); drop --gpus/--nodes")
     if not 0 <= node_rank < nodes:
         raise ConfigError(f"--node-rank must be between 0 and --nodes - 1 ({nodes - 1}), got {node_rank}")
     if nodes > 1 and main_address is None:

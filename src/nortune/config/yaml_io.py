@@ -1,7 +1,9 @@
 """Reading a recipe's YAML and its dotted overrides, and phrasing validation errors.
 
-Kept apart from the typed sections in config.py: this is about where a value came from (the
-file, with its line, or the command line) and how a mistake is named, not what is valid.
+Kept apart from the typed sections: this is about where a value came from (the file, with its
+line, or the command line) and how a mistake is named, not what is valid. A section names the
+keys it no longer has in ``removed_keys`` ({key: what to do instead}); an old recipe that still
+sets one gets that sentence instead of "unknown key".
 """
 
 from __future__ import annotations
@@ -113,8 +115,11 @@ def format_errors(where: str, err: ValidationError, overrides: list[str] | tuple
         if item["type"] == "extra_forbidden":
             reason = "unknown key"
             section = _section_at(root, loc)
+            removed = getattr(section, "removed_keys", {}).get(str(loc[-1]))
             close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), 1) if section else []
-            if close:
+            if removed:
+                reason = removed
+            elif close:
                 reason += f" (did you mean {close[0]}?)"
         elif item["type"] == "missing":
             reason = "required key is missing"

@@ -1,0 +1,91 @@
+"""Typed recipe config: one section per stage, validated before any work starts.
+
+A recipe is a YAML file. Relative paths in it are read against the current working
+directory (run nortune from the project root, as the shipped recipes assume). Dotted
+overrides (``train.lr=1e-5``) are applied before validation, so they are checked the
+same way as the file.
+
+The package is a leaf: it imports nothing from nortune except its own modules and
+``nortune.errors`` (the one exception, deliberate: ConfigError is the error contract every
+stage and the CLI share, and ``nortune.errors`` imports nothing). Facts that config validates
+against and stages act on (NorEval tasks, prompts and shots, curate buckets, GGUF types,
+embedded models) live in ``nortune.config.names``, which the stages import.
+
+- ``base``: the strict ``Section`` model, file checks, ``load_validated``;
+- ``yaml_io``: reading the YAML and overrides, phrasing errors;
+- one module per section: ``model`` (model + adapter), ``train``, ``preference``, ``plan``,
+  ``curate``, ``decontam``, ``evaluate``, ``export``;
+- here: ``Recipe`` (the sections together, and the rules between them) and ``load_recipe``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import Field, model_validator
+
+from nortune.config.base import Section, load_validated
+from nortune.config.curate import CurateDedup, CurateFilters, CurateSection, CurateSource, ExecutorSection
+from nortune.config.decontam import DecontamExtra, DecontamNormalize, DecontamSection, follow_evaluate
+from nortune.config.evaluate import EvaluateSection
+from nortune.config.export import ExportCard, ExportModelfile, ExportSection, ExportThreshold, ExportVerify
+from nortune.config.model import AdapterSection, LayerSelection, ModelSection, parse_index_ranges
+from nortune.config.names import CURATE_BUCKETS, EMBEDDED_PREFIX
+from nortune.config.plan import PlanSection
+from nortune.config.preference import PREFERENCE_LOSSES, PreferenceSection, SyntheticPairs
+from nortune.config.train import TrainSection
+from nortune.errors import ConfigError
+
+__all__ = [
+    "CURATE_BUCKETS", "EMBEDDED_PREFIX", "PREFERENCE_LOSSES", "AdapterSection", "ConfigError", "CurateDedup",
+    "CurateFilters", "CurateSection", "CurateSource", "DecontamExtra", "DecontamNormalize", "DecontamSection",
+    "EvaluateSection", "ExecutorSection", "ExportCard", "ExportModelfile", "ExportSection", "ExportThreshold",
+    "ExportVerify", "LayerSelection", "ModelSection", "PlanSection", "PreferenceSection", "Recipe", "Section",
+    "SyntheticPairs", "TrainSection", "load_recipe", "parse_index_ranges",
+]
+
+
+class Recipe(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*$")
+    # Where runs go; the run folder is <runs_dir>/<name>.
+    runs_dir: Path = Path("runs")
+    model: ModelSection = Field(default_factory=ModelSection)
+    adapter: AdapterSection = Field(default_factory=AdapterSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    preference: PreferenceSection = Field(default_factory=PreferenceSection)
+    plan: PlanSection = Field(default_factory=PlanSection)
+    curate: CurateSection = Field(default_factory=CurateSection)
+    decontam: DecontamSection = Field(default_factory=DecontamSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+
+    @model_validator(mode="after")
+    def _preference_one_source(self) -> "Recipe":
+        if self.preference.data is not None and self.preference.hf_dataset is not None:
+            raise ValueError("preference: give data or hf_dataset, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _decontam_is_evaluate(self) -> "Recipe":
+        follow_evaluate(self.decontam, self.evaluate)
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.name
+
+    def section_fingerprint(self, *sections: str) -> str:
+        """Stable hash of the named sections: a stage reruns only when one of them changed."""
+        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe; every problem is reported with its key path and origin."""
+    return load_validated(path, overrides, Recipe)

@@ -1,0 +1,48 @@
+"""What every recipe section shares: the strict base model, the file and hub-id checks, and
+loading a YAML file into a validated model (dotted overrides applied first, every problem
+reported with its key path and origin)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from nortune.config.yaml_io import apply_override, format_errors, read_yaml
+from nortune.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # Keys a section used to have: {key: the one-line reason and what to do instead}, shown when an
+    # old recipe still sets one (an unknown key otherwise).
+    removed_keys: ClassVar[dict[str, str]] = {}
+
+
+def existing_file(value: Path | None) -> Path | None:
+    if value is not None and not Path(value).expanduser().is_file():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_validated(path: str | Path, overrides: list[str] | tuple[str, ...], model: type[M]) -> M:
+    """Read the YAML file at ``path``, apply the overrides, validate it as ``model``; ConfigError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    tree = read_yaml(path) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides:
+        apply_override(tree, item)
+    try:
+        return model.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(str(path), exc, overrides, model)) from None

@@ -1,0 +1,66 @@
+"""The ``evaluate`` section: NorEval (the catalogue in ``nortune.config.names``) and extra lm-eval tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from nortune.config.base import Section
+from nortune.config.names import DEFAULT_FEWSHOT, NOREVAL_FAMILIES, PROMPTS
+
+
+class EvaluateSection(Section):
+    """NorEval through lm-evaluation-harness's own ``noreval`` tasks (see docs/evaluate.md)."""
+
+    # The 8 task families of the recipe; each runs with every prompt in `prompts` (lm-eval name <family>_<p>).
+    tasks: list[str] = Field(default_factory=lambda: list(NOREVAL_FAMILIES), min_length=1)
+    prompts: list[Literal[PROMPTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(PROMPTS), min_length=1)
+    # Shots per family; families not named here run 0-shot (the recipe: 16-shot open-book QA).
+    num_fewshot: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_FEWSHOT))
+    extra_tasks: list[str] = Field(default_factory=list)  # any other lm-eval task names (reported, not averaged)
+    source: Literal["hf", "local"] = "hf"
+    data_dir: Path | None = None  # local: <data_dir>/<task>/<nb|nn>/<split>.jsonl in the HF schema
+    revision: str | None = None   # HF dataset revision
+    backend: Literal["nortune", "hf", "vllm"] = "nortune"
+    model_args: dict[str, Any] = Field(default_factory=dict)  # extra lm-eval model_args, e.g. tensor_parallel_size
+    device: str = "auto"          # auto: cuda when available, else cpu
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None  # None: model.dtype
+    batch_tokens: int = Field(1024, ge=16)  # nortune backend: positions per forward (docs/evaluate.md: the sweep)
+    memory_gib: float | None = Field(None, gt=0)  # nortune backend: working memory beyond the weights; None: from the machine
+    batch_size: int | Literal["auto"] = 8   # hf / vllm backends
+    tuned: Literal["adapter", "merged"] = "adapter"  # tuned = base + train/adapter_lora, or train/merged
+    limit: int | None = Field(None, ge=1)   # items per task (smoke runs; results are then not comparable)
+    fewshot_seed: int = 1234                # lm-eval's default
+    metric: Literal["acc", "acc_norm"] = "acc"  # headline metric (truthfulness has acc only)
+    bootstrap_samples: int = Field(2000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    # --compare fails (exit 1) on a significant regression of a task or of the headline.
+    fail_on_regression: bool = True
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_families(cls, value: list[str]) -> list[str]:
+        unknown = [t for t in value if t not in NOREVAL_FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown NorEval task(s) {unknown}; known: {list(NOREVAL_FAMILIES)} "
+                             "(other lm-eval tasks go in extra_tasks)")
+        return value
+
+    @field_validator("num_fewshot")
+    @classmethod
+    def _fewshot_keys(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = [t for t in value if t not in NOREVAL_FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown NorEval task(s) {unknown}; known: {list(NOREVAL_FAMILIES)}")
+        if any(n < 0 for n in value.values()):
+            raise ValueError("shots cannot be negative")
+        return value
+
+    @model_validator(mode="after")
+    def _local_needs_dir(self) -> "EvaluateSection":
+        if self.source == "local" and (self.data_dir is None or not Path(self.data_dir).is_dir()):
+            raise ValueError(f"source is local but data_dir is not a folder: {self.data_dir}")
+        return self
