@@ -8,6 +8,8 @@ per-task sets of test texts, the first 1,000 allowed examples), whatever the wor
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +18,36 @@ from typing import Any
 from datatrove.pipeline.base import PipelineStep
 
 from nortune.decontam.scan import Scanner
+from nortune.decontam.sources import TrainRecord
 
 ALLOWED_EXAMPLES = 1000  # = the cap in Scanner._evaluate
+
+
+class CleanWriter:
+    """Streams the records without hits into a temporary file, renamed into place at the end."""
+
+    def __init__(self, source: Path, directory: Path, name: str | None = None) -> None:
+        suffix = ".txt" if source.suffix in (".txt", ".text") else ".jsonl"
+        self.path = directory / (name or f"{source.stem}.clean{suffix}")
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.handle = open(self.tmp, "w", encoding="utf-8")
+        self.kept = 0
+        self.removed = 0
+
+    def __call__(self, record: TrainRecord, contaminated: bool) -> None:
+        if contaminated:
+            self.removed += 1
+            return
+        self.kept += 1
+        if record.raw is not None:
+            self.handle.write(record.raw if record.raw.endswith("\n") else record.raw + "\n")
+        else:
+            self.handle.write(json.dumps(record.row, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> dict[str, Any]:
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+        return {"path": str(self.path), "kept": self.kept, "removed": self.removed}
 
 
 @dataclass(frozen=True)
@@ -76,9 +106,7 @@ class ScanShard(PipelineStep):
         records = iter_training(Path(self.data), self.fields, offset=shard.offset, first_line=shard.line,
                                 first_row=shard.line, limit=shard.count)
         if self.clean:
-            from nortune.decontam.stage import _CleanWriter
-
-            writer = _CleanWriter(Path(self.data), out, name=f"{rank:05d}.clean")
+            writer = CleanWriter(Path(self.data), out, name=f"{rank:05d}.clean")
             scanner.scan(records, writer)
             writer.close()
         else:

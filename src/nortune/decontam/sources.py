@@ -152,13 +152,27 @@ def _hf_rows(dataset: str, config: str, split: str, revision: str | None) -> Ite
 def test_sources(settings) -> dict[str, dict[str, Any]]:
     """{task: where its documents are and their revision}, without reading rows (the gate compares these).
 
-    ``settings`` is a resolved ``decontam`` section (the recipe fills its source from ``evaluate``).
+    ``settings`` is a resolved ``decontam`` section (the recipe fills its source, folder, revision and
+    tasks from ``evaluate``), so these are the documents evaluate scores: each family's scored split
+    from the one catalogue, a local file by the one local layout (``config.names``). A local file's
+    revision is its sha256, a hub revision the pinned one or ``default (unpinned)``.
     """
-    from nortune.evaluate.tasks import scored_documents
+    from nortune.config.names import CATALOGUE, LOCAL_LAYOUT, local_noreval_file
     from nortune.runs import file_sha256
 
-    out = scored_documents(settings.noreval_source, settings.noreval_dir, settings.noreval_revision,
-                           list(settings.tasks or []))
+    out: dict[str, dict[str, Any]] = {}
+    for family in settings.tasks or []:
+        task = CATALOGUE[family]
+        entry: dict[str, Any] = {"dataset": task.dataset, "config": task.config, "split": task.split}
+        if settings.noreval_source == "local":
+            path = local_noreval_file(Path(settings.noreval_dir), family, task.split)
+            if not path.is_file():
+                raise DataError(f"{path}: file not found ({LOCAL_LAYOUT})")
+            entry.update(path=path, origin=str(path), revision=f"sha256:{file_sha256(path)}")
+        else:
+            entry.update(path=None, origin=f"hf:{task.dataset}:{task.config}:{task.split}",
+                         revision=settings.noreval_revision or "default (unpinned)")
+        out[family] = entry
     for extra in settings.extra:
         out[extra.name] = {"path": Path(extra.path), "origin": str(extra.path),
                            "revision": f"sha256:{file_sha256(Path(extra.path))}"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
@@ -16,7 +15,7 @@ from nortune.runs import Options, RunLayout, begin_stage, file_sha256, is_curren
 
 from nortune.decontam.report import REPORT_VERSION, write_report
 from nortune.decontam.scan import Scanner, ScanSettings
-from nortune.decontam.sources import TrainRecord, describe_sources, iter_training, load_test_side, test_sources
+from nortune.decontam.sources import describe_sources, iter_training, load_test_side, test_sources
 
 log = logging.getLogger(__name__)
 STAGE = "decontam"
@@ -45,38 +44,11 @@ def fingerprint(recipe, data: Path | None = None, write_clean: bool | None = Non
     return {**_fingerprint(recipe, path, file_sha256(path), clean), "text_fields": fields}
 
 
-class _CleanWriter:
-    """Streams the records without hits into a temporary file, renamed into place at the end."""
-
-    def __init__(self, source: Path, directory: Path, name: str | None = None) -> None:
-        suffix = ".txt" if source.suffix in (".txt", ".text") else ".jsonl"
-        self.path = directory / (name or f"{source.stem}.clean{suffix}")
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self.handle = open(self.tmp, "w", encoding="utf-8")
-        self.kept = 0
-        self.removed = 0
-
-    def __call__(self, record: TrainRecord, contaminated: bool) -> None:
-        if contaminated:
-            self.removed += 1
-            return
-        self.kept += 1
-        if record.raw is not None:
-            self.handle.write(record.raw if record.raw.endswith("\n") else record.raw + "\n")
-        else:
-            self.handle.write(json.dumps(record.row, ensure_ascii=False, default=str) + "\n")
-
-    def close(self) -> dict[str, Any]:
-        self.handle.close()
-        os.replace(self.tmp, self.path)
-        return {"path": str(self.path), "kept": self.kept, "removed": self.removed}
-
-
 def _scan_in_parallel(recipe, scanner: Scanner, path: Path, fields: list[str] | None, clean: bool,
                       work: Path) -> dict[str, Any] | None:
     """Scan record ranges on curate.executor's workers against one pickled index; add the parts up."""
     from nortune.curate.executor import run_stages, worker_count
-    from nortune.decontam.shards import ScanShard, merge_parts, plan_shards
+    from nortune.decontam.shards import CleanWriter, ScanShard, merge_parts, plan_shards
 
     shutil.rmtree(work, ignore_errors=True)
     (work / "parts").mkdir(parents=True)
@@ -88,7 +60,7 @@ def _scan_in_parallel(recipe, scanner: Scanner, path: Path, fields: list[str] | 
     merge_parts(scanner, work / "parts", tasks)
     if not clean:
         return None
-    writer = _CleanWriter(path, work.parent)
+    writer = CleanWriter(path, work.parent)
     writer.handle.close()
     with open(writer.tmp, "wb") as out:
         for rank in range(tasks):

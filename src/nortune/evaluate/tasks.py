@@ -18,7 +18,7 @@ from nortune.config.names import (CATALOGUE, LOCAL_LAYOUT, PROMPTS, REFERENCE_AV
 from nortune.jsonl import DataError, iter_jsonl
 
 __all__ = ["CATALOGUE", "PROMPTS", "REFERENCE_AVERAGES", "REFERENCE_COLUMNS", "SAMPLE_MARKER", "NorEvalTask",
-           "build_tasks", "check_local_file", "family_of", "local_file", "scored_documents", "task_manager",
+           "build_tasks", "check_local_file", "family_of", "local_file", "task_manager",
            "task_specs"]
 
 SAMPLE_MARKER = "SAMPLE_SETS.md"  # a local data folder holding this file is demo data, not NorEval
@@ -146,26 +146,3 @@ def _lm_eval_version() -> str:
     from importlib.metadata import version
 
     return version("lm_eval")
-
-
-def scored_documents(source: str, data_dir: Path | None, revision: str | None,
-                     families: list[str]) -> dict[str, dict[str, Any]]:
-    """Where evaluate reads each family's scored split, for the contamination check to read the same.
-
-    {family: {dataset, config, split, path (local file or None for the hub), origin, revision}};
-    a local file's revision is its sha256, a hub revision is the pinned one or ``default (unpinned)``.
-    """
-    from nortune.runs import file_sha256
-
-    out: dict[str, dict[str, Any]] = {}
-    for family in families:
-        task = CATALOGUE[family]
-        entry: dict[str, Any] = {"dataset": task.dataset, "config": task.config, "split": task.split}
-        if source == "local":
-            path = local_file(Path(data_dir), task, task.split)  # type: ignore[arg-type]
-            entry.update(path=path, origin=str(path), revision=f"sha256:{file_sha256(path)}")
-        else:
-            entry.update(path=None, origin=f"hf:{task.dataset}:{task.config}:{task.split}",
-                         revision=revision or "default (unpinned)")
-        out[family] = entry
-    return out
