@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nortune.jsonl import iter_jsonl
+
 
 def step_progress(log_path: Path) -> Any:
     from transformers.trainer_callback import ProgressCallback
@@ -45,7 +47,7 @@ def plot_loss(log_path: Path, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    entries = [row for _, row in iter_jsonl(log_path)]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([e["step"] for e in entries], [e["loss"] for e in entries], marker="o", markersize=3)
     ax.set_xlabel("optimizer step")

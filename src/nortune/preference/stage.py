@@ -19,7 +19,7 @@ from typing import Any
 
 from nortune import adapters
 from nortune.config import Recipe
-from nortune.jsonl import DataError
+from nortune.jsonl import DataError, iter_jsonl
 from nortune.runs import (Options, RunLayout, atomic_write_text, begin_stage, inputs_fingerprint, is_current,
                           read_manifest)
 
@@ -145,7 +145,7 @@ def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
     from transformers.trainer_callback import ProgressCallback
     from trl import DPOTrainer
 
-    pairs = [json.loads(line) for line in pairs_path.read_text(encoding="utf-8").splitlines()]
+    pairs = [row for _, row in iter_jsonl(pairs_path)]
     dataset = load_dataset("json", data_files=str(pairs_path), split="train").select_columns(
         ["prompt", "chosen", "rejected"])
     base = load_model(recipe.model.source, recipe.model.dtype, device, recipe.model.revision)
