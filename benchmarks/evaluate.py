@@ -119,7 +119,8 @@ def main() -> int:
     parser.add_argument("--families", default=",".join(NOREVAL_FAMILIES))
     parser.add_argument("--limit", type=int, default=20, help="items per task")
     parser.add_argument("--obqa-shots", type=int, default=16)
-    parser.add_argument("--batch-tokens", default="1024", help="nortune settings; the first is compared")
+    parser.add_argument("--batch-tokens", default="256",
+                        help="nortune settings; the first is compared (default: evaluate's CPU default)")
     parser.add_argument("--memory-gib", type=float, default=None, help="nortune budget (default: from the machine)")
     parser.add_argument("--hf-batch-sizes", default="1,8,auto", help="'none' to time nortune only")
     parser.add_argument("--rounds", type=int, default=1)

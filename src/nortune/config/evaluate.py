@@ -28,7 +28,8 @@ class EvaluateSection(Section):
     model_args: dict[str, Any] = Field(default_factory=dict)  # extra lm-eval model_args, e.g. tensor_parallel_size
     device: str = "auto"          # auto: cuda when available, else cpu
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None  # None: model.dtype
-    batch_tokens: int = Field(1024, ge=16)  # nortune backend: positions per forward (docs/evaluate.md: the sweep)
+    # nortune backend: positions per forward; None: 256 on CPU (the sweep in docs/evaluate.md), 4096 on a GPU.
+    batch_tokens: int | None = Field(None, ge=16)
     memory_gib: float | None = Field(None, gt=0)  # nortune backend: working memory beyond the weights; None: from the machine
     batch_size: int | Literal["auto"] = 8   # hf / vllm backends
     tuned: Literal["adapter", "merged"] = "adapter"  # tuned = base + train/adapter_lora, or train/merged

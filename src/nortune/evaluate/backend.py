@@ -31,7 +31,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
-from nortune.evaluate.memory import GIB, Shape, default_memory_gib
+from nortune.evaluate.memory import GIB, Shape, default_batch_tokens, default_memory_gib
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +87,17 @@ def chunk_rows(lengths: list[int], width: int, first: int, batch_tokens: int, bu
 class PrefixSharingLM(HFLM):
     """lm-eval's ``hf`` model with a prefix-sharing ``_loglikelihood_tokens``.
 
-    Extra model_args: ``batch_tokens`` (positions per forward, default 1024: the sweep in
-    docs/evaluate.md), ``memory_gib`` (working memory on top of the weights; default: half the
+    Extra model_args: ``batch_tokens`` (positions per forward; default 256 on CPU, from the sweep
+    in docs/evaluate.md, 4096 on a GPU), ``memory_gib`` (working memory on top of the weights; default: half the
     free RAM, or 80 % of free GPU memory, once the model is loaded), ``merge_peft`` (merge a
     ``peft=`` adapter into the weights for speed, default true).
     """
 
-    def __init__(self, *args, batch_tokens: int | str = 1024, memory_gib: float | str | None = None,
+    def __init__(self, *args, batch_tokens: int | str | None = None, memory_gib: float | str | None = None,
                  merge_peft: bool | str = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.batch_tokens = int(batch_tokens)
+        self.batch_tokens = int(batch_tokens) if batch_tokens not in (None, "", "None", "auto") \
+            else default_batch_tokens(str(self.device))
         if str(merge_peft).lower() in ("true", "1") and hasattr(self._model, "merge_and_unload"):
             self._model = self._model.merge_and_unload()
         gib = float(memory_gib) if memory_gib not in (None, "", "None", "auto") else default_memory_gib(str(self.device))

@@ -30,6 +30,18 @@ def available_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
+# Positions per forward on a CPU: the fastest setting of the sweep in docs/evaluate.md (256, 512,
+# 1024, 2048, 4096 on the recipe's shape; smaller chunks keep the [rows, vocab] logits and their
+# log-softmax near the cache, larger ones only add memory). On a GPU larger chunks should pay
+# (the LM head is cheap there); 4096 is a guess bounded by the memory budget, not a measurement.
+CPU_BATCH_TOKENS = 256
+GPU_BATCH_TOKENS = 4096
+
+
+def default_batch_tokens(device: str) -> int:
+    return GPU_BATCH_TOKENS if str(device).startswith("cuda") else CPU_BATCH_TOKENS
+
+
 def default_memory_gib(device: str) -> float:
     """Half of what the machine has free once the model is loaded (GPU: 80 % of free device memory).
 

@@ -99,7 +99,8 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
     dtype = settings.dtype or recipe.model.dtype
     args["dtype"] = dtype
     if settings.backend == "nortune":
-        args["batch_tokens"] = settings.batch_tokens
+        if settings.batch_tokens is not None:
+            args["batch_tokens"] = settings.batch_tokens
         if settings.memory_gib is not None:
             args["memory_gib"] = settings.memory_gib
     if settings.backend in ("nortune", "hf"):
