@@ -122,20 +122,15 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
 
 def cmd_langid(args: argparse.Namespace) -> int:
+    from nortune.cli_checks import existing_file, line_texts
     from nortune.curate.langid import default_model
-
-    from nortune.cli_checks import existing_file, field_text, parse_json_line, text_lines
 
     name = "<stdin>" if args.file == "-" else args.file
     handle = sys.stdin.buffer if args.file == "-" else open(existing_file(Path(args.file), "a text file"), "rb")
     model = default_model()
     with handle:
-        for line_no, text in text_lines(handle, name):
-            if args.field:
-                where = f"{name}:{line_no}"
-                text = field_text(parse_json_line(text, where), args.field, where) if text.strip() else ""
-            label, confidence = model.predict(text)
-            sys.stdout.write(f"{label}\t{confidence:.4f}\n")
+        for text in line_texts(handle, name, args.field):
+            sys.stdout.write("%s\t%.4f\n" % model.predict(text))
     return 0
 
 

@@ -49,6 +49,15 @@ def text_lines(handle: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
                 from None
 
 
+def line_texts(handle: BinaryIO, name: str, field: str | None = None) -> Iterator[str]:
+    """Each line's text; with ``field``, the text of that field of each JSON line (a blank line: "")."""
+    for line_no, text in text_lines(handle, name):
+        if field is not None:
+            where = f"{name}:{line_no}"
+            text = field_text(parse_json_line(text, where), field, where) if text.strip() else ""
+        yield text
+
+
 def field_text(obj: Any, field: str, where: str) -> str:
     """The text of one JSONL field (chat messages: all contents); a record without it is an error."""
     if not isinstance(obj, dict):
