@@ -149,8 +149,11 @@ def test_model_card_reports_what_the_run_folder_holds(tmp_path, monkeypatch):
     }.items():
         (run / stage).mkdir(parents=True)
         (run / stage / "manifest.json").write_text(json.dumps(manifest))
-    (run / "evaluate" / "compare").mkdir(parents=True)
-    (run / "evaluate" / "compare" / "compare.md").write_text("| task | base | tuned |\n|---|---|---|\n| x | 1 | 2 |")
+    from nortune.runs import RunLayout
+
+    compare = RunLayout.of(recipe).compare_dir("tuned")  # where evaluate writes tuned vs base
+    compare.mkdir(parents=True)
+    (compare / "compare.md").write_text("| task | base | tuned |\n|---|---|---|\n| x | 1 | 2 |")
     card = model_card(recipe, [], {"Q8_0": "t-Q8_0.gguf"}, {"pissa": True, "checked_modules": 8,
                                                              "max_relative_weight_error": 1e-7}, "TABLE")
     assert "307,200 (0.1146 % of 268,098,176)" in card
