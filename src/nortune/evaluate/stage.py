@@ -113,8 +113,11 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
 def _fingerprint(recipe: Recipe, identity: dict[str, Any], origins: dict[str, Any]) -> dict[str, Any]:
     settings = recipe.evaluate
     data_inputs = inputs_fingerprint([Path(settings.data_dir)]) if settings.source == "local" else origins
-    return {"evaluate": recipe.section_fingerprint("evaluate"), "model": identity, "data": data_inputs,
-            "lm_eval": _version("lm_eval")}
+    out = {"evaluate": recipe.section_fingerprint("evaluate"), "model": identity, "data": data_inputs,
+           "lm_eval": _version("lm_eval")}
+    if settings.perplexity is not None:  # the held-out texts' content (the key is absent when perplexity is off)
+        out["perplexity_texts"] = inputs_fingerprint([Path(p) for p in settings.perplexity.texts.values()])
+    return out
 
 
 def fingerprint(recipe: Recipe, label: str) -> dict[str, Any]:
@@ -182,6 +185,15 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
     head = summary_all["headline"]
     metrics = {"best_of_prompts": head["best_of_prompts"], "mean_of_prompts": head["mean_of_prompts"],
                "tasks": {f: s["best"] for f, s in summary.items()}, "note": summary_all["note"]}
+    if settings.perplexity is not None:
+        from nortune.evaluate import perplexity
+
+        held_out = perplexity.measure(recipe, label)
+        outputs.append(perplexity.write(out_dir, held_out))
+        metrics["perplexity"] = {name: s["ppl"] for name, s in held_out["sets"].items()}
+        metrics["perplexity_seconds"] = held_out["seconds"]["total"]
+        log.info("evaluate %s: held-out perplexity %s in %.1f s", label,
+                 {k: round(v, 2) for k, v in metrics["perplexity"].items()}, held_out["seconds"]["total"])
     return stage.complete(outputs, metrics=metrics)
 
 
