@@ -85,7 +85,7 @@ def score(model: Any, tokenizer: Any, texts: list[str], max_tokens: int, batch_s
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
             logp = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:].to(device)[..., None])[..., 0]
             scored = mask[:, 1:].to(device).bool()
-            nll = -(logp * scored).sum(dim=1).double().cpu().tolist()
+            nll = (-torch.where(scored, logp, 0).double().sum(dim=1)).cpu().tolist()
             for row, i in enumerate(idx):
                 out[i] = (float(nll[row]), int(scored[row].sum().item()))
     for text, (_, count) in zip(texts, out):
