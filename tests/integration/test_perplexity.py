@@ -157,3 +157,19 @@ def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tin
     assert main(["run", str(recipe_path), "--only", "evaluate-tuned"]) == 1
     assert "FORGETTING in evaluate-tuned: en perplexity" in capsys.readouterr().err
     assert main(["evaluate", str(recipe_path), "--model", "tuned"]) == 1
+
+    # the evaluate report, the ledger (`nortune runs`), the run report's banner, `nortune compare`
+    from nortune.report.ledger import compare_runs, format_runs, summarize
+    from nortune.report.stage import _banner
+
+    assert "## Held-out perplexity" in (run / "base" / "report.md").read_text()
+    assert "FORGETTING" in (run / "tuned" / "compare" / "perplexity.md").read_text()
+    summary = summarize(tmp_path / "runs" / "tiny")
+    assert sorted(r["set"] for r in summary.perplexity) == ["en", "nb", "nn"]
+    assert len(summary.forgetting) == 1 and summary.forgetting[0].startswith("tuned: en perplexity +")
+    assert "en +" in format_runs([summary]) and "**FORGETTING**" in format_runs([summary])
+    banner = _banner(summary)
+    assert "class='warn'>&#9888; FORGETTING (held-out perplexity): tuned: en" in banner
+    assert "<tr class=warn><td>en</td>" in banner and "<td>nb (trained)</td>" in banner
+    table = compare_runs([tmp_path / "runs" / "tiny", tmp_path / "runs" / "tiny"])
+    assert "| held-out perplexity | tiny | tiny |" in table and "| en | " in table and "**FORGETTING**" in table

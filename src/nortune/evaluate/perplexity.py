@@ -148,6 +148,11 @@ def ratio_bootstrap(base_nll: list[float], base_tokens: list[int], tuned_nll: li
     return point, (float(lo), float(hi))
 
 
+def _ppl(scored: dict[str, Any]) -> float:
+    """exp(sum NLL / sum tokens), from the per-text values the bootstrap pairs (never from a stored total)."""
+    return math.exp(sum(scored["nll_per_text"]) / sum(scored["tokens_per_text"]))
+
+
 def verdict(change: float, ci: tuple[float, float], trained: bool, tolerance: float) -> tuple[str, bool]:
     """(verdict, forgetting) for one set: see the module docstring for the rule."""
     if ci[1] < 0:
@@ -177,8 +182,8 @@ def compare(base: dict[str, Any], tuned: dict[str, Any], settings: Any, samples:
                                      t["tokens_per_text"], samples, confidence)
         trained = name in settings.trained
         text, flagged = verdict(change, ci, trained, settings.tolerance)
-        rows.append({"set": name, "trained": trained, "texts": b["texts"], "base_ppl": b["ppl"],
-                     "tuned_ppl": t["ppl"], "change": change, "ci": list(ci), "verdict": text,
+        rows.append({"set": name, "trained": trained, "texts": b["texts"], "base_ppl": _ppl(b),
+                     "tuned_ppl": _ppl(t), "change": change, "ci": list(ci), "verdict": text,
                      "forgetting": flagged})
     return {"base": base["label"], "tuned": tuned["label"], "confidence": confidence, "bootstrap_samples": samples,
             "tolerance": settings.tolerance, "trained": list(settings.trained),
@@ -210,6 +215,20 @@ def table(result: dict[str, Any], red: bool = True) -> str:
         text = f'<span style="color:#b00020"><b>{r["verdict"]}</b></span>' if r["forgetting"] and red else r["verdict"]
         lines.append(f"| {r['set']}{' (trained)' if r['trained'] else ''} | {r['texts']} | {r['base_ppl']:.2f} | "
                      f"{r['tuned_ppl']:.2f} | {r['change']:+.1%} [{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}] | {text} |")
+    return "\n".join(lines)
+
+
+def label_markdown(result: dict[str, Any], noreval_seconds: float | None = None) -> str:
+    """The section of ``evaluate/<label>/report.md``: perplexity per set of this one model, and its cost."""
+    lines = ["", "## Held-out perplexity", "", "| set | texts | tokens | perplexity |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {s['texts']} | {s['tokens']} | {s['ppl']:.2f} |" for name, s in result["sets"].items()]
+    took = result["seconds"]
+    cost = f"{took['total']} s ({took['load']} s loading, {took['score']} s scoring)"
+    if noreval_seconds:
+        cost += f", against {noreval_seconds} s for the NorEval pass"
+    lines += ["", f"Each text scored on its own (first {result['max_tokens_per_text']} tokens at most), "
+                  f"{result['device']}, {result['dtype']}: {cost}. The comparison with the model it was trained "
+                  "from is in compare/perplexity.md.", ""]
     return "\n".join(lines)
 
 
