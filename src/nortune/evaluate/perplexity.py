@@ -13,8 +13,9 @@ significant rise (interval above 0) beyond ``tolerance``; for a trained set, any
 rise (they should improve). A finding is printed loudly and, unless ``allow_forgetting``, makes
 ``nortune run`` and ``nortune evaluate`` exit 1.
 
-The model is loaded from the same resolution as the NorEval pass (``stage.model_spec``): the
-base from ``model.source``, the tuned model as base + ``adapter_lora`` (PEFT) or the merged folder.
+The model is loaded from the model args the NorEval pass resolved (``stage.model_spec``, passed in
+by the stage): the base from ``model.source``, the tuned model as base + ``adapter_lora`` (PEFT,
+merged into the weights as the nortune backend does) or the merged folder; same dtype and device.
 """
 
 from __future__ import annotations
@@ -43,15 +44,13 @@ def read_texts(path: Path) -> list[str]:
     return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load_model(recipe: Any, label: str) -> tuple[Any, Any, str]:
-    """(model, tokenizer, device) for ``label``, resolved exactly as the NorEval pass resolves it."""
+def load_model(recipe: Any, args: dict[str, Any]) -> tuple[Any, Any, str]:
+    """(model, tokenizer, device) from the NorEval pass's model args (``stage.model_spec``): the same model."""
     from transformers import AutoTokenizer
 
     from nortune.adapters import resolve_device
-    from nortune.evaluate.stage import model_spec
     from nortune.models import load_model as load_weights
 
-    args, _ = model_spec(recipe, label)
     device = args.get("device") or resolve_device(recipe.evaluate.device)
     model = load_weights(args["pretrained"], args.get("dtype") or "auto", device, args.get("revision"))
     adapter = args.get("peft") or args.get("lora_local_path")
@@ -94,11 +93,12 @@ def score(model: Any, tokenizer: Any, texts: list[str], max_tokens: int, batch_s
     return out
 
 
-def measure(recipe: Any, label: str) -> dict[str, Any]:
-    """Per-text NLL and token counts of every held-out set for ``label``, with its perplexity and the time taken."""
+def measure(recipe: Any, label: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Per-text NLL and token counts of every held-out set for ``label`` (loaded from ``args``, the model args
+    ``stage.model_spec`` resolved for it), with its perplexity and the time taken."""
     settings = recipe.evaluate.perplexity
     started = time.perf_counter()
-    model, tokenizer, device = load_model(recipe, label)
+    model, tokenizer, device = load_model(recipe, args)
     loaded = time.perf_counter()
     sets: dict[str, Any] = {}
     for name, path in settings.texts.items():

@@ -183,7 +183,7 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
     if settings.perplexity is not None:  # held-out perplexity per language: same model resolution, timed
         from nortune.evaluate import perplexity
 
-        held_out = perplexity.measure(recipe, label)
+        held_out = perplexity.measure(recipe, label, model_spec(recipe, label)[0])
         log.info("evaluate %s: held-out perplexity %s in %.1f s", label,
                  {k: round(v["ppl"], 2) for k, v in held_out["sets"].items()}, held_out["seconds"]["total"])
     atomic_write_text(md_path, report.markdown(summary_all)
