@@ -3,7 +3,7 @@
 Test side: the documents evaluate scores (the NorEval catalogue of ``nortune.config.names``:
 same task, dataset, config, split, data folder and revision), through the real HF
 ``datasets`` loader or the local files evaluate reads, plus extra benchmarks (JSONL/Parquet
-with a field list). Every question, passage/fact and answer choice becomes one test text with
+with a field list) and evaluate's held-out perplexity texts (``heldout``: one test text per line). Every question, passage/fact and answer choice becomes one test text with
 a stable id; a question also carries its correct answer (for the whole-question check).
 
 Training side: chat JSONL (``messages``), any JSONL or Parquet with text fields, or plain
