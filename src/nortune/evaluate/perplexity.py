@@ -76,15 +76,19 @@ def score(model: Any, tokenizer: Any, texts: list[str], max_tokens: int, batch_s
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             width = max(len(encoded[i]) for i in idx)
+            if width < 2:
+                continue  # nothing to score: the check below names the text
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             for row, i in enumerate(idx):
                 ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
                 mask[row, :len(encoded[i])] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
-            logp = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:].to(device)[..., None])[..., 0]
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1]
+            # cross_entropy in fp32 without a second vocabulary-sized copy (Gemma's vocabulary is 262k)
+            token_nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].to(device).flatten(),
+                                                          reduction="none").view(len(idx), width - 1)
             scored = mask[:, 1:].to(device).bool()
-            nll = (-torch.where(scored, logp, 0).double().sum(dim=1)).cpu().tolist()
+            nll = torch.where(scored, token_nll, 0).double().sum(dim=1).cpu().tolist()
             for row, i in enumerate(idx):
                 out[i] = (float(nll[row]), int(scored[row].sum().item()))
     for text, (_, count) in zip(texts, out):
