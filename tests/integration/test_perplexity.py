@@ -173,3 +173,41 @@ def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tin
     assert "<tr class=warn><td>en</td>" in banner and "<td>nb (trained)</td>" in banner
     table = compare_runs([tmp_path / "runs" / "tiny", tmp_path / "runs" / "tiny"])
     assert "| held-out perplexity | tiny | tiny |" in table and "| en | " in table and "**FORGETTING**" in table
+
+
+def test_tuned_loads_the_adapter_like_evaluate(tiny_gemma3, tmp_path):
+    """The tuned model is base + adapter_lora through model_spec's args: a non-zero LoRA moves perplexity,
+    and the merged model scores as the unmerged PEFT model does."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nortune.evaluate.stage import model_spec
+
+    torch.manual_seed(1)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_gemma3),
+                                LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False))
+    train = tmp_path / "runs" / "tiny" / "train"
+    peft_model.save_pretrained(train / "adapter_lora")
+    (train / "manifest.json").write_text(json.dumps({"fingerprint": {"x": 1}, "finished": 1.0}))
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs",
+                                      evaluate={"perplexity": {"texts": {"nn": str(REPO / "data/demo/heldout/nn.txt")}}}))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
+    model, _, device = perplexity.load_model(recipe, model_spec(recipe, "tuned")[0])
+    base, _, _ = perplexity.load_model(recipe, model_spec(recipe, "base")[0])
+    tuned = perplexity.score(model, tokenizer, TEXTS, 512, 4, device)
+    untouched = perplexity.score(base, tokenizer, TEXTS, 512, 4, device)
+    reference = perplexity.score(peft_model.eval(), tokenizer, TEXTS, 512, 4, "cpu")
+    assert max(abs(a[0] - b[0]) for a, b in zip(tuned, untouched)) > 1e-2  # the adapter is not ignored
+    for got, want in zip(tuned, reference):
+        assert got[0] == pytest.approx(want[0], rel=1e-4) and got[1] == want[1]
+    # evaluate.tuned: merged reads train/merged instead, and scores the same
+    peft_model.merge_and_unload().save_pretrained(train / "merged")
+    tokenizer.save_pretrained(train / "merged")
+    merged_recipe = recipe.model_copy(update={"evaluate": recipe.evaluate.model_copy(update={"tuned": "merged"})})
+    args = model_spec(merged_recipe, "tuned")[0]
+    assert args["pretrained"] == str(train / "merged") and "peft" not in args
+    merged, _, _ = perplexity.load_model(merged_recipe, args)
+    for got, want in zip(perplexity.score(merged, tokenizer, TEXTS, 512, 4, device), reference):
+        assert got[0] == pytest.approx(want[0], rel=1e-4)
