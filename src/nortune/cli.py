@@ -146,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     has_train = (layout.model_dir("train") / "manifest.json").is_file()
     labels = {"base": ["base"], "tuned": ["tuned"], "both": ["base", "tuned"]}[
         args.model or ("both" if has_train else "base")]
-    failed = False
+    failed = forgot = False
     for label in labels:
         baseline = Path(args.compare) if args.compare and label == labels[-1] else None
         manifest = evaluate.run(recipe, Options(force=args.force), label=label, baseline=baseline)
@@ -155,11 +155,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if "comparison" in manifest:
             print(f"comparison: {manifest['comparison']}")
             failed |= bool(manifest["regressions"]) or manifest["overall_regression"]
-    return 1 if failed and recipe.evaluate.fail_on_regression else 0
+        if "perplexity_comparison" in manifest:
+            print(f"held-out perplexity: {manifest['perplexity_comparison']}")
+            forgot |= bool(manifest["forgetting"]) and not manifest["allow_forgetting"]
+    return 1 if (failed and recipe.evaluate.fail_on_regression) or forgot else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nortune.pipeline import STAGES, failures, regressions, run_pipeline
+    from nortune.pipeline import STAGES, failures, forgetting, regressions, run_pipeline
 
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     if only and (args.start or args.stop):
@@ -178,11 +181,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failures(results):
         return 1
     found = regressions(results)
+    forgot = forgetting(results)  # empty when evaluate.perplexity.allow_forgetting
     if found and recipe.evaluate.fail_on_regression:
         print("nortune run: SIGNIFICANT REGRESSION in " + "; ".join(found) +
               f" (see {RunLayout.of(recipe).report_page})", file=sys.stderr)
-        return 1
-    return 0
+    if forgot:
+        print("nortune run: FORGETTING in " + "; ".join(forgot) + " (held-out perplexity rose significantly; "
+              f"see {RunLayout.of(recipe).report_page}; evaluate.perplexity.allow_forgetting: true accepts it)",
+              file=sys.stderr)
+    return 1 if (found and recipe.evaluate.fail_on_regression) or forgot else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -124,6 +124,8 @@ def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = No
         line.update(seconds=round(time.time() - started, 2), metrics=manifest.get("metrics", {}))
         if manifest.get("regressions") or manifest.get("overall_regression"):
             line["regressions"] = manifest.get("regressions") or ["average"]
+        if manifest.get("forgetting"):  # held-out perplexity rose significantly (evaluate.perplexity)
+            line.update(forgetting=manifest["forgetting"], allow_forgetting=bool(manifest.get("allow_forgetting")))
         results.append(line)
     if not dry_run:
         atomic_write_text(RunLayout.of(recipe).pipeline_record, json.dumps(results, indent=2, default=str))
@@ -138,3 +140,9 @@ def failures(results: list[dict[str, Any]]) -> list[str]:
 def regressions(results: list[dict[str, Any]]) -> list[str]:
     """'stage: task' for every significant regression the evaluation stages of this run found."""
     return [f"{r['stage']}: {task}" for r in results for task in r.get("regressions", [])]
+
+
+def forgetting(results: list[dict[str, Any]]) -> list[str]:
+    """'stage: set' for every held-out perplexity set flagged as forgetting that the recipe does not allow."""
+    return [f"{r['stage']}: {name} perplexity" for r in results if not r.get("allow_forgetting")
+            for name in r.get("forgetting", [])]

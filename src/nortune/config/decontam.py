@@ -53,6 +53,8 @@ class DecontamSection(Section):
     noreval_revision: str | None = None
     tasks: list[str] | None = None  # NorEval families to check; must include every evaluate.tasks family
     extra: list[DecontamExtra] = Field(default_factory=list)
+    # Held-out perplexity texts ({set: file}, one text per line): follow evaluate.perplexity.texts, never set here.
+    heldout: dict[str, Path] | None = None
     methods: list[Literal["exact", "substring", "char_ngram", "word_ngram", "question"]] = Field(
         default_factory=lambda: ["exact", "substring", "char_ngram", "word_ngram", "question"], min_length=1)
     char_ngrams: list[int] = Field(default_factory=lambda: [50, 30], min_length=1)
@@ -93,8 +95,12 @@ def follow_evaluate(dc: DecontamSection, ev: EvaluateSection) -> None:
         raise ValueError(f"decontam.tasks: {'unknown ' + str(unknown) if unknown else ''}"
                          f"{'; ' if unknown and missing else ''}"
                          f"{f'evaluate scores {missing} but they are not checked' if missing else ''}")
+    heldout = dict(ev.perplexity.texts) if ev.perplexity is not None else None
+    if dc.heldout is not None and dc.heldout != heldout:
+        raise ValueError("decontam.heldout follows evaluate.perplexity.texts (the held-out texts are checked like "
+                         "a test set); remove decontam.heldout")
     values = {"noreval_dir": ev.data_dir if ev.source == "local" else None, "noreval_revision": ev.revision,
-              "noreval_source": ev.source, "tasks": list(dc.tasks or ev.tasks)}
+              "noreval_source": ev.source, "tasks": list(dc.tasks or ev.tasks), "heldout": heldout}
     for key, value in values.items():  # dir before source: no half-filled state is ever validated
         setattr(dc, key, value)
     if ev.source == "local":

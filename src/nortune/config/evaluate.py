@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -9,6 +10,29 @@ from pydantic import Field, field_validator, model_validator
 
 from nortune.config.base import Section
 from nortune.config.names import DEFAULT_FEWSHOT, NOREVAL_FAMILIES, PROMPTS
+
+
+class PerplexitySection(Section):
+    """Held-out perplexity per language, base vs tuned: the forgetting guard (see docs/evaluate.md)."""
+
+    texts: dict[str, Path] = Field(min_length=1)  # language or named set -> a file with one text per line
+    trained: list[str] = Field(default_factory=lambda: ["nb", "nn"])  # what the recipe trains toward
+    tolerance: float = Field(0.02, ge=0)  # relative rise allowed for a language not in `trained`
+    max_tokens_per_text: int = Field(256, ge=2)  # longer texts are cut (the first tokens are scored)
+    batch_size: int = Field(16, ge=1)
+    allow_forgetting: bool = False  # true: a forgetting finding is reported but `nortune run` still exits 0
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_readable(cls, value: dict[str, Path]) -> dict[str, Path]:
+        for name, path in value.items():
+            if not re.fullmatch(r"[\w.-]+", name):
+                raise ValueError(f"texts.{name}: a set name is letters, digits, '.', '_' or '-'")
+            if not Path(path).is_file():
+                raise ValueError(f"texts.{name}: file not found: {path}")
+            if not any(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()):
+                raise ValueError(f"texts.{name}: {path} has no text (one text per line)")
+        return value
 
 
 class EvaluateSection(Section):
@@ -40,6 +64,8 @@ class EvaluateSection(Section):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     # --compare fails (exit 1) on a significant regression of a task or of the headline.
     fail_on_regression: bool = True
+    # Held-out perplexity per language (None: off); its intervals use bootstrap_samples and confidence.
+    perplexity: PerplexitySection | None = None
 
     @field_validator("tasks")
     @classmethod

@@ -3,7 +3,7 @@
 Test side: the documents evaluate scores (the NorEval catalogue of ``nortune.config.names``:
 same task, dataset, config, split, data folder and revision), through the real HF
 ``datasets`` loader or the local files evaluate reads, plus extra benchmarks (JSONL/Parquet
-with a field list). Every question, passage/fact and answer choice becomes one test text with
+with a field list) and evaluate's held-out perplexity texts (``heldout``: one test text per line). Every question, passage/fact and answer choice becomes one test text with
 a stable id; a question also carries its correct answer (for the whole-question check).
 
 Training side: chat JSONL (``messages``), any JSONL or Parquet with text fields, or plain
@@ -149,6 +149,16 @@ def _hf_rows(dataset: str, config: str, split: str, revision: str | None) -> Ite
         yield i, dict(row)
 
 
+HELDOUT_PREFIX = "heldout:"  # the test-side name of evaluate.perplexity's text set <name>
+
+
+def _lines_of(path: Path, task: str) -> Iterator[TestText]:
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if line.strip():
+                yield TestText(uid=f"{task}/line{line_no}", task=task, text=line.strip())
+
+
 def test_sources(settings) -> dict[str, dict[str, Any]]:
     """{task: where its documents are and their revision}, without reading rows (the gate compares these).
 
@@ -176,6 +186,9 @@ def test_sources(settings) -> dict[str, dict[str, Any]]:
     for extra in settings.extra:
         out[extra.name] = {"path": Path(extra.path), "origin": str(extra.path),
                            "revision": f"sha256:{file_sha256(Path(extra.path))}"}
+    for name, path in (settings.heldout or {}).items():  # evaluate.perplexity's held-out texts, one per line
+        out[f"{HELDOUT_PREFIX}{name}"] = {"path": Path(path), "origin": str(path), "lines": True,
+                                         "revision": f"sha256:{file_sha256(Path(path))}"}
     return out
 
 
@@ -192,6 +205,9 @@ def load_test_side(settings) -> tuple[list[TestText], dict[str, dict[str, str]]]
     texts: list[TestText] = []
     sources = test_sources(settings)
     for task, doc in sources.items():
+        if doc.get("lines"):  # held-out perplexity texts: every line is a test text
+            texts.extend(_lines_of(Path(doc["path"]), task))
+            continue
         if "dataset" not in doc:  # an extra benchmark
             rows = _rows_from_file(doc["path"])
             extra = next(e for e in settings.extra if e.name == task)

@@ -22,14 +22,21 @@ def fingerprint(recipe: Any, label: str = "base") -> dict[str, Any]:
 
 def run(recipe: Any, options: Options = Options(), *, label: str = "base",
         baseline: Path | None = None) -> dict[str, Any]:
-    """The evaluation's manifest plus, when compared, ``regressions``, ``overall_regression``, ``comparison``."""
+    """The evaluation's manifest plus, when compared, ``regressions``, ``overall_regression``, ``comparison``,
+    and with ``evaluate.perplexity``, ``forgetting`` (the held-out sets flagged), ``allow_forgetting`` and
+    ``perplexity_comparison``."""
+    from nortune.evaluate import perplexity
     from nortune.evaluate.compare import compare_with_baseline
     from nortune.evaluate.stage import run as run_stage
 
     manifest = run_stage(recipe, options, label)
     result = compare_with_baseline(recipe, label, baseline)
-    if result is None:
-        return manifest
-    return {**manifest, "regressions": result["regressions"],
-            "overall_regression": bool(result["overall"].get("regression")),
-            "comparison": str(RunLayout.of(recipe).compare_dir(label) / "compare.md")}
+    if result is not None:
+        manifest = {**manifest, "regressions": result["regressions"],
+                    "overall_regression": bool(result["overall"].get("regression")),
+                    "comparison": str(RunLayout.of(recipe).compare_dir(label) / "compare.md")}
+    held_out = perplexity.compare_with_baseline(recipe, label, baseline)
+    if held_out is not None:
+        manifest = {**manifest, "forgetting": held_out["forgetting"], "allow_forgetting": held_out["allow_forgetting"],
+                    "perplexity_comparison": str(RunLayout.of(recipe).compare_dir(label) / "perplexity.md")}
+    return manifest

@@ -113,8 +113,11 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
 def _fingerprint(recipe: Recipe, identity: dict[str, Any], origins: dict[str, Any]) -> dict[str, Any]:
     settings = recipe.evaluate
     data_inputs = inputs_fingerprint([Path(settings.data_dir)]) if settings.source == "local" else origins
-    return {"evaluate": recipe.section_fingerprint("evaluate"), "model": identity, "data": data_inputs,
-            "lm_eval": _version("lm_eval")}
+    out = {"evaluate": recipe.section_fingerprint("evaluate"), "model": identity, "data": data_inputs,
+           "lm_eval": _version("lm_eval")}
+    if settings.perplexity is not None:  # the held-out texts' content (the key is absent when perplexity is off)
+        out["perplexity_texts"] = inputs_fingerprint([Path(p) for p in settings.perplexity.texts.values()])
+    return out
 
 
 def fingerprint(recipe: Recipe, label: str) -> dict[str, Any]:
@@ -176,12 +179,24 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
     results_path = layout.results(label)
     atomic_write_text(results_path, json.dumps(raw, indent=2, ensure_ascii=False, default=str))
     md_path = out_dir / "report.md"
-    atomic_write_text(md_path, report.markdown(summary_all))
+    held_out = None
+    if settings.perplexity is not None:  # held-out perplexity per language: same model resolution, timed
+        from nortune.evaluate import perplexity
+
+        held_out = perplexity.measure(recipe, label, model_spec(recipe, label)[0])
+        log.info("evaluate %s: held-out perplexity %s in %.1f s", label,
+                 {k: round(v["ppl"], 2) for k, v in held_out["sets"].items()}, held_out["seconds"]["total"])
+    atomic_write_text(md_path, report.markdown(summary_all)
+                      + (perplexity.label_markdown(held_out, execution["wall_s"]) if held_out else ""))
     chart = report.chart(out_dir / "chart.png", {label: summary_all}, summary_all["note"])
     outputs = [results_path, samples_path, md_path] + ([chart] if chart else [])
     head = summary_all["headline"]
     metrics = {"best_of_prompts": head["best_of_prompts"], "mean_of_prompts": head["mean_of_prompts"],
                "tasks": {f: s["best"] for f, s in summary.items()}, "note": summary_all["note"]}
+    if held_out is not None:
+        outputs.append(perplexity.write(out_dir, held_out))
+        metrics["perplexity"] = {name: s["ppl"] for name, s in held_out["sets"].items()}
+        metrics["perplexity_seconds"] = held_out["seconds"]["total"]
     return stage.complete(outputs, metrics=metrics)
 
 

@@ -7,7 +7,7 @@ three never disagree about a number.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ class RunSummary:
     export: str
     stages_done: list[str]
     contamination_ok: bool | None = None  # from the gate records training wrote; None: nothing trained yet
+    # Held-out perplexity per set, tuned vs base (evaluate/tuned/compare/perplexity.json); [] when not measured.
+    perplexity: list[dict[str, Any]] = field(default_factory=list)
+    forgetting: list[str] = field(default_factory=list)  # "label: set +x.x % [lo, hi]" for each flagged set
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +59,29 @@ def regressions(run_dir: Path) -> list[str]:
         for item in (compare or {}).get("regressions", []):
             found.append(f"{label}: {item.get('family', item) if isinstance(item, dict) else item}")
     return found
+
+
+def perplexity_comparison(run_dir: Path, label: str = "tuned") -> dict[str, Any] | None:
+    """The held-out perplexity comparison evaluate wrote for ``label``, if any."""
+    return _json(RunLayout(run_dir).compare_dir(label) / "perplexity.json")
+
+
+def forgetting(run_dir: Path) -> list[str]:
+    """Held-out perplexity sets the evaluation flagged as forgetting (allowed or not: the recipe says which)."""
+    found = []
+    for label in ("tuned", "preference"):
+        result = perplexity_comparison(run_dir, label) or {}
+        for row in result.get("rows", []):
+            if row.get("forgetting"):
+                lo, hi = row["ci"]
+                found.append(f"{label}: {row['set']} perplexity {row['change']:+.1%} [{lo:+.1%}, {hi:+.1%}]"
+                             + (" (allowed by the recipe)" if result.get("allow_forgetting") else ""))
+    return found
+
+
+def _ppl_cell(row: dict[str, Any]) -> str:
+    mark = " **FORGETTING**" if row.get("forgetting") else ""
+    return f"{row['set']} {row['change']:+.1%} [{row['ci'][0]:+.1%}, {row['ci'][1]:+.1%}]{mark}"
 
 
 _PROBLEM = {"not_checked": "NOT CHECKED", "other_file": "REPORT FOR ANOTHER FILE", "stale": "STALE REPORT",
@@ -139,7 +165,8 @@ def summarize(run_dir: Path) -> RunSummary:
         regressions=regressions(run_dir), export=export_state,
         stages_done=[folder for stage, folder in STAGE_FOLDERS.items()
                      if stage != "report" and read_manifest(layout.stage_dir(stage)) is not None],
-        contamination_ok=contamination_ok)
+        contamination_ok=contamination_ok,
+        perplexity=(perplexity_comparison(run_dir) or {}).get("rows", []), forgetting=forgetting(run_dir))
 
 
 def find_runs(runs_dir: Path) -> list[Path]:
@@ -154,15 +181,16 @@ def _pct(value: float | None) -> str:
 
 def format_runs(summaries: list[RunSummary]) -> str:
     header = ("| run | base model | trainable | data | contamination | NorEval tuned | base | delta | "
-              "regressions | export |")
-    lines = [header, "|" + "---|" * 10]
+              "regressions | held-out ppl vs base | export |")
+    lines = [header, "|" + "---|" * 11]
     for s in summaries:
         delta = "-" if s.delta_vs_base is None else f"{s.delta_vs_base:+.1f} pp"
         lines.append(f"| {s.recipe or Path(s.run).name} | {s.base_model or '-'} | "
                      f"{'-' if s.trainable_params is None else f'{s.trainable_params:,}'} | "
                      f"{'-' if s.data_records is None else s.data_records} | {s.contamination} | "
                      f"{_pct(s.noreval_tuned)} | {_pct(s.noreval_base)} | {delta} | "
-                     f"{'; '.join(s.regressions) or 'none'} | {s.export} |")
+                     f"{'; '.join(s.regressions) or 'none'} | "
+                     f"{'; '.join(_ppl_cell(r) for r in s.perplexity) or '-'} | {s.export} |")
     return "\n".join(lines)
 
 
@@ -197,4 +225,23 @@ def compare_runs(run_dirs: list[Path]) -> str:
     levels = sorted({f"{c:.0%}" for *_, c in columns if c})
     lines += ["", "Cells: tuned score, then the paired-bootstrap delta vs that run's own base "
                   f"({', '.join(levels) or 'no'} confidence interval, pp)."]
+    return "\n".join(lines) + _compare_perplexity(run_dirs)
+
+
+def _compare_perplexity(run_dirs: list[Path]) -> str:
+    """Held-out perplexity per set side by side: tuned ppl and its change vs that run's base; '' when none."""
+    results = [(run_dir.name, perplexity_comparison(run_dir) or {}) for run_dir in run_dirs]
+    sets = list(dict.fromkeys(r["set"] for _, res in results for r in res.get("rows", [])))
+    if not sets:
+        return ""
+    lines = ["", "", "| held-out perplexity | " + " | ".join(name for name, _ in results) + " |",
+             "|---|" + "---|" * len(results)]
+    for name in sets:
+        cells = []
+        for _, res in results:
+            row = next((r for r in res.get("rows", []) if r["set"] == name), None)
+            cells.append("-" if row is None else f"{row['tuned_ppl']:.2f} ({_ppl_cell(row).split(' ', 1)[1]})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Cells: tuned perplexity, then its relative change vs that run's own base with the paired "
+                  "bootstrap interval over texts; FORGETTING: a significant rise the recipe's rule flags."]
     return "\n".join(lines)

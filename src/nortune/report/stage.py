@@ -98,14 +98,30 @@ def _section(run_dir: Path, stage: str, page_dir: Path) -> str:
 
 def _banner(summary: RunSummary) -> str:
     warnings = [f"Significant regression: {r}" for r in summary.regressions]
+    warnings += [f"FORGETTING (held-out perplexity): {f}" for f in summary.forgetting]
     if summary.contamination_ok is False:  # the verdict of the gate records training wrote
         warnings.append(f"Contamination: {summary.contamination}")
     if summary.export.startswith("FAILED"):
         warnings.append(f"Export verification {summary.export}")
+    table = _perplexity_table(summary)
     if warnings:
-        return "".join(f"<p class='warn'>&#9888; {html.escape(w)}</p>" for w in warnings)
-    return ("<p class='ok'>No significant regression, no failed export file. Contamination: "
-            f"{html.escape(summary.contamination)}.</p>")
+        return "".join(f"<p class='warn'>&#9888; {html.escape(w)}</p>" for w in warnings) + table
+    return ("<p class='ok'>No significant regression, no failed export file"
+            f"{', no forgetting' if summary.perplexity else ''}. Contamination: "
+            f"{html.escape(summary.contamination)}.</p>") + table
+
+
+def _perplexity_table(summary: RunSummary) -> str:
+    """Held-out perplexity per set (base, tuned, change with interval, verdict); flagged rows in red."""
+    if not summary.perplexity:
+        return ""
+    rows = "".join(
+        f"<tr{' class=warn' if r['forgetting'] else ''}><td>{html.escape(r['set'])}"
+        f"{' (trained)' if r['trained'] else ''}</td><td>{r['base_ppl']:.2f}</td><td>{r['tuned_ppl']:.2f}</td>"
+        f"<td>{r['change']:+.1%} [{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}]</td><td>{html.escape(r['verdict'])}</td></tr>"
+        for r in summary.perplexity)
+    return ("<h3>Held-out perplexity, tuned vs base</h3><table><tr><th>set</th><th>base ppl</th><th>tuned ppl</th>"
+            f"<th>change [CI]</th><th>verdict</th></tr>{rows}</table>")
 
 
 def standalone_page(title: str, markdown_text: str) -> str:
@@ -134,7 +150,8 @@ def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
             f"{_banner(summary)}{_data_notes(run_dir)}{overview}<p>{nav}</p>{body}</body></html>")
     markdown_summary = "\n".join([f"# nortune run: {summary.recipe or run_dir.name}", "",
                                   format_runs([summary]), "",
-                                  *(f"- **{r}**" for r in summary.regressions), ""])
+                                  *(f"- **{r}**" for r in summary.regressions),
+                                  *(f"- **FORGETTING: {f}**" for f in summary.forgetting), ""])
     return page, markdown_summary
 
 

@@ -1,0 +1,280 @@
+"""Held-out perplexity per language (``evaluate.perplexity``): the forgetting guard.
+
+For one evaluated model (base, tuned, preference) every held-out text is scored on its own:
+summed negative log-likelihood of its tokens (each token given the ones before it; the first
+token, BOS when the tokenizer adds one, is context only) and the number of scored tokens. They
+are kept per text in ``evaluate/<label>/perplexity.json`` so two models can be paired text by
+text. Perplexity of a set = exp(sum NLL / sum tokens).
+
+The comparison with the model it was trained from (``evaluate/<label>/compare/perplexity.json``
+and ``perplexity.md``) gives per set the relative change of perplexity with a paired bootstrap
+interval over texts, and the **forgetting flag**: for a set the recipe does not train toward, a
+significant rise (interval above 0) beyond ``tolerance``; for a trained set, any significant
+rise (they should improve). A finding is printed loudly and, unless ``allow_forgetting``, makes
+``nortune run`` and ``nortune evaluate`` exit 1.
+
+The model is loaded from the model args the NorEval pass resolved (``stage.model_spec``, passed in
+by the stage): the base from ``model.source``, the tuned model as base + ``adapter_lora`` (PEFT,
+merged into the weights as the nortune backend does) or the merged folder; same dtype and device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nortune.jsonl import DataError
+from nortune.runs import atomic_write_text
+
+log = logging.getLogger(__name__)
+FILE = "perplexity.json"
+SEED = 20  # the bootstrap's fixed seed: the same files give the same interval
+
+
+def read_texts(path: Path) -> list[str]:
+    """One text per non-blank line."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_model(recipe: Any, args: dict[str, Any]) -> tuple[Any, Any, str]:
+    """(model, tokenizer, device) from the NorEval pass's model args (``stage.model_spec``): the same model."""
+    from transformers import AutoTokenizer
+
+    from nortune.adapters import resolve_device
+    from nortune.models import load_model as load_weights
+
+    device = args.get("device") or resolve_device(recipe.evaluate.device)
+    model = load_weights(args["pretrained"], args.get("dtype") or "auto", device, args.get("revision"))
+    adapter = args.get("peft") or args.get("lora_local_path")
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.get("tokenizer") or args["pretrained"], revision=args.get("revision"))
+    return model, tokenizer, device
+
+
+def score(model: Any, tokenizer: Any, texts: list[str], max_tokens: int, batch_size: int,
+          device: str) -> list[tuple[float, int]]:
+    """(summed NLL in nats, scored tokens) per text: right-padded batches, attention mask, no gradient."""
+    import torch
+
+    encoded = [tokenizer(t).input_ids[:max_tokens] for t in texts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            if width < 2:
+                continue  # nothing to score: the check below names the text
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, :len(encoded[i])] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1]
+            # cross_entropy in fp32 without a second vocabulary-sized copy (Gemma's vocabulary is 262k)
+            token_nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].to(device).flatten(),
+                                                          reduction="none").view(len(idx), width - 1)
+            scored = mask[:, 1:].to(device).bool()
+            nll = torch.where(scored, token_nll, 0).double().sum(dim=1).cpu().tolist()
+            for row, i in enumerate(idx):
+                out[i] = (float(nll[row]), int(scored[row].sum().item()))
+    for text, (_, count) in zip(texts, out):
+        if count == 0:
+            raise DataError(f"held-out text {text[:40]!r}: fewer than 2 tokens, nothing to score")
+    return out
+
+
+def measure(recipe: Any, label: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Per-text NLL and token counts of every held-out set for ``label`` (loaded from ``args``, the model args
+    ``stage.model_spec`` resolved for it), with its perplexity and the time taken."""
+    settings = recipe.evaluate.perplexity
+    started = time.perf_counter()
+    model, tokenizer, device = load_model(recipe, args)
+    loaded = time.perf_counter()
+    sets: dict[str, Any] = {}
+    for name, path in settings.texts.items():
+        texts = read_texts(Path(path))
+        scored = score(model, tokenizer, texts, settings.max_tokens_per_text, settings.batch_size, device)
+        nll, tokens = [s[0] for s in scored], [s[1] for s in scored]
+        sets[name] = {"file": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+                      "texts": len(texts), "tokens": sum(tokens), "ppl": math.exp(sum(nll) / sum(tokens)),
+                      "nll_per_text": nll, "tokens_per_text": tokens}
+    done = time.perf_counter()
+    del model
+    return {"label": label, "device": device, "dtype": str(recipe.evaluate.dtype or recipe.model.dtype),
+            "max_tokens_per_text": settings.max_tokens_per_text, "sets": sets,
+            "seconds": {"load": round(loaded - started, 2), "score": round(done - loaded, 2),
+                        "total": round(done - started, 2)}}
+
+
+def write(out_dir: Path, result: dict[str, Any]) -> Path:
+    path = Path(out_dir) / FILE
+    atomic_write_text(path, json.dumps(result, indent=1))
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (evaluate with evaluate.perplexity configured)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+
+
+def ratio_bootstrap(base_nll: list[float], base_tokens: list[int], tuned_nll: list[float],
+                    tuned_tokens: list[int], samples: int, confidence: float,
+                    seed: int = SEED) -> tuple[float, tuple[float, float]]:
+    """Relative change tuned/base - 1 of perplexity and its paired bootstrap interval (texts resampled)."""
+    bn, bt, tn, tt = (np.asarray(a, dtype=float) for a in (base_nll, base_tokens, tuned_nll, tuned_tokens))
+    point = math.exp(tn.sum() / tt.sum() - bn.sum() / bt.sum()) - 1
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(bn), size=(samples, len(bn)))
+    log_ratio = tn[idx].sum(1) / tt[idx].sum(1) - bn[idx].sum(1) / bt[idx].sum(1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(np.exp(log_ratio) - 1, [alpha, 1 - alpha])
+    return point, (float(lo), float(hi))
+
+
+def _ppl(scored: dict[str, Any]) -> float:
+    """exp(sum NLL / sum tokens), from the per-text values the bootstrap pairs (never from a stored total)."""
+    return math.exp(sum(scored["nll_per_text"]) / sum(scored["tokens_per_text"]))
+
+
+def verdict(change: float, ci: tuple[float, float], trained: bool, tolerance: float) -> tuple[str, bool]:
+    """(verdict, forgetting) for one set: see the module docstring for the rule."""
+    if ci[1] < 0:
+        return "improved", False
+    if ci[0] <= 0:
+        return "no significant change", False
+    if trained:
+        return "FORGETTING (trained language got worse)", True
+    if change > tolerance:
+        return f"FORGETTING (rise beyond {tolerance:.0%})", True
+    return f"rise within the {tolerance:.0%} tolerance", False
+
+
+def compare(base: dict[str, Any], tuned: dict[str, Any], settings: Any, samples: int,
+            confidence: float) -> dict[str, Any]:
+    """Per set: base and tuned perplexity, relative change with its interval, verdict; and the findings."""
+    rows = []
+    for name, b in base["sets"].items():
+        t = tuned["sets"].get(name)
+        if t is None:
+            continue
+        if b["sha256"] != t["sha256"] or len(b["nll_per_text"]) != len(t["nll_per_text"]) \
+                or b.get("tokens_per_text") != t.get("tokens_per_text"):
+            raise DataError(f"perplexity set {name}: base and {tuned['label']} scored different texts "
+                            "(re-evaluate both with the same evaluate.perplexity)")
+        change, ci = ratio_bootstrap(b["nll_per_text"], b["tokens_per_text"], t["nll_per_text"],
+                                     t["tokens_per_text"], samples, confidence)
+        trained = name in settings.trained
+        text, flagged = verdict(change, ci, trained, settings.tolerance)
+        rows.append({"set": name, "trained": trained, "texts": b["texts"], "base_ppl": _ppl(b),
+                     "tuned_ppl": _ppl(t), "change": change, "ci": list(ci), "verdict": text,
+                     "forgetting": flagged})
+    return {"base": base["label"], "tuned": tuned["label"], "confidence": confidence, "bootstrap_samples": samples,
+            "tolerance": settings.tolerance, "trained": list(settings.trained),
+            "allow_forgetting": settings.allow_forgetting, "rows": rows,
+            "forgetting": [r["set"] for r in rows if r["forgetting"]],
+            "seconds": {base["label"]: base["seconds"]["total"], tuned["label"]: tuned["seconds"]["total"]}}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    conf = f"{result['confidence']:.0%}"
+    lines = [f"# Held-out perplexity: {result['tuned']} vs {result['base']}", ""]
+    if result["forgetting"]:
+        lines += [f'<p style="color:#b00020"><b>FORGETTING: {", ".join(result["forgetting"])}</b> '
+                  f"(significant rise; {'allowed by the recipe' if result['allow_forgetting'] else 'the run fails'})"
+                  "</p>", ""]
+    lines += [table(result), "",
+              f"Change = {result['tuned']}/{result['base']} perplexity - 1; {conf} paired bootstrap over texts "
+              f"({result['bootstrap_samples']} resamples). Trained toward: {', '.join(result['trained']) or 'none'}; "
+              f"other sets may rise by at most {result['tolerance']:.0%}. Seconds: "
+              + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def table(result: dict[str, Any], red: bool = True) -> str:
+    """The per-set markdown table (base ppl, tuned ppl, change with interval, verdict)."""
+    lines = [f"| set | texts | {result['base']} ppl | {result['tuned']} ppl | change [{result['confidence']:.0%} CI] "
+             "| verdict |", "|---|---:|---:|---:|---:|---|"]
+    for r in result["rows"]:
+        text = f'<span style="color:#b00020"><b>{r["verdict"]}</b></span>' if r["forgetting"] and red else r["verdict"]
+        lines.append(f"| {r['set']}{' (trained)' if r['trained'] else ''} | {r['texts']} | {r['base_ppl']:.2f} | "
+                     f"{r['tuned_ppl']:.2f} | {r['change']:+.1%} [{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}] | {text} |")
+    return "\n".join(lines)
+
+
+def label_markdown(result: dict[str, Any], noreval_seconds: float | None = None) -> str:
+    """The section of ``evaluate/<label>/report.md``: perplexity per set of this one model, and its cost."""
+    lines = ["", "## Held-out perplexity", "", "| set | texts | tokens | perplexity |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {s['texts']} | {s['tokens']} | {s['ppl']:.2f} |" for name, s in result["sets"].items()]
+    took = result["seconds"]
+    cost = f"{took['total']} s ({took['load']} s loading, {took['score']} s scoring)"
+    if noreval_seconds:
+        cost += f", against {noreval_seconds} s for the NorEval pass"
+    lines += ["", f"Each text scored on its own (first {result['max_tokens_per_text']} tokens at most), "
+                  f"{result['device']}, {result['dtype']}: {cost}. The comparison with the model it was trained "
+                  "from is in compare/perplexity.md.", ""]
+    return "\n".join(lines)
+
+
+def banner(result: dict[str, Any]) -> None:
+    """The loud terminal warning, like NorEval's regression banner."""
+    if not result["forgetting"]:
+        return
+    bar = "!" * 78
+    print(f"\n{bar}\nFORGETTING ({result['tuned']} vs {result['base']}, held-out perplexity, "
+          f"{result['confidence']:.0%} paired bootstrap):", file=sys.stderr)
+    for r in result["rows"]:
+        if r["forgetting"]:
+            print(f"  {r['set']}: ppl {r['base_ppl']:.2f} -> {r['tuned_ppl']:.2f}, {r['change']:+.1%} "
+                  f"[{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}]", file=sys.stderr)
+    if result["allow_forgetting"]:
+        print("  (evaluate.perplexity.allow_forgetting: true, the run does not fail)", file=sys.stderr)
+    print(f"{bar}\n", file=sys.stderr)
+
+
+def compare_with_baseline(recipe: Any, label: str, baseline: Path | None = None) -> dict[str, Any] | None:
+    """The perplexity comparison of ``label`` with the model it was trained from (or ``baseline``'s folder),
+    written to ``evaluate/<label>/compare/perplexity.{json,md}``; None when off or nothing to compare with."""
+    from nortune.evaluate.compare import BASELINE_OF
+    from nortune.runs import RunLayout
+
+    settings = recipe.evaluate.perplexity
+    if settings is None:
+        return None
+    layout = RunLayout.of(recipe)
+    if baseline is None:
+        if label not in BASELINE_OF:
+            return None
+        base_file = layout.evaluate_dir(BASELINE_OF[label]) / FILE
+    else:
+        base_file = (Path(baseline) if Path(baseline).is_dir() else Path(baseline).parent) / FILE
+    if not base_file.is_file():
+        return None
+    result = compare(load(base_file), load(layout.evaluate_dir(label) / FILE), settings,
+                     recipe.evaluate.bootstrap_samples, recipe.evaluate.confidence)
+    out = layout.compare_dir(label)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / FILE, json.dumps(result, indent=2))
+    atomic_write_text(out / "perplexity.md", markdown(result))
+    banner(result)
+    return result
