@@ -47,7 +47,10 @@ def test_demo_decontaminates_the_documents_evaluate_scores() -> None:
     families = {s["task"].rsplit("_", 1)[0]: s for s in specs}
     scored = {f: s["dataset_kwargs"]["data_files"][CATALOGUE[f].split] for f, s in families.items()}
     checked = {task: doc["origin"] for task, doc in describe_sources(test_sources(recipe.decontam)).items()}
-    assert checked == scored  # the same eight files, evaluated split for evaluated split
+    heldout = {task: origin for task, origin in checked.items() if task.startswith("heldout:")}
+    assert {t: o for t, o in checked.items() if t not in heldout} == scored  # the same eight files, split for split
+    # and the held-out perplexity texts, like a test set
+    assert heldout == {f"heldout:{lang}": str(path) for lang, path in recipe.evaluate.perplexity.texts.items()}
 
 
 @pytest.mark.parametrize("override, words", [
