@@ -29,12 +29,24 @@ class NorEvalTask:
     fewshot_split: str | None
     required: tuple[str, ...]  # dotted fields every row needs (checked before any model loads)
     references: tuple[float, float, float]  # NorskGemma4-31B, NorskMistral-119B, NorEval best
+    category: str        # one of NOREVAL_CATEGORIES (the NorEval paper's nine)
+    # Chance score in percent for the normalised score (raw - random) / (max - random); None: the
+    # item's own 1 / len(choices) for multiple choice, and no normalised score for generation.
+    random_baseline: float | None = None
+    metric: str = "acc"  # the lm-eval metric a family's headline uses (acc / acc_norm come from evaluate.metric)
 
     @property
     def short(self) -> str:
         return self.dataset.split("/")[-1]
 
 
+# The nine task categories of NorEval (lm-eval's noreval README), in its order.
+NOREVAL_CATEGORIES = (
+    "Sentiment analysis", "Norwegian language knowledge", "Norwegian-specific & world knowledge",
+    "Machine reading comprehension", "Commonsense reasoning", "Machine translation", "Text summarization",
+    "Instruction following", "Truthfulness",
+)
+_COMMONSENSE, _KNOWLEDGE, _TRUTH = "Commonsense reasoning", "Norwegian-specific & world knowledge", "Truthfulness"
 REFERENCE_COLUMNS = ("NorskGemma4-31B", "NorskMistral-119B", "NorEval best")
 PROMPTS = ("p0", "p1", "p2", "p3", "p4")  # lm-eval's five prompts per family: <family>_<p>
 _MC = ("question", "choices.text", "choices.label", "answer")
@@ -43,21 +55,21 @@ _TQA = ("question", "mc1_targets.choices")
 
 CATALOGUE: dict[str, NorEvalTask] = {t.family: t for t in [
     NorEvalTask("norcommonsenseqa_nob", "Commonsense BM", "ltg/norcommonsenseqa", "nb", "train", None, _MC,
-                (85.4, 75.7, 72.2)),
+                (85.4, 75.7, 72.2), _COMMONSENSE, 20.0),
     NorEvalTask("norcommonsenseqa_nno", "Commonsense NN", "ltg/norcommonsenseqa", "nn", "train", None, _MC,
-                (73.7, 63.2, 52.6)),
+                (73.7, 63.2, 52.6), _COMMONSENSE, 20.0),
     NorEvalTask("noropenbookqa_nob", "Open-book QA BM", "ltg/noropenbookqa", "nb", "test", "train", _OBQA,
-                (96.5, 95.7, 87.4)),
+                (96.5, 95.7, 87.4), _KNOWLEDGE, 25.0),
     NorEvalTask("noropenbookqa_nno", "Open-book QA NN", "ltg/noropenbookqa", "nn", "test", "train", _OBQA,
-                (94.4, 93.3, 88.9)),
+                (94.4, 93.3, 88.9), _KNOWLEDGE, 25.0),
     NorEvalTask("nortruthfulqa_mc_nob", "Truthfulness BM", "ltg/nortruthfulqa_mc", "nb", "validation", None, _TQA,
-                (85.7, 77.9, 74.6)),
+                (85.7, 77.9, 74.6), _TRUTH),
     NorEvalTask("nortruthfulqa_mc_nno", "Truthfulness NN", "ltg/nortruthfulqa_mc", "nn", "validation", None, _TQA,
-                (93.0, 82.5, 73.7)),
+                (93.0, 82.5, 73.7), _TRUTH),
     NorEvalTask("nrk_quiz_qa_nob", "Norwegian knowledge BM", "ltg/nrk_quiz_qa", "nb", "test", None, _MC,
-                (70.9, 66.5, 63.7)),
+                (70.9, 66.5, 63.7), _KNOWLEDGE),
     NorEvalTask("nrk_quiz_qa_nno", "Norwegian knowledge NN", "ltg/nrk_quiz_qa", "nn", "test", None, _MC,
-                (69.6, 65.1, 71.9)),
+                (69.6, 65.1, 71.9), _KNOWLEDGE),
 ]}
 NOREVAL_FAMILIES = tuple(CATALOGUE)
 REFERENCE_AVERAGES = (83.6, 76.8, 73.1)
