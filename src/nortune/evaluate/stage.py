@@ -19,8 +19,8 @@ from nortune.adapters import adapter_rank, resolve_device
 from nortune.config import Recipe
 from nortune.evaluate import report
 from nortune.evaluate.memory import PeakMemory
-from nortune.evaluate.stats import family_and_prompt, family_summary, headlines, prompt_scores
-from nortune.evaluate.tasks import SAMPLE_MARKER, task_specs
+from nortune.evaluate.stats import family_summary, headlines, prompt_scores
+from nortune.evaluate.tasks import SAMPLE_MARKER, family_and_prompt, task_specs
 from nortune.jsonl import DataError
 from nortune.runs import MODEL_STAGE_OF_LABEL, Options, RunLayout, atomic_write_text, begin_stage, \
     inputs_fingerprint, is_current, read_manifest

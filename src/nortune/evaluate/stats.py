@@ -141,8 +141,3 @@ def paired_bootstrap(base: list[dict], tuned: list[dict], metric: str, samples: 
 
 def _ci(draws: np.ndarray, lo_q: float, hi_q: float) -> tuple[float, float]:
     return float(np.percentile(draws, lo_q)), float(np.percentile(draws, hi_q))
-
-
-def family_and_prompt(task_name: str) -> tuple[str | None, str | None]:
-    family = family_of(task_name)
-    return family, (task_name.rsplit("_", 1)[1] if family else None)

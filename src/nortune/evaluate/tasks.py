@@ -18,7 +18,7 @@ from nortune.config.names import (CATALOGUE, LOCAL_LAYOUT, PROMPTS, REFERENCE_AV
 from nortune.jsonl import DataError, iter_jsonl
 
 __all__ = ["CATALOGUE", "PROMPTS", "REFERENCE_AVERAGES", "REFERENCE_COLUMNS", "SAMPLE_MARKER", "NorEvalTask",
-           "build_tasks", "check_local_file", "family_of", "local_file", "task_manager",
+           "build_tasks", "check_local_file", "family_and_prompt", "family_of", "local_file", "task_manager",
            "task_specs"]
 
 SAMPLE_MARKER = "SAMPLE_SETS.md"  # a local data folder holding this file is demo data, not NorEval
@@ -28,6 +28,12 @@ def family_of(task_name: str) -> str | None:
     """``norcommonsenseqa_nob_p3`` -> ``norcommonsenseqa_nob`` (None for tasks outside the catalogue)."""
     base, _, prompt = task_name.rpartition("_")
     return base if base in CATALOGUE and prompt in PROMPTS else None
+
+
+def family_and_prompt(task_name: str) -> tuple[str | None, str | None]:
+    """``norcommonsenseqa_nob_p3`` -> (``norcommonsenseqa_nob``, ``p3``); (None, None) outside the catalogue."""
+    family = family_of(task_name)
+    return family, (task_name.rsplit("_", 1)[1] if family else None)
 
 
 def task_manager(everything: bool = False):
