@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from nortune.evaluate.tasks import CATALOGUE, family_of
+from nortune.evaluate.tasks import CATALOGUE
 
 
 def prompt_scores(samples: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
