@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HELDOUT = sorted((ROOT / "data/demo/heldout").glob("*.txt"))
+DEV = sorted((ROOT / "data/demo/heldout/dev").glob("*.txt"))  # the demo tuning study's development split
 SHINGLE = 50
 
 
@@ -71,8 +72,8 @@ def overlaps(heldout: list[str], corpus: list[str]) -> list[str]:
     return found
 
 
-def heldout_lines() -> list[str]:
-    return [line for f in HELDOUT for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+def heldout_lines(files: list[Path] = HELDOUT) -> list[str]:
+    return [line for f in files for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def test_heldout_files_are_shipped():
@@ -87,6 +88,16 @@ def test_heldout_disjoint_from_training_and_langid():
     corpus = [t for f in training_files() for t in training_texts(f)]
     assert len(training_files()) >= 8 and corpus
     assert overlaps(heldout_lines(), corpus) == []
+
+
+def test_dev_split_disjoint_from_training_and_from_the_heldout_split():
+    """The tuning study chooses on dev and reports on the held-out split once: the two share no text."""
+    assert {f.stem for f in DEV} == {"nb", "nn", "en"}
+    dev = heldout_lines(DEV)
+    assert len(dev) >= 120
+    corpus = [t for f in training_files() for t in training_texts(f)]
+    assert overlaps(dev, corpus) == []
+    assert overlaps(dev, heldout_lines()) == []
 
 
 def test_heldout_sets_disjoint_from_each_other():

@@ -1,0 +1,130 @@
+"""The demo's tuning study (issue 20): choose the demo's training settings on a development split.
+
+Each variant is the demo recipe plus dotted overrides, trained in its own run folder
+(``runs/tune-demo-<variant>``: curate, decontam and train through the pipeline, so the
+contamination gate and the recipe's language mix hold as in ``make demo``). Each trained adapter
+and the base model are scored on the development texts (``data/demo/heldout/dev``, disjoint from
+training and from the held-out split: ``tests/unit/test_heldout_disjoint.py``), and the relative
+change of perplexity per language is printed with its paired bootstrap interval.
+
+``--final VARIANT`` scores the chosen variant on the held-out split (``data/demo/heldout``) once,
+after the choice; ``make demo`` then reports the same numbers through ``evaluate.perplexity``.
+
+Usage: python scripts/tune_demo.py [--variants NAME ...] [--final NAME]
+Results accumulate in runs/tune-demo/study.json (a killed study resumes: trained variants skip).
+The last line printed is one JSON object with every variant's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV = {lang: ROOT / "data/demo/heldout/dev" / f"{lang}.txt" for lang in ("nb", "nn", "en")}
+HELDOUT = {lang: ROOT / "data/demo/heldout" / f"{lang}.txt" for lang in ("nb", "nn", "en")}
+# The variants tried: the demo's settings, then one change at a time (LR, steps, NEFTune, rank).
+VARIANTS: dict[str, list[str]] = {
+    "demo": [],
+    "lr1e-4": ["train.lr=1e-4"],
+    "lr4e-4": ["train.lr=4e-4"],
+    "steps60": ["train.max_steps=60"],
+    "noneftune": ["train.neftune_noise_alpha=0"],
+    "r16": ["adapter.r=16", "adapter.alpha=32"],
+}
+OUT = ROOT / "runs" / "tune-demo"
+TOLERANCE = 0.02  # English may rise at most 2 % (evaluate.perplexity.tolerance)
+
+
+def recipe_for(variant: str, overrides: list[str]):
+    from nortune.config import load_recipe
+
+    return load_recipe(ROOT / "configs/demo.yaml", [f"name=tune-demo-{variant}", *overrides])
+
+
+def scored_sets(recipe, label: str, texts: dict[str, Path]) -> dict[str, dict]:
+    """Per-text NLL and token counts of each text file, for base or the variant's tuned adapter."""
+    from nortune.evaluate import perplexity
+    from nortune.evaluate.stage import model_spec
+
+    settings = recipe.evaluate.perplexity
+    model, tokenizer, device = perplexity.load_model(recipe, model_spec(recipe, label)[0])
+    out = {}
+    for lang, path in texts.items():
+        scored = perplexity.score(model, tokenizer, perplexity.read_texts(path), settings.max_tokens_per_text,
+                                  settings.batch_size, device)
+        out[lang] = {"nll": [s[0] for s in scored], "tokens": [s[1] for s in scored]}
+    return out
+
+
+def changes(base: dict[str, dict], tuned: dict[str, dict]) -> dict[str, dict]:
+    from nortune.evaluate.perplexity import ratio_bootstrap
+
+    out = {}
+    for lang in base:
+        point, (lo, hi) = ratio_bootstrap(base[lang]["nll"], base[lang]["tokens"], tuned[lang]["nll"],
+                                          tuned[lang]["tokens"], samples=2000, confidence=0.95)
+        out[lang] = {"change": round(point, 4), "ci": [round(lo, 4), round(hi, 4)]}
+    return out
+
+
+def meets_thesis(change: dict[str, dict]) -> bool:
+    """nb and nn significantly lower, English's upper bound within the tolerance."""
+    return change["nb"]["ci"][1] < 0 and change["nn"]["ci"][1] < 0 and change["en"]["ci"][1] <= TOLERANCE
+
+
+def train(variant: str, overrides: list[str]) -> tuple[object, float]:
+    from nortune.pipeline import failures, run_pipeline
+
+    recipe = recipe_for(variant, overrides)
+    started = time.perf_counter()
+    results = run_pipeline(recipe, stop="train")
+    if failures(results):
+        sys.exit(f"{variant}: {failures(results)} failed")
+    return recipe, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--final", choices=list(VARIANTS), help="score this variant on the held-out split (once)")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    study_file = OUT / "study.json"
+    study = json.loads(study_file.read_text()) if study_file.is_file() else {"dev": {}, "final": None}
+    base_recipe = recipe_for("demo", [])
+    if "base" not in study:
+        study["base"] = scored_sets(base_recipe, "base", DEV)
+    for variant in args.variants:
+        if variant in study["dev"]:
+            continue
+        recipe, seconds = train(variant, VARIANTS[variant])
+        tuned = scored_sets(recipe, "tuned", DEV)
+        change = changes(study["base"], tuned)
+        study["dev"][variant] = {"overrides": VARIANTS[variant], "train_s": round(seconds, 1), "change": change,
+                                 "meets_thesis": meets_thesis(change)}
+        study_file.write_text(json.dumps(study, indent=2))
+    if args.final:
+        recipe, _ = train(args.final, VARIANTS[args.final])  # skipped: trained above
+        held_base = scored_sets(base_recipe, "base", HELDOUT)
+        change = changes(held_base, scored_sets(recipe, "tuned", HELDOUT))
+        study["final"] = {"variant": args.final, "change": change, "meets_thesis": meets_thesis(change)}
+        study_file.write_text(json.dumps(study, indent=2))
+    print(f"{'variant':<11} {'overrides':<34} {'train s':>8}  " + "  ".join(f"{lang:>24}" for lang in DEV))
+    for variant, row in study["dev"].items():
+        cells = "  ".join(f"{100 * c['change']:+6.1f}% [{100 * c['ci'][0]:+5.1f},{100 * c['ci'][1]:+5.1f}]"
+                          for c in row["change"].values())
+        mark = "  <- meets the thesis" if row["meets_thesis"] else ""
+        print(f"{variant:<11} {' '.join(row['overrides']) or '(demo)':<34} {row['train_s']:>8}  {cells}{mark}")
+    if study["final"]:
+        print(f"held-out split, {study['final']['variant']}: {json.dumps(study['final']['change'])}")
+    print(json.dumps({"dev": {v: {**r["change"], "meets_thesis": r["meets_thesis"]} for v, r in study["dev"].items()},
+                      "final": study["final"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
