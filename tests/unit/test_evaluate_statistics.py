@@ -105,6 +105,7 @@ def test_generation_families_from_lm_eval_results(catalogue):
         # sacrebleu scores are 0..100 in lm-eval; bootstrap stderr N/A when only one item was scored
         "tatoeba_eng_nno": [{"bleu": (12.5, 1.2), "chrf": (40.1, 0.9)}, {"bleu": (17.5, "N/A"), "chrf": (44.0, 1.0)}],
     }, n=250)
+    results["norquad_p1"].update({"f1,strip": 0.99, "f1_stderr,strip": 0.01})  # another filter: "none" wins
     summary = family_summary(result_scores(results, counts), "acc_norm")
     quad, mt = summary["norquad"], summary["tatoeba_eng_nno"]
     assert quad["metric"] == "f1" and (quad["best"], quad["best_prompt"]) == (pytest.approx(55.0), "p1")
@@ -174,3 +175,32 @@ def test_paired_comparison_beyond_the_recipe(catalogue):
     md = report.compare_markdown({"label": "base", "tasks": {}, "headline": {}}, {"label": "tuned", "tasks": {}},
                                  deltas, overall, 0.95)
     assert "bleu (corpus metric recomputed)" in md and "No paired interval" in md and "norec_sentence" in md
+
+
+def test_run_report_and_ledger_show_intervals_small_sets_and_not_computed(tmp_path):
+    import json
+
+    from nortune.report.ledger import compare_runs
+    from nortune.report.stage import _data_notes
+    from nortune.runs import RunLayout
+
+    run = tmp_path / "runs" / "r1"
+    layout = RunLayout(run)
+    metrics = {"best_of_prompts": 55.0, "mean_of_prompts": 50.0, "normalised_overall": 31.0, "note": None,
+               "tasks": {"nrk_quiz_qa_nno": 60.0}, "tasks_mean": {"nrk_quiz_qa_nno": 52.0},
+               "tasks_ci": {"nrk_quiz_qa_nno": 9.4}, "small_sets": {"nrk_quiz_qa_nno": 57},
+               "not_computed": {"ask_gec": "errant is not installed"}}
+    for label in ("base", "tuned"):
+        layout.evaluate_dir(label).mkdir(parents=True)
+        (layout.evaluate_dir(label) / "manifest.json").write_text(json.dumps({"metrics": metrics}))
+    layout.compare_dir("tuned").mkdir(parents=True)
+    (layout.compare_dir("tuned") / "compare.json").write_text(json.dumps({
+        "confidence": 0.95, "deltas": [], "no_paired_ci": {"norec_sentence": "macro F1 is corpus-level"}}))
+    notes = _data_notes(run)
+    assert "Not computed (tuned): ask_gec: errant is not installed" in notes
+    assert "Small test sets (&lt; 100 items): nrk_quiz_qa_nno (57)" in notes
+    assert "No paired interval (tuned vs its baseline): norec_sentence: macro F1 is corpus-level" in notes
+    table = compare_runs([run])
+    assert "| Norwegian knowledge NN | 60.0 ± 9.4 (n=57, small) |" in table
+    assert "| average (mean of prompts) | 50.0 |" in table and "| all tasks, normalised (best of prompts) | 31.0 |" in table
+    assert "Not computed: r1: ask_gec (errant is not installed)" in table and "No paired interval: r1: norec_sentence" in table
