@@ -83,7 +83,9 @@ class _Paired:
         """[prompts, draws] scores on the resampled items ``idx`` [draws, items]."""
         if self.scorer is None:
             return which[:, idx].mean(axis=2)
-        summed = which[:, idx, :].sum(axis=2)  # [prompts, draws, stats]
+        counts = np.zeros((idx.shape[0], which.shape[1]))  # [draws, items]: how often each item was drawn
+        np.add.at(counts, (np.arange(idx.shape[0])[:, None], idx), 1)
+        summed = np.einsum("di,pis->pds", counts, which)  # [prompts, draws, stats], no per-draw copies
         return np.array([[self.scorer.score(s) for s in row] for row in summed])
 
 
