@@ -187,6 +187,7 @@ def test_run_report_and_ledger_show_intervals_small_sets_and_not_computed(tmp_pa
     run = tmp_path / "runs" / "r1"
     layout = RunLayout(run)
     metrics = {"best_of_prompts": 55.0, "mean_of_prompts": 50.0, "normalised_overall": 31.0, "note": None,
+               "normalised_categories": {KNOWLEDGE: 40.0},
                "tasks": {"nrk_quiz_qa_nno": 60.0}, "tasks_mean": {"nrk_quiz_qa_nno": 52.0},
                "tasks_ci": {"nrk_quiz_qa_nno": 9.4}, "small_sets": {"nrk_quiz_qa_nno": 57},
                "not_computed": {"ask_gec": "errant is not installed"}}
@@ -202,5 +203,6 @@ def test_run_report_and_ledger_show_intervals_small_sets_and_not_computed(tmp_pa
     assert "No paired interval (tuned vs its baseline): norec_sentence: macro F1 is corpus-level" in notes
     table = compare_runs([run])
     assert "| Norwegian knowledge NN | 60.0 ± 9.4 (n=57, small) |" in table
+    assert f"| {KNOWLEDGE}, normalised (best of prompts) | 40.0 |" in table
     assert "| average (mean of prompts) | 50.0 |" in table and "| all tasks, normalised (best of prompts) | 31.0 |" in table
     assert "Not computed: r1: ask_gec (errant is not installed)" in table and "No paired interval: r1: norec_sentence" in table

@@ -199,6 +199,8 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
                "tasks_mean": {f: s["mean"] for f, s in summary.items()},
                "tasks_ci": {f: s["ci"] for f, s in summary.items()},
                "normalised_overall": (head["overall"]["normalised_best"] or {}).get("value"),
+               "normalised_categories": {c: (g["normalised_best"] or {}).get("value")
+                                         for c, g in head["categories"].items()},
                "small_sets": summary_all["small_sets"], "not_computed": summary_all["not_computed"]}
     if held_out is not None:
         outputs.append(perplexity.write(out_dir, held_out))

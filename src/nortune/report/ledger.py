@@ -230,6 +230,10 @@ def compare_runs(run_dirs: list[Path]) -> str:
     lines.append("| **average (best of prompts)** | " + " | ".join(cell(t, d, None) for _, t, d, _ in columns) + " |")
     lines.append("| average (mean of prompts) | " + " | ".join(
         _pct(t.get("mean_of_prompts")) for _, t, _, _ in columns) + " |")
+    categories = list(dict.fromkeys(c for _, t, _, _ in columns for c in t.get("normalised_categories", {})))
+    for category in categories:
+        lines.append(f"| {category}, normalised (best of prompts) | " + " | ".join(
+            _pct(t.get("normalised_categories", {}).get(category)) for _, t, _, _ in columns) + " |")
     lines.append("| all tasks, normalised (best of prompts) | " + " | ".join(
         _pct(t.get("normalised_overall")) for _, t, _, _ in columns) + " |")
     levels = sorted({f"{c:.0%}" for *_, c in columns if c})
