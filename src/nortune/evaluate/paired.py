@@ -10,14 +10,13 @@ with neither gets no interval, and the comparison says so (``overall["no_paired_
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from nortune.evaluate.stats import row_metrics, headline_metric, recipe_families, to_percent
+from nortune.evaluate.stats import headline_metric, recipe_families, row_metrics, to_percent
 from nortune.evaluate.tasks import CATALOGUE
-
 
 
 def item_values(samples: list[dict[str, Any]], metric: str
@@ -42,11 +41,6 @@ def item_values(samples: list[dict[str, Any]], metric: str
         if values:
             out[family] = (name, values)
     return out
-
-
-def correctness(samples: list[dict[str, Any]], metric: str) -> dict[str, dict[tuple[str, str], tuple[str, float]]]:
-    """{family: {(prompt, doc_key): (doc_hash, value 0..100)}} (``item_values`` without the metric names)."""
-    return {f: v for f, (_, v) in item_values(samples, metric).items()}
 
 
 @dataclass
@@ -76,8 +70,7 @@ class _Paired:
     docs: list[str]
     base: np.ndarray   # per-item: [prompts, items]; corpus: [prompts, items, stats]
     tuned: np.ndarray
-    scorer: Any = None
-    points: list[float] = field(default_factory=list)
+    scorer: Any = None  # corpus.CorpusScorer for corpus metrics
 
     def scores(self, which: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """[prompts, draws] scores on the resampled items ``idx`` [draws, items]."""
