@@ -187,19 +187,21 @@ def chart(path: Path, runs: dict[str, dict[str, Any]], note: str | None) -> Path
     families = list(dict.fromkeys(f for r in runs.values() for f in _ordered(r["tasks"])))
     if not families:
         return None
-    series = [(name, [r["tasks"].get(f, {}).get("best", 0.0) for f in families]) for name, r in runs.items()]
-    if any(f in CATALOGUE and CATALOGUE[f].references for f in families):  # published numbers: 0 where none
+    # each run's best of prompts with its ± interval as an error bar, then the published numbers (0 where none)
+    series = [(name, [r["tasks"].get(f, {}).get("best", 0.0) for f in families],
+               [r["tasks"].get(f, {}).get("ci") or 0.0 for f in families]) for name, r in runs.items()]
+    if any(f in CATALOGUE and CATALOGUE[f].references for f in families):
         series += [(ref, [CATALOGUE[f].references[i] if f in CATALOGUE and CATALOGUE[f].references else 0.0
-                          for f in families]) for i, ref in enumerate(REFERENCE_COLUMNS)]
+                          for f in families], None) for i, ref in enumerate(REFERENCE_COLUMNS)]
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(12, 0.6 * len(families)), 5))
-    for i, (name, values) in enumerate(series):
+    for i, (name, values, errors) in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(families))]
         hatch = "//" if name in REFERENCE_COLUMNS else None
-        ax.bar(xs, values, width, label=name, hatch=hatch, alpha=0.55 if hatch else 0.95)
+        ax.bar(xs, values, width, label=name, hatch=hatch, alpha=0.55 if hatch else 0.95, yerr=errors, capsize=2)
     labels = [next((r["tasks"][f]["label"] for r in runs.values() if f in r["tasks"]), f) for f in families]
     ax.set_xticks(range(len(families)), labels, rotation=25, ha="right")
-    ax.set_ylabel("score, best of prompts (0..100)")
+    ax.set_ylabel("score, best of prompts (0..100), ± interval")
     ax.set_ylim(0, 115)  # headroom for the legend above 100 %
     ax.set_yticks(range(0, 101, 20))
     ax.legend(fontsize=8, ncol=len(series), loc="upper center")

@@ -177,6 +177,8 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
         "samples_file": "samples.jsonl", "backend": settings.backend, "execution": execution,
     }
     raw["nortune"] = summary_all
+    if summary_all["small_sets"]:
+        log.warning("evaluate %s: small test sets (< 100 items), intervals are wide: %s", label, summary_all["small_sets"])
     samples_path = out_dir / "samples.jsonl"
     atomic_write_text(samples_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in samples))
     results_path = layout.results(label)
