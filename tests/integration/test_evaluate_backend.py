@@ -149,6 +149,12 @@ def test_stage_resumes_from_cached_requests_and_evaluates_the_adapter(tiny_gemma
     assert "SAMPLE SETS, NOT NorEval" in report and (out / "chart.png").is_file()
     results = json.loads((out / "results.json").read_text())
     assert "nrk_quiz_qa_nob_p0" in results["results"] and results["nortune"]["headline"]["complete"] is False
+    # scores from lm-eval's aggregated results equal those from the per-item rows (the recipe's headline unchanged)
+    from nortune.evaluate.stats import family_summary, prompt_scores
+
+    from_rows = family_summary(prompt_scores([json.loads(line) for line in (out / "samples.jsonl").open()]), "acc")
+    assert {f: (s["best"], s["mean"]) for f, s in results["nortune"]["tasks"].items()} == \
+        {f: pytest.approx((s["best"], s["mean"])) for f, s in from_rows.items()}
     run = results["nortune"]["execution"]  # how it ran: batch settings, wall time, peak memory
     assert run["batch_tokens"] == 48 and run["memory_gib"] > 0 and run["wall_s"] > 0 and run["peak_rss_gib"] > 0.1
     assert f"batch_tokens 48, memory_gib {run['memory_gib']}" in report and "peak resident memory" in report

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from nortune.config import ConfigError, load_recipe
-from nortune.evaluate.stats import family_summary, headlines, paired_bootstrap, prompt_scores
+from nortune.evaluate.paired import paired_bootstrap
+from nortune.evaluate.stats import family_summary, headlines, prompt_scores
 from nortune.evaluate.tasks import CATALOGUE, PROMPTS, check_local_file, task_specs
 from nortune.jsonl import DataError
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.evaluate import report
-from nortune.evaluate.stats import paired_bootstrap
+from nortune.evaluate.paired import paired_bootstrap
 from nortune.jsonl import DataError, iter_jsonl
 from nortune.runs import RunLayout, atomic_write_text
 
@@ -64,20 +64,21 @@ def compare(tuned_path: Path, base_path: Path, out_dir: Path, metric: str, sampl
     result = {"base": str(base_path), "tuned": str(tuned_path), "metric": metric, "confidence": confidence,
               "bootstrap_samples": samples, "deltas": [asdict(d) | {"regression": d.regression(),
                                                                     "gain": d.gain()} for d in deltas],
-              "overall": overall, "regressions": regressions,
+              "overall": overall, "regressions": regressions, "no_paired_ci": overall.get("no_paired_ci", {}),
               "note": tuned.get("note") or base.get("note")}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "compare.json", json.dumps(result, indent=2))
     atomic_write_text(out_dir / "compare.md", report.compare_markdown(base, tuned, deltas, overall, confidence))
     report.chart(out_dir / "compare.png", {"base": base, "tuned": tuned}, result["note"])
+    for family, why in overall.get("no_paired_ci", {}).items():  # said, never skipped silently
+        print(f"compare: no paired interval for {family}: {why}", file=sys.stderr)
     if regressions or overall.get("regression"):
-        from nortune.evaluate.tasks import CATALOGUE
-
         bar = "!" * 78
         print(f"\n{bar}\nSIGNIFICANT REGRESSION (tuned vs base, {confidence:.0%} paired bootstrap):", file=sys.stderr)
         for d in deltas:
             if d.regression():
-                print(f"  {CATALOGUE[d.family].label}: best-of-5 {d.best:+.1f} pp "
+                print(f"  {tuned['tasks'].get(d.family, {}).get('label', d.family)} ({d.metric}): best of prompts "
+                      f"{d.best:+.1f} pp "
                       f"[{d.best_ci[0]:+.1f}, {d.best_ci[1]:+.1f}], mean {d.mean:+.1f} pp", file=sys.stderr)
         if overall.get("regression"):
             print(f"  average: {overall['best']:+.1f} pp [{overall['best_ci'][0]:+.1f}, "

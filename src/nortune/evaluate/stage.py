@@ -19,7 +19,7 @@ from nortune.adapters import adapter_rank, resolve_device
 from nortune.config import Recipe
 from nortune.evaluate import report
 from nortune.evaluate.memory import PeakMemory
-from nortune.evaluate.stats import family_summary, headlines, prompt_scores
+from nortune.evaluate.stats import family_summary, headlines, missing_metrics, result_scores, small_sets
 from nortune.evaluate.tasks import SAMPLE_MARKER, family_and_prompt, task_specs
 from nortune.jsonl import DataError
 from nortune.runs import MODEL_STAGE_OF_LABEL, Options, RunLayout, atomic_write_text, begin_stage, \
@@ -164,16 +164,21 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
                  **(lm.settings() if hasattr(lm, "settings") else {"batch_size": batch_size})}
     del lm
     samples = list(_sample_rows(raw.pop("samples", {})))
-    scores = prompt_scores(samples)
-    summary = family_summary(scores, settings.metric)
+    # Task scores are lm-eval's aggregated results (corpus metrics too); the rows give chance levels.
+    scores = result_scores(raw["results"], raw.get("n-samples"))
+    summary = family_summary(scores, settings.metric, samples, settings.confidence)
     summary_all = {
         "label": label, "metric": settings.metric, "note": data_note(settings), "origins": origins,
+        "confidence": settings.confidence,
         "num_fewshot": {f: fewshot.get(f, 0) for f in settings.tasks}, "limit": settings.limit,
-        "scores": scores, "tasks": summary, "headline": headlines(summary),
+        "scores": scores, "tasks": summary, "headline": headlines(summary), "small_sets": small_sets(summary),
+        "not_computed": missing_metrics(scores, summary, settings.metric),
         "extra_tasks": {t: raw["results"].get(t, {}) for t in settings.extra_tasks},
         "samples_file": "samples.jsonl", "backend": settings.backend, "execution": execution,
     }
     raw["nortune"] = summary_all
+    if summary_all["small_sets"]:
+        log.warning("evaluate %s: small test sets (< 100 items), intervals are wide: %s", label, summary_all["small_sets"])
     samples_path = out_dir / "samples.jsonl"
     atomic_write_text(samples_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in samples))
     results_path = layout.results(label)
@@ -192,7 +197,13 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
     outputs = [results_path, samples_path, md_path] + ([chart] if chart else [])
     head = summary_all["headline"]
     metrics = {"best_of_prompts": head["best_of_prompts"], "mean_of_prompts": head["mean_of_prompts"],
-               "tasks": {f: s["best"] for f, s in summary.items()}, "note": summary_all["note"]}
+               "tasks": {f: s["best"] for f, s in summary.items()}, "note": summary_all["note"],
+               "tasks_mean": {f: s["mean"] for f, s in summary.items()},
+               "tasks_ci": {f: s["ci"] for f, s in summary.items()},
+               "normalised_overall": (head["overall"]["normalised_best"] or {}).get("value"),
+               "normalised_categories": {c: (g["normalised_best"] or {}).get("value")
+                                         for c, g in head["categories"].items()},
+               "small_sets": summary_all["small_sets"], "not_computed": summary_all["not_computed"]}
     if held_out is not None:
         outputs.append(perplexity.write(out_dir, held_out))
         metrics["perplexity"] = {name: s["ppl"] for name, s in held_out["sets"].items()}

@@ -1,62 +1,221 @@
-"""Scores per task and prompt, spread over prompts, headlines, and the paired bootstrap.
+"""Scores per task and prompt, spread over prompts, normalised scores, averages, the paired bootstrap.
 
-Numbers are percentages (0..100). The NorEval headline is "best of the prompts per task,
-then the unweighted mean of the tasks"; the mean-over-prompts headline sits beside it
-because best-of-5 rewards prompt luck.
+Numbers are on a 0..100 scale (``to_percent``). Per task (family) the prompts give best, mean,
+median and min, and a combined standard error sqrt(SE_items^2 + SD_prompts^2 / k), the error bar
+of NorEval's authors (docs/evaluate-statistics.md). The recipe's headline is "best of the
+prompts per task, then the unweighted mean of the recipe's tasks"; the mean-over-prompts
+headline sits beside it because best-of-5 rewards prompt luck. Task scores come from lm-eval's
+own aggregated results, so corpus-level metrics (BLEU, chrF) are lm-eval's numbers.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from nortune.evaluate.tasks import CATALOGUE
+from nortune.config.names import NOREVAL_CATEGORIES
+from nortune.evaluate.tasks import CATALOGUE, family_and_prompt
+
+# lm-eval metrics that are already 0..100: sacrebleu's corpus scores, and NorEval's t5-style
+# BLEU / ROUGE per item (norsumm, nortruthfulqa_gen). Their "_acc" variants are 0/1 fractions.
+PERCENT_METRICS = frozenset({"bleu", "chrf", "chrf++", "ter"})
+_PERCENT_PREFIXES = ("bleu_", "rouge1_", "rouge2_", "rougeL_", "rougeLsum_")
+SMALL_SET = 100  # fewer items than this: the report warns and shows the interval beside the number
+
+
+def is_percent_metric(metric: str) -> bool:
+    """True when lm-eval reports ``metric`` on 0..100 already (else it is a 0..1 fraction)."""
+    return metric in PERCENT_METRICS or (metric.startswith(_PERCENT_PREFIXES) and not metric.endswith("_acc"))
+
+
+def to_percent(metric: str, value: float) -> float:
+    return float(value) if is_percent_metric(metric) else 100.0 * float(value)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def result_scores(results: dict[str, dict[str, Any]], n_samples: dict[str, Any] | None = None
+                  ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """{family: {prompt: {metric: {value, stderr, n}}}} from lm-eval's aggregated ``results``.
+
+    Values and standard errors are lm-eval's own (``"<metric>,<filter>"`` and
+    ``"<metric>_stderr,<filter>"``), scaled to 0..100; the ``none`` filter wins when a metric
+    has several. ``stderr`` is None where lm-eval reported "N/A". ``n`` from ``n-samples``.
+    """
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = defaultdict(dict)
+    for task_name, entry in results.items():
+        family, prompt = family_and_prompt(task_name)
+        if family is None or not isinstance(entry, dict):
+            continue
+        metrics: dict[str, dict[str, Any]] = {}
+        for key, raw in entry.items():
+            name, sep, filter_key = key.partition(",")
+            value = _number(raw)
+            if not sep or name.endswith("_stderr") or value is None:
+                continue
+            if name in metrics and filter_key != "none":
+                continue
+            stderr = _number(entry.get(f"{name}_stderr,{filter_key}"))
+            counts = (n_samples or {}).get(task_name) or {}
+            metrics[name] = {"value": to_percent(name, value),
+                             "stderr": None if stderr is None else to_percent(name, stderr),
+                             "n": int(counts.get("effective") or counts.get("original") or 0)}
+        if metrics:
+            out[family][prompt] = metrics
+    return dict(out)
+
+
+def row_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """Per-item numeric metrics of a sample row: its ``metrics`` dict, else the acc / acc_norm keys."""
+    found = {k: _number(v) for k, v in (row.get("metrics") or {}).items()}
+    for key in ("acc", "acc_norm"):
+        if key not in found and row.get(key) is not None:
+            found[key] = _number(row[key])
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def prompt_scores(samples: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """{family: {prompt: {metric: {value, stderr, n}}}} from per-sample rows (acc in 0/1)."""
+    """{family: {prompt: {metric: {value, stderr, n}}}} from per-sample rows (per-item metrics only:
+    the mean and lm-eval's ``mean_stderr``, sample sd / sqrt(n)). Corpus metrics need ``result_scores``."""
     bucket: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for row in samples:
         if row.get("family") is None:
             continue
-        for metric in ("acc", "acc_norm"):
-            if row.get(metric) is not None:
-                bucket[(row["family"], row["prompt"], metric)].append(float(row[metric]))
+        for metric, value in row_metrics(row).items():
+            bucket[(row["family"], row["prompt"], metric)].append(value)
     out: dict[str, dict[str, dict[str, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
     for (family, prompt, metric), values in sorted(bucket.items()):
         n = len(values)
         mean = sum(values) / n
-        # lm-eval's mean_stderr: sample standard deviation / sqrt(n)
         var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-        out[family][prompt][metric] = {"value": 100 * mean, "stderr": 100 * math.sqrt(var / n), "n": n}
+        out[family][prompt][metric] = {"value": to_percent(metric, mean),
+                                       "stderr": to_percent(metric, math.sqrt(var / n)), "n": n}
     return {f: dict(p) for f, p in out.items()}
 
 
-def family_summary(scores: dict[str, dict[str, dict[str, dict[str, float]]]], metric: str) -> dict[str, dict]:
-    """Per family: best / mean / min / std (sample std, ddof=1) over prompts, and the best prompt."""
+def headline_metric(family: str, prompts: dict[str, dict[str, Any]], metric: str) -> str:
+    """The metric a family is summarised by: the catalogue's; for multiple choice (``acc``) the recipe's
+    ``evaluate.metric`` (acc / acc_norm) where every prompt has it (truthfulness has acc only)."""
+    wanted = CATALOGUE[family].metric if family in CATALOGUE else "acc"
+    if wanted in ("acc", "acc_norm") and all(metric in m for m in prompts.values()):
+        return metric
+    return wanted
+
+
+def chance_level(samples: list[dict[str, Any]], family: str) -> float | None:
+    """Per-item chance for multiple choice, in percent: the mean over items of 100 / len(choices)."""
+    per_doc: dict[str, int] = {}
+    for row in samples:
+        if row.get("family") == family and len(row.get("choices") or []) > 1:
+            per_doc.setdefault(str(row["doc_id"]), len(row["choices"]))
+    return float(np.mean([100.0 / c for c in per_doc.values()])) if per_doc else None
+
+
+def random_baseline(family: str, metric: str, samples: list[dict[str, Any]] | None) -> float | None:
+    """The catalogue's chance score; None there: per-item 1/len(choices) for acc / acc_norm, else none."""
+    fixed = CATALOGUE[family].random_baseline if family in CATALOGUE else None
+    if fixed is not None:
+        return float(fixed)
+    return chance_level(samples or [], family) if metric in ("acc", "acc_norm") else None
+
+
+def normalised(raw: float, random: float | None, best: float = 100.0) -> float | None:
+    """(raw - random) / (max - random) * 100: 0 is chance, 100 is perfect."""
+    return None if random is None or random >= best else 100.0 * (raw - random) / (best - random)
+
+
+def combined_se(values: list[float], stderrs: list[float | None]) -> dict[str, float | None]:
+    """SE_items (root mean square of the per-prompt standard errors), SD_prompts (ddof=1), and
+    sqrt(SE_items^2 + SD_prompts^2 / k); SE_items is None when lm-eval gave no standard error."""
+    k = len(values)
+    sd = float(np.std(values, ddof=1)) if k > 1 else 0.0
+    known = [s for s in stderrs if s is not None]
+    se_items = math.sqrt(sum(s * s for s in known) / len(known)) if known else None
+    se = math.sqrt((se_items or 0.0) ** 2 + sd * sd / k)
+    return {"se_items": se_items, "sd_prompts": sd, "se_prompts": sd / math.sqrt(k), "se": se}
+
+
+def z_of(confidence: float) -> float:
+    return NormalDist().inv_cdf((1 + confidence) / 2)
+
+
+def family_summary(scores: dict[str, dict[str, dict[str, dict[str, float]]]], metric: str,
+                   samples: list[dict[str, Any]] | None = None, confidence: float = 0.95) -> dict[str, dict]:
+    """Per family: best (and its prompt) / mean / median / min / sd over prompts, the combined SE and its
+    ±z·SE half-width, the random baseline and normalised best and mean, the category, the small-set flag.
+    Families whose headline metric lm-eval did not report are left out (see ``missing_metrics``)."""
     out = {}
+    z = z_of(confidence)
     for family, prompts in scores.items():
-        values = {p: m.get(metric, m.get("acc"))["value"] for p, m in prompts.items()}
+        name = headline_metric(family, prompts, metric)
+        cells = {p: m[name] for p, m in prompts.items() if name in m}
+        if not cells:
+            continue
+        values = {p: c["value"] for p, c in cells.items()}
         arr = np.array(list(values.values()))
         best_prompt = max(values, key=values.get)
+        spread = combined_se(list(values.values()), [c.get("stderr") for c in cells.values()])
+        n_items = min(int(c.get("n") or 0) for c in cells.values())
+        random = random_baseline(family, name, samples)
+        task = CATALOGUE.get(family)
         out[family] = {
-            "label": CATALOGUE[family].label if family in CATALOGUE else family,
-            "metric": metric if all(metric in m for m in prompts.values()) else "acc",
-            "best": float(arr.max()), "best_prompt": best_prompt, "mean": float(arr.mean()),
-            "min": float(arr.min()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
-            "prompts": values, "n_items": int(next(iter(prompts.values()))["acc"]["n"]),
+            "label": task.label if task else family, "category": task.category if task else None,
+            "metric": name, "best": float(arr.max()), "best_prompt": best_prompt, "mean": float(arr.mean()),
+            "median": float(np.median(arr)), "min": float(arr.min()), "std": spread["sd_prompts"],
+            "k": len(values), **spread, "ci": z * spread["se"], "prompts": values, "n_items": n_items,
+            "small": 0 < n_items < SMALL_SET, "random": random,
+            "normalised_best": normalised(float(arr.max()), random),
+            "normalised_mean": normalised(float(arr.mean()), random),
+            "normalised_se": None if normalised(0.0, random) is None else spread["se"] * 100 / (100 - random),
         }
     return out
 
 
+def missing_metrics(scores: dict[str, Any], summary: dict[str, Any], metric: str) -> dict[str, str]:
+    """{family: reason} for families lm-eval ran but whose headline metric it did not report."""
+    return {f: f"lm-eval reported no {headline_metric(f, p, metric)!r} (got {sorted({m for x in p.values() for m in x})})"
+            for f, p in scores.items() if f not in summary}
+
+
+def recipe_families() -> list[str]:
+    """The recipe's tasks: the families with published reference numbers (REFERENCE_AVERAGES is their mean)."""
+    return [f for f, t in CATALOGUE.items() if t.references]
+
+
+def _average(summary: dict[str, dict], families: list[str], key: str, se_key: str = "se") -> dict | None:
+    """Unweighted mean of ``key`` over the families that have it; SE propagated as sqrt(sum SE^2) / N."""
+    rows = [summary[f] for f in families if summary[f].get(key) is not None]
+    if not rows:
+        return None
+    return {"value": float(np.mean([r[key] for r in rows])), "tasks": len(rows),
+            "se": math.sqrt(sum(r[se_key] ** 2 for r in rows)) / len(rows)}
+
+
+def _group(summary: dict[str, dict], families: list[str]) -> dict[str, Any]:
+    return {"families": families, **{k: _average(summary, families, k, se) for k, se in (
+        ("best", "se"), ("mean", "se"), ("normalised_best", "normalised_se"), ("normalised_mean", "normalised_se"))}}
+
+
 def headlines(summary: dict[str, dict]) -> dict[str, Any]:
-    families = [f for f in CATALOGUE if f in summary]
-    complete = len(families) == len(CATALOGUE)
-    label = "NorEval average" if complete else f"average of {len(families)} of the 8 NorEval tasks"
+    """The recipe's two headlines over its tasks (unchanged), plus per-category and overall averages
+    over every family summarised (raw and normalised: raw averages mix metrics, the normalised do not)."""
+    recipe = recipe_families()
+    families = [f for f in recipe if f in summary]
+    complete = len(families) == len(recipe)
+    label = "NorEval average" if complete else f"average of {len(families)} of the {len(recipe)} NorEval recipe tasks"
+    ordered = [f for f in CATALOGUE if f in summary] + [f for f in summary if f not in CATALOGUE]
+    categories = {c: _group(summary, [f for f in ordered if summary[f].get("category") == c])
+                  for c in NOREVAL_CATEGORIES if any(summary[f].get("category") == c for f in ordered)}
     return {
         "tasks": families,
         "best_of_prompts": float(np.mean([summary[f]["best"] for f in families])) if families else None,
@@ -64,80 +223,11 @@ def headlines(summary: dict[str, dict]) -> dict[str, Any]:
         "mean_of_prompts": float(np.mean([summary[f]["mean"] for f in families])) if families else None,
         "mean_of_prompts_label": f"{label}: mean over prompts per task, then unweighted mean over tasks",
         "complete": complete,
+        "categories": categories,
+        "overall": _group(summary, ordered),
     }
 
 
-def correctness(samples: list[dict[str, Any]], metric: str) -> dict[str, dict[tuple[str, str], tuple[str, float]]]:
-    """{family: {(prompt, doc_key): (doc_hash, correct)}} for pairing two runs."""
-    out: dict[str, dict] = defaultdict(dict)
-    for row in samples:
-        family = row.get("family")
-        if family is None:
-            continue
-        value = row.get(metric, row.get("acc"))
-        out[family][(row["prompt"], str(row["doc_id"]))] = (row.get("doc_hash"), float(value))
-    return out
-
-
-@dataclass
-class Delta:
-    family: str
-    best: float
-    best_ci: tuple[float, float]
-    mean: float
-    mean_ci: tuple[float, float]
-    n_items: int
-
-    def regression(self) -> bool:
-        return self.best_ci[1] < 0 or self.mean_ci[1] < 0
-
-    def gain(self) -> bool:
-        return self.best_ci[0] > 0 and self.mean_ci[0] > 0
-
-
-def paired_bootstrap(base: list[dict], tuned: list[dict], metric: str, samples: int, confidence: float,
-                     seed: int = 0) -> tuple[list[Delta], dict[str, Any]]:
-    """Deltas tuned - base per family with percentile CIs; items resampled with replacement, the
-    same draw for both runs and every prompt (paired on items and prompts)."""
-    rng = np.random.default_rng(seed)
-    a, b = correctness(base, metric), correctness(tuned, metric)
-    lo_q, hi_q = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
-    deltas: list[Delta] = []
-    draws_best, draws_mean = [], []
-    for family in [f for f in CATALOGUE if f in a and f in b]:
-        keys = sorted(set(a[family]) & set(b[family]))
-        mismatched = [k for k in keys if a[family][k][0] != b[family][k][0]]
-        if mismatched:
-            raise ValueError(f"{family}: {len(mismatched)} item(s) differ between the two runs "
-                             f"(e.g. prompt {mismatched[0][0]} doc {mismatched[0][1]}); cannot pair them")
-        prompts = sorted({p for p, _ in keys})
-        docs = sorted({d for _, d in keys})
-        docs = [d for d in docs if all((p, d) in a[family] and (p, d) in b[family] for p in prompts)]
-        if not docs:
-            continue
-        base_m = np.array([[a[family][(p, d)][1] for d in docs] for p in prompts])  # [prompts, items]
-        tuned_m = np.array([[b[family][(p, d)][1] for d in docs] for p in prompts])
-        idx = rng.integers(0, len(docs), size=(samples, len(docs)))
-        base_acc = base_m[:, idx].mean(axis=2) * 100  # [prompts, samples]
-        tuned_acc = tuned_m[:, idx].mean(axis=2) * 100
-        d_best = tuned_acc.max(axis=0) - base_acc.max(axis=0)
-        d_mean = tuned_acc.mean(axis=0) - base_acc.mean(axis=0)
-        draws_best.append(d_best)
-        draws_mean.append(d_mean)
-        point_best = tuned_m.mean(axis=1).max() * 100 - base_m.mean(axis=1).max() * 100
-        point_mean = (tuned_m.mean() - base_m.mean()) * 100
-        deltas.append(Delta(family, float(point_best), _ci(d_best, lo_q, hi_q), float(point_mean),
-                            _ci(d_mean, lo_q, hi_q), len(docs)))
-    overall: dict[str, Any] = {}
-    if deltas:
-        avg_best = np.mean(draws_best, axis=0)
-        avg_mean = np.mean(draws_mean, axis=0)
-        overall = {"best": float(np.mean([d.best for d in deltas])), "best_ci": _ci(avg_best, lo_q, hi_q),
-                   "mean": float(np.mean([d.mean for d in deltas])), "mean_ci": _ci(avg_mean, lo_q, hi_q),
-                   "tasks": len(deltas)}
-        overall["regression"] = overall["best_ci"][1] < 0 or overall["mean_ci"][1] < 0
-    return deltas, overall
-
-
-def _ci(draws: np.ndarray, lo_q: float, hi_q: float) -> tuple[float, float]:
-    return float(np.percentile(draws, lo_q)), float(np.percentile(draws, hi_q))
+def small_sets(summary: dict[str, dict]) -> dict[str, int]:
+    """{family: items} for test sets under SMALL_SET items."""
+    return {f: s["n_items"] for f, s in summary.items() if s.get("small")}

@@ -198,12 +198,13 @@ def compare_runs(run_dirs: list[Path]) -> str:
     """Runs side by side per NorEval task (best of prompts), each with its paired delta vs base."""
     from nortune.evaluate.tasks import CATALOGUE
 
-    columns = []
+    columns, no_paired = [], {}
     for run_dir in run_dirs:
         tuned = (read_manifest(RunLayout(run_dir).evaluate_dir("tuned")) or {}).get("metrics", {})
         compare = _json(RunLayout(run_dir).compare_dir("tuned") / "compare.json") or {}
         deltas = {d["family"]: d for d in compare.get("deltas", [])}
         columns.append((run_dir.name, tuned, deltas, compare.get("confidence")))
+        no_paired[run_dir.name] = compare.get("no_paired_ci") or {}
     header = "| task | " + " | ".join(name for name, *_ in columns) + " |"
     lines = [header, "|---|" + "---|" * len(columns)]
 
@@ -211,7 +212,10 @@ def compare_runs(run_dirs: list[Path]) -> str:
         value = tuned.get("best_of_prompts") if family is None else tuned.get("tasks", {}).get(family)
         if value is None:
             return "-"
-        text = f"{value:.1f}"
+        half = tuned.get("tasks_ci", {}).get(family) if family else None
+        text = f"{value:.1f}" + ("" if half is None else f" ± {half:.1f}")
+        if family in tuned.get("small_sets", {}):
+            text += f" (n={tuned['small_sets'][family]}, small)"
         delta = deltas.get(family) if family else None
         if delta:
             lo, hi = delta["best_ci"]
@@ -219,12 +223,29 @@ def compare_runs(run_dirs: list[Path]) -> str:
             text += f" ({delta['best']:+.1f} pp [{lo:+.1f}, {hi:+.1f}]{mark})"
         return text
 
-    for family, spec in CATALOGUE.items():
-        lines.append(f"| {spec.label} | " + " | ".join(cell(t, d, family) for _, t, d, _ in columns) + " |")
+    present = {f for _, t, _, _ in columns for f in t.get("tasks", {})}
+    for family in [f for f in CATALOGUE if f in present] + sorted(present - set(CATALOGUE)):
+        label = CATALOGUE[family].label if family in CATALOGUE else family
+        lines.append(f"| {label} | " + " | ".join(cell(t, d, family) for _, t, d, _ in columns) + " |")
     lines.append("| **average (best of prompts)** | " + " | ".join(cell(t, d, None) for _, t, d, _ in columns) + " |")
+    lines.append("| average (mean of prompts) | " + " | ".join(
+        _pct(t.get("mean_of_prompts")) for _, t, _, _ in columns) + " |")
+    categories = list(dict.fromkeys(c for _, t, _, _ in columns for c in t.get("normalised_categories", {})))
+    for category in categories:
+        lines.append(f"| {category}, normalised (best of prompts) | " + " | ".join(
+            _pct(t.get("normalised_categories", {}).get(category)) for _, t, _, _ in columns) + " |")
+    lines.append("| all tasks, normalised (best of prompts) | " + " | ".join(
+        _pct(t.get("normalised_overall")) for _, t, _, _ in columns) + " |")
     levels = sorted({f"{c:.0%}" for *_, c in columns if c})
-    lines += ["", "Cells: tuned score, then the paired-bootstrap delta vs that run's own base "
-                  f"({', '.join(levels) or 'no'} confidence interval, pp)."]
+    lines += ["", "Cells: tuned score ± its interval (combined SE over items and prompts), then the paired-bootstrap "
+                  f"delta vs that run's own base ({', '.join(levels) or 'no'} confidence interval, pp); averages over "
+                  "the recipe's tasks; normalised: 0 = chance, 100 = perfect, over every task summarised."]
+    skipped = [f"{name}: {family} ({why})" for name, no_ci in no_paired.items() for family, why in no_ci.items()]
+    if skipped:
+        lines += ["", "No paired interval: " + "; ".join(skipped) + "."]
+    not_computed = [f"{name}: {task} ({why})" for name, t, *_ in columns for task, why in t.get("not_computed", {}).items()]
+    if not_computed:
+        lines += ["", "Not computed: " + "; ".join(not_computed) + "."]
     return "\n".join(lines) + _compare_perplexity(run_dirs)
 
 

@@ -130,10 +130,27 @@ def standalone_page(title: str, markdown_text: str) -> str:
 
 
 def _data_notes(run_dir: Path) -> str:
-    """Say up front when the evaluation data are sample sets, not NorEval."""
-    notes = {(read_manifest(RunLayout(run_dir).evaluate_dir(label)) or {}).get("metrics", {}).get("note")
-             for label in ("base", "tuned", "preference")}
-    return "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in sorted(n for n in notes if n))
+    """Say up front when the evaluation data are sample sets, not NorEval; which tasks were not computed
+    (and why), which test sets are small (their intervals are wide), and which tasks have no paired interval."""
+    layout = RunLayout(run_dir)
+    metrics = {label: (read_manifest(layout.evaluate_dir(label)) or {}).get("metrics", {})
+               for label in ("base", "tuned", "preference")}
+    notes = {m.get("note") for m in metrics.values()}
+    out = "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in sorted(n for n in notes if n))
+    for label, m in metrics.items():
+        for task, why in (m.get("not_computed") or {}).items():
+            out += f"<p class='warn'>Not computed ({html.escape(label)}): {html.escape(task)}: {html.escape(why)}</p>"
+    small = {task: n for m in metrics.values() for task, n in (m.get("small_sets") or {}).items()}
+    if small:
+        listed = ", ".join(f"{html.escape(t)} ({n})" for t, n in small.items())
+        out += (f"<p>Small test sets (&lt; 100 items): {listed}; their intervals are wide and shown beside "
+                "each number in the evaluation tables.</p>")
+    for label in ("tuned", "preference"):
+        compare = layout.compare_dir(label) / "compare.json"
+        no_ci = json.loads(compare.read_text(encoding="utf-8")).get("no_paired_ci", {}) if compare.is_file() else {}
+        for task, why in no_ci.items():
+            out += f"<p>No paired interval ({html.escape(label)} vs its baseline): {html.escape(task)}: {html.escape(why)}</p>"
+    return out
 
 
 def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
