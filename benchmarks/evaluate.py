@@ -31,14 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from evaluate_sides import REPO, benchmark_tasks, compact_samples, compare, guarded_hf_class, run_side
+from evaluate_sides import REPO, benchmark_tasks, compact_samples, compare, evaluate, guarded_hf_class, run_side
 
 from nortune.config.names import NOREVAL_FAMILIES
 
 
 def worker(args, side: str, setting: str, out: Path) -> None:
     """One side in this process: evaluate, then write timings, peak RSS and compact samples."""
-    import lm_eval
     import torch
 
     from nortune.evaluate.backend import PrefixSharingLM
@@ -59,8 +58,7 @@ def worker(args, side: str, setting: str, out: Path) -> None:
     result = {"side": side, "setting": setting, "load_s": load_s}
     start = time.perf_counter()
     try:
-        raw = lm_eval.simple_evaluate(model=lm, tasks=list(tasks.values()), limit=args.limit, log_samples=True,
-                                      fewshot_random_seed=1234)
+        raw = evaluate(lm, tasks, args.limit)
     except RuntimeError as err:
         if "can't allocate memory" not in str(err):
             raise

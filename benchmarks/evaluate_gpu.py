@@ -38,9 +38,9 @@ import threading
 import time
 from pathlib import Path
 
-from evaluate_sides import REPO, benchmark_tasks, compact_samples, compare, request_count, run_side
+from evaluate_sides import REPO, benchmark_tasks, compact_samples, compare, evaluate, request_count, run_side
 
-from nortune.config.names import NOREVAL_FAMILIES
+from nortune.config.names import NOREVAL_FAMILIES, PROMPTS
 
 SIDES = ("nortune", "hf", "vllm")
 LABELS = {"nortune": "nortune", "hf": "lm-eval hf", "vllm": "lm-eval vllm"}
@@ -150,18 +150,16 @@ def load_side(args, side: str):
 
 def worker(args, side: str, out: Path) -> None:
     """One side in this process: load, evaluate, write timings, peaks and compact samples."""
-    import lm_eval
 
     cuda = args.device == "cuda"
-    tasks = benchmark_tasks(args.tasks.split(","), args.data, args.obqa_shots)
+    tasks = benchmark_tasks(args.tasks.split(","), args.data, args.obqa_shots, args.prompts.split(","))
     result: dict = {"side": side}
     with PeakSampler(cuda) as peak:
         loading = time.perf_counter()
         lm = load_side(args, side)
         result["load_s"] = time.perf_counter() - loading
         start = time.perf_counter()
-        raw = lm_eval.simple_evaluate(model=lm, tasks=list(tasks.values()), limit=args.limit, log_samples=True,
-                                      fewshot_random_seed=1234)
+        raw = evaluate(lm, tasks, args.limit)
         result["wall_s"] = time.perf_counter() - start
     samples = compact_samples(raw["samples"])
     result.update(samples=samples, requests=request_count(samples),
@@ -188,6 +186,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="--model is a config + tokenizer folder: seeded random weights (speed does not "
                              "depend on weight values; what a lent GPU machine can be sent)")
     parser.add_argument("--tasks", default=",".join(NOREVAL_FAMILIES), help="NorEval families, comma-separated")
+    parser.add_argument("--prompts", default=",".join(PROMPTS), help="prompt variants, comma-separated")
     parser.add_argument("--data", default=str(REPO / "data" / "demo" / "noreval"))
     parser.add_argument("--limit", type=int, default=20, help="items per task")
     parser.add_argument("--obqa-shots", type=int, default=16)
@@ -213,13 +212,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if bad:
         parser.error(f"--tasks: unknown NorEval famil{'ies' if len(bad) > 1 else 'y'} {bad}; "
                      f"known: {list(NOREVAL_FAMILIES)}")
+    bad = [p for p in args.prompts.split(",") if p not in PROMPTS]
+    if bad:
+        parser.error(f"--prompts: unknown prompt(s) {bad}; known: {list(PROMPTS)}")
     if not Path(args.data).is_dir():
         parser.error(f"--data: not a folder: {args.data}")
     return args
 
 
 def table(args, best: dict, skipped: dict) -> None:
-    print(f"\nmodel {args.model} ({args.dtype}, {args.device}), {len(args.tasks.split(','))} families x 5 prompts, "
+    print(f"\nmodel {args.model} ({args.dtype}, {args.device}), {len(args.tasks.split(','))} families x "
+          f"{len(args.prompts.split(','))} prompts, "
           f"limit {args.limit}, open-book QA {args.obqa_shots}-shot, rounds {args.rounds} (best wall per side)")
     print(f"{'backend':<13} {'wall s':>8} {'load s':>7} {'requests/s':>11} {'peak GPU GiB':>13} {'peak RSS GiB':>13}")
     for side in args.sides.split(","):
@@ -289,7 +292,7 @@ def main() -> int:
                             | {"requests_per_s": best[s]["requests"] / best[s]["wall_s"]}) for s in sides}
     figures["settings"] = {
         "model": args.model, "random_weights": args.random_weights, "device": args.device, "dtype": args.dtype,
-        "tasks": args.tasks.split(","), "prompts_per_task": 5, "limit": args.limit, "obqa_shots": args.obqa_shots,
+        "tasks": args.tasks.split(","), "prompts": args.prompts.split(","), "limit": args.limit, "obqa_shots": args.obqa_shots,
         "data": args.data, "rounds": args.rounds, "hf_batch_size": args.hf_batch_size,
         "nortune_batch_tokens": args.batch_tokens or (ours or {}).get("batch_tokens"),
         "vllm": {"enable_prefix_caching": True, "gpu_memory_utilization": args.vllm_memory,

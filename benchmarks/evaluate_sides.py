@@ -18,15 +18,30 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-def benchmark_tasks(families: list[str], data: str | Path, obqa_shots: int) -> dict[str, Any]:
-    """lm-eval task objects for ``families`` x every prompt on the local sample data, open-book QA at
-    ``obqa_shots``; built as ``nortune evaluate`` builds them (the recipe's own section and checks)."""
+def benchmark_tasks(families: list[str], data: str | Path, obqa_shots: int,
+                    prompts: list[str] | None = None) -> dict[str, Any]:
+    """lm-eval task objects for ``families`` x ``prompts`` (default: every prompt) on the local sample
+    data, open-book QA at ``obqa_shots``; built as ``nortune evaluate`` builds them (the recipe's
+    own section and checks)."""
     from nortune.config.evaluate import EvaluateSection
     from nortune.evaluate.tasks import build_tasks, task_specs
 
     shots = {f: obqa_shots for f in families if f.startswith("noropenbookqa")}
-    settings = EvaluateSection(tasks=families, source="local", data_dir=Path(data), num_fewshot=shots)
+    chosen = {"prompts": prompts} if prompts else {}
+    settings = EvaluateSection(tasks=families, source="local", data_dir=Path(data), num_fewshot=shots, **chosen)
     return build_tasks(task_specs(settings, shots)[0])
+
+
+def evaluate(lm, tasks: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """lm-eval's ``simple_evaluate`` on prebuilt tasks, with logged samples. The NorEval-only task
+    manager is passed: left to itself, ``simple_evaluate`` indexes every task lm-eval ships
+    (about 25 s of YAML parsing on this CPU) inside the timed call."""
+    import lm_eval
+
+    from nortune.evaluate.tasks import task_manager
+
+    return lm_eval.simple_evaluate(model=lm, tasks=list(tasks.values()), limit=limit, log_samples=True,
+                                   fewshot_random_seed=1234, task_manager=task_manager())
 
 
 def guarded_hf_class(guard_bytes: float):
