@@ -245,6 +245,7 @@ def main() -> int:
     sides = args.sides.split(",")
     skipped = {s: why for s in sides if (why := why_not(s, args.device))}
     runs: dict[str, list[dict]] = {s: [] for s in sides if s not in skipped}
+    failures: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if args.random_weights:
@@ -261,8 +262,11 @@ def main() -> int:
                     continue
                 result, why = run_side(__file__, argv, side, "-", Path(tmp) / f"{round_}-{n}.json",
                                        timeout=args.side_timeout)
-                if result is None:
-                    skipped[side] = why
+                if result is None:  # a side that ran in an earlier round keeps its figures; the failure is shown
+                    if runs[side]:
+                        failures.setdefault(side, []).append(f"round {round_ + 1}: {why}")
+                    else:
+                        skipped[side] = why
                     continue
                 runs[side].append(result)
                 print(f"round {round_ + 1}: {LABELS[side]}: {result['wall_s']:.1f} s, {result['requests']} requests",
@@ -290,6 +294,8 @@ def main() -> int:
     figures["sides"] = {s: ({"skipped": skipped[s]} if s in skipped else
                             {k: v for k, v in best[s].items() if k not in ("samples", "side")}
                             | {"requests_per_s": best[s]["requests"] / best[s]["wall_s"]}) for s in sides}
+    for side, why in failures.items():
+        figures["sides"][side]["failed_rounds"] = why
     figures["settings"] = {
         "model": args.model, "random_weights": args.random_weights, "device": args.device, "dtype": args.dtype,
         "tasks": args.tasks.split(","), "prompts": args.prompts.split(","), "limit": args.limit, "obqa_shots": args.obqa_shots,
