@@ -38,7 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-from evaluate_sides import REPO, benchmark_tasks, compact_samples, compare, evaluate, request_count, run_side
+from evaluate_sides import (REPO, benchmark_tasks, compact_samples, compare, evaluate, guarded_hf_class, request_count,
+                            run_side)
 
 from nortune.config.names import NOREVAL_FAMILIES, PROMPTS
 
@@ -132,8 +133,6 @@ def load_side(args, side: str):
     if side == "hf":
         size = args.hf_batch_size if args.hf_batch_size == "auto" else int(args.hf_batch_size)
         if args.device == "cpu":
-            from evaluate_sides import guarded_hf_class
-
             from nortune.evaluate.memory import available_bytes
 
             return guarded_hf_class(0.6 * available_bytes())(pretrained=args.model, dtype=args.dtype, device="cpu",
@@ -150,7 +149,6 @@ def load_side(args, side: str):
 
 def worker(args, side: str, out: Path) -> None:
     """One side in this process: load, evaluate, write timings, peaks and compact samples."""
-
     cuda = args.device == "cuda"
     tasks = benchmark_tasks(args.tasks.split(","), args.data, args.obqa_shots, args.prompts.split(","))
     result: dict = {"side": side}
