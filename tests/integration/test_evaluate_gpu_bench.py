@@ -51,3 +51,15 @@ def test_bad_option_is_one_line_before_any_model_loads(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--tasks: unknown NorEval family ['no_such_family']" in done.stderr
+
+
+def test_a_side_that_cannot_run_is_reported_not_raised(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--limit", "1", "--sides", "nortune,hf",
+                           "--model", str(tmp_path / "no_model_here"), "--prompts", "p0", "--side-timeout", "120"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    for side in ("nortune", "hf"):
+        assert figures["sides"][side]["skipped"].startswith("worker failed (exit 1):")
+    assert figures["speedup_vs_lm_eval_hf"] is None and figures["agree"]["hf"]["agree"] is None
+    assert "vllm" not in figures["sides"]
