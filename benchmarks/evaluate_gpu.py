@@ -115,6 +115,8 @@ def why_not(side: str, device: str) -> str | None:
         return "vllm is not installed (pip install 'lm_eval[vllm]'; benchmarks/gpu/evaluate_gpu.sh)"
     if side == "vllm" and device != "cuda":
         return "vllm runs on the GPU here (--device cuda)"
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed"
     if device == "cuda":
         import torch
 

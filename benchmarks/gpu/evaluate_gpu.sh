@@ -15,7 +15,9 @@
 # pin by default) is installed first, within VLLM_INSTALL_S seconds.
 #
 # Settings (environment): LIMIT (items per task, 20), ROUNDS (1), SIDES (nortune,hf,vllm),
-# MODEL (default: the packed shape with seeded random weights), BENCH_S (the benchmark's own limit).
+# MODEL (default: the packed shape with seeded random weights), BENCH_S (the benchmark's limit, 420 s),
+# SIDE_S (one side's, 130 s), DEVICE (cuda; cpu for a dry run here), EXTRA (more benchmark options),
+# SITE (where the wheels go, /tmp/site).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -41,7 +43,7 @@ if [ "${1:-}" = prepare ]; then
 fi
 
 OUT=${OUT:-/tmp/evaluate-gpu-out}; mkdir -p "$OUT"
-SITE=/tmp/site; mkdir -p "$SITE"
+SITE=${SITE:-/tmp/site}; mkdir -p "$SITE"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/steps.txt"; }
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 
@@ -76,9 +78,10 @@ if [ -z "${MODEL:-}" ]; then
     MODEL_ARGS=(--model /tmp/shape --random-weights)
 fi
 log "benchmark: limit ${LIMIT:-20}, rounds ${ROUNDS:-1}, sides ${SIDES:-nortune,hf,vllm}"
-timeout "${BENCH_S:-420}" python3 benchmarks/evaluate_gpu.py --device cuda "${MODEL_ARGS[@]}" --limit "${LIMIT:-20}" \
-    --rounds "${ROUNDS:-1}" --sides "${SIDES:-nortune,hf,vllm}" --side-timeout "${SIDE_S:-130}" \
-    > "$OUT/evaluate_gpu.log" 2> "$OUT/evaluate_gpu.stderr"
+# shellcheck disable=SC2086  # EXTRA is a list of options
+timeout "${BENCH_S:-420}" python3 benchmarks/evaluate_gpu.py --device "${DEVICE:-cuda}" "${MODEL_ARGS[@]}" \
+    --limit "${LIMIT:-20}" --rounds "${ROUNDS:-1}" --sides "${SIDES:-nortune,hf,vllm}" --side-timeout "${SIDE_S:-130}" \
+    ${EXTRA:-} > "$OUT/evaluate_gpu.log" 2> "$OUT/evaluate_gpu.stderr"
 status=$?
 tail -n 1 "$OUT/evaluate_gpu.log" > "$OUT/evaluate_gpu.json"
 grep -v '^{' "$OUT/evaluate_gpu.log" | tail -n 20
