@@ -26,59 +26,39 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from nortune.config.names import NOREVAL_FAMILIES
+from evaluate_sides import REPO, benchmark_tasks, compact_samples, compare, evaluate, guarded_hf_class, run_side
 
-REPO = Path(__file__).resolve().parents[1]
+from nortune.config.names import NOREVAL_FAMILIES
 
 
 def worker(args, side: str, setting: str, out: Path) -> None:
     """One side in this process: evaluate, then write timings, peak RSS and compact samples."""
-    import lm_eval
     import torch
-    from lm_eval.models.huggingface import HFLM
 
     from nortune.evaluate.backend import PrefixSharingLM
     from nortune.evaluate.memory import available_bytes
-    from nortune.evaluate.tasks import PROMPTS, build_tasks, task_specs
     from nortune.models import resolve_source
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    guard = 0.6 * available_bytes()
-
-    class GuardedHFLM(HFLM):
-        forward_tokens = 0
-
-        def _model_call(self, inps, attn_mask=None, labels=None):
-            need = 2 * inps.numel() * self.model.config.get_text_config().vocab_size * 4
-            if need > guard:
-                raise RuntimeError(f"DefaultCPUAllocator: can't allocate memory: batch {tuple(inps.shape)} needs "
-                                   f"{need / 2**30:.1f} GiB of logits + log-softmax, over 60 % of the free RAM")
-            self.forward_tokens += inps.numel()
-            return super()._model_call(inps, attn_mask, labels)
-
     loading = time.perf_counter()
     common = {"pretrained": resolve_source(args.model), "dtype": args.dtype, "device": "cpu"}
     if side == "nortune":
         lm = PrefixSharingLM(**common, batch_size=1, batch_tokens=int(setting), memory_gib=args.memory_gib)
     else:
-        lm = GuardedHFLM(**common, batch_size=setting if setting == "auto" else int(setting), max_batch_size=64)
+        lm = guarded_hf_class(0.6 * available_bytes())(
+            **common, batch_size=setting if setting == "auto" else int(setting), max_batch_size=64)
     load_s = time.perf_counter() - loading
-    settings = argparse.Namespace(tasks=args.families.split(","), prompts=list(PROMPTS), source="local",
-                                  data_dir=args.data, revision=None, extra_tasks=[])
-    shots = {f: args.obqa_shots for f in settings.tasks if f.startswith("noropenbookqa")}
-    tasks = build_tasks(task_specs(settings, shots)[0])
+    tasks = benchmark_tasks(args.families.split(","), args.data, args.obqa_shots)
     result = {"side": side, "setting": setting, "load_s": load_s}
     start = time.perf_counter()
     try:
-        raw = lm_eval.simple_evaluate(model=lm, tasks=list(tasks.values()), limit=args.limit, log_samples=True,
-                                      fewshot_random_seed=1234)
+        raw = evaluate(lm, tasks, args.limit)
     except RuntimeError as err:
         if "can't allocate memory" not in str(err):
             raise
@@ -87,29 +67,9 @@ def worker(args, side: str, setting: str, out: Path) -> None:
         result["wall_s"] = time.perf_counter() - start
         result["forward_tokens"] = lm.forward_tokens
         result["batch_sizes"] = list(getattr(lm, "batch_sizes", {}).values())
-        result["samples"] = {task: {str(s["doc_id"]): {"ll": [r[0][0] for r in s["resps"]],
-                                                       "greedy": [bool(r[0][1]) for r in s["resps"]],
-                                                       "acc": s.get("acc"), "acc_norm": s.get("acc_norm")}
-                                    for s in rows} for task, rows in raw["samples"].items()}
+        result["samples"] = compact_samples(raw["samples"])
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     out.write_text(json.dumps(result))
-
-
-def compare(ours: dict, theirs: dict) -> dict:
-    """Item by item: acc, acc_norm and greedy flags identical; the largest log-likelihood difference."""
-    same = {"acc": True, "acc_norm": True, "greedy": True}
-    worst, compared = 0.0, 0
-    for task, items in theirs.items():
-        for doc, ref in items.items():
-            mine = ours[task][doc]
-            same["acc"] &= mine["acc"] == ref["acc"]
-            same["acc_norm"] &= mine["acc_norm"] == ref["acc_norm"]
-            same["greedy"] &= mine["greedy"] == ref["greedy"]
-            worst = max([worst] + [abs(a - b) for a, b in zip(mine["ll"], ref["ll"])])
-            compared += len(ref["ll"])
-    complete = set(ours) == set(theirs) and all(set(ours[t]) == set(theirs[t]) for t in theirs)
-    return {"acc": same["acc"], "acc_norm": same["acc_norm"], "greedy_flags": same["greedy"],
-            "max_abs_loglikelihood_diff": worst, "loglikelihoods_compared": compared, "same_items": complete}
 
 
 def main() -> int:
@@ -142,12 +102,10 @@ def main() -> int:
         for round_ in range(args.rounds):
             for n, (side, setting) in enumerate(sides if round_ % 2 == 0 else sides[::-1]):
                 out = Path(tmp) / f"{round_}-{n}.json"
-                cmd = [sys.executable, __file__, *passthrough, "--worker", side.split()[-1], setting, str(out)]
-                done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-                if done.returncode != 0:
-                    sys.stderr.write(done.stderr[-4000:])
-                    raise SystemExit(f"{side} {setting}: worker failed (exit {done.returncode})")
-                runs[(side, setting)].append(json.loads(out.read_text()))
+                result, why = run_side(__file__, passthrough, side.split()[-1], setting, out)
+                if result is None:
+                    raise SystemExit(f"{side} {setting}: {why}")
+                runs[(side, setting)].append(result)
                 r = runs[(side, setting)][-1]
                 print(f"round {round_ + 1}: {side} {setting}: " + (f"{r['wall_s']:.1f} s" if "wall_s" in r
                       else "not runnable") + f", peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
@@ -181,8 +139,7 @@ def main() -> int:
         result["memory_ratio_vs_lm_eval_hf"] = result["nortune_peak_rss_gib"] / result["lm_eval_hf_peak_rss_gib"]
         result["agree_detail"] = compare(ours["samples"], peer["samples"])
         d = result["agree_detail"]
-        result["agree"] = bool(d["acc"] and d["acc_norm"] and d["greedy_flags"] and d["same_items"]
-                               and d["max_abs_loglikelihood_diff"] < 1e-3)
+        result["agree"] = d["agree"]  # flags identical, every log-likelihood within 1e-3
         print(f"nortune (batch_tokens {ours_[0][1]}) vs lm-eval hf at its fastest batch size ({key[1]}): "
               f"{result['speedup_vs_lm_eval_hf_best']:.2f}x faster, peak RSS {result['memory_ratio_vs_lm_eval_hf']:.2f}x; "
               f"acc/acc_norm/greedy identical: {result['agree']}; max |loglik diff| "
