@@ -51,6 +51,8 @@ def evaluated(tiny_gemma3, tmp_path_factory):
 
 
 def test_both_chat_modes_run_and_give_different_prompts(evaluated):
+    from nortune.report.ledger import format_runs, summarize
+
     plain, chat = _contexts(evaluated["off"]), _contexts(evaluated["on"])
     assert plain.keys() == chat.keys() and len(plain) == 4  # 2 tasks x 2 items
     for key in plain:
@@ -67,6 +69,10 @@ def test_both_chat_modes_run_and_give_different_prompts(evaluated):
         assert f"chat template {mode}" in report and "## Eval card" in report
         manifest = json.loads((evaluated[mode] / "manifest.json").read_text())
         assert manifest["metrics"]["chat_template"].startswith(f"chat template {mode}")
+        # the run's ledger line (nortune runs, the run report) says it too
+        summary = summarize(evaluated[mode].parent.parent)
+        assert summary.chat_template == manifest["metrics"]["chat_template"]
+        assert f"(chat {mode})" in format_runs([summary])
 
 
 def test_auto_is_on_for_an_instruct_name_and_off_for_a_base_name(evaluated, tiny_gemma3):

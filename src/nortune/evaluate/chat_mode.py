@@ -31,7 +31,10 @@ def looks_instruct(model_source: str) -> bool:
 
 
 def tokenizer_template(lm: Any) -> str | None:
-    """The chat template lm-eval would apply for this model (its own selection), or None."""
+    """The chat template lm-eval would apply for this model (its own selection; vLLM's resolved
+    ``hf_chat_template`` where it has one, as its ``apply_chat_template`` passes that), or None."""
+    if getattr(lm, "hf_chat_template", None):
+        return lm.hf_chat_template
     try:
         template = lm.chat_template(True)
     except (AttributeError, NotImplementedError, ValueError):
