@@ -136,12 +136,14 @@ def cmd_langid(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nortune import evaluate
+    from nortune.evaluate.card import require_card
     from nortune.evaluate.compare import load_results
 
     overrides = list(args.overrides) + ([f"evaluate.limit={args.limit}"] if args.limit is not None else [])
     recipe = load_recipe(args.recipe, overrides)
-    if args.compare:
-        load_results(Path(args.compare))  # a missing or malformed baseline fails now, not after the evaluation
+    if args.compare:  # a missing, malformed or card-less baseline fails now, not after the evaluation
+        baseline_summary, _ = load_results(Path(args.compare))
+        require_card(args.compare, baseline_summary.get("card"), args.force_compare, "--force-compare")
     layout = RunLayout.of(recipe)
     has_train = (layout.model_dir("train") / "manifest.json").is_file()
     labels = {"base": ["base"], "tuned": ["tuned"], "both": ["base", "tuned"]}[

@@ -215,6 +215,17 @@ def test_evaluate_compare_refuses_other_settings_unless_forced(evaluated, capsys
     compare = evaluated["on"] / "compare"
     assert (compare / "compare.md").read_text().startswith("> **FORCED COMPARISON (--force-compare)")
     assert "chat template off vs on" in json.loads((compare / "compare.json").read_text())["forced"][0]
+    # a baseline written before cards: refused before anything is evaluated
+    cardless = tmp / "cardless"
+    shutil.copytree(evaluated["off"], cardless, ignore=shutil.ignore_patterns("cache", "compare"))
+    results = json.loads((cardless / "results.json").read_text())
+    del results["nortune"]["card"]
+    (cardless / "results.json").write_text(json.dumps(results))
+    fresh = tmp / "fresh.yaml"
+    fresh.write_text(recipe.read_text().replace("name: chat", "name: fresh"))
+    assert main(["evaluate", str(fresh), "--model", "base", "--compare", str(cardless)]) == 2
+    assert "no eval card" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp / "runs" / "fresh").exists()
     # the same settings (chat on, same template) on another model: compared without a word about forcing
     assert main(["evaluate", str(recipe), "--model", "base", "--compare", str(evaluated["auto_it"])]) == 0
     assert "FORCED" not in capsys.readouterr().err

@@ -161,3 +161,10 @@ def test_recipe_setting_rejects_anything_else(tmp_path):
     recipe.write_text("name: r\nmodel: {source: embedded:gemma3-270m}\nevaluate: {chat_template: maybe}\n")
     with pytest.raises(ConfigError, match="evaluate.chat_template"):
         load_recipe(recipe)
+
+
+def test_a_baseline_without_a_card_is_refused_up_front_unless_forced():
+    with pytest.raises(card.IncomparableRuns, match="^not comparable, refusing to compare: old/results.json: no eval card"):
+        card.require_card("old/results.json", None, force=False, flag="--force-compare")
+    card.require_card("old/results.json", None, force=True, flag="--force-compare")
+    card.require_card("new/results.json", _card(), force=False, flag="--force-compare")

@@ -197,6 +197,13 @@ def require_comparable(cards: list[tuple[str, dict[str, Any] | None]], force: bo
     return [f"FORCED COMPARISON ({flag}): these results are not comparable: {p}" for p in problems]
 
 
+def require_card(name: str, card: dict[str, Any] | None, force: bool, flag: str) -> None:
+    """Refuse a baseline without a card before an evaluation is spent on a comparison that would be refused."""
+    if card is None and not force:
+        raise IncomparableRuns(f"not comparable, refusing to compare: {name}: {differences(None, None)[0]} "
+                               f"(pass {flag} to compare anyway)")
+
+
 def markdown(card: dict[str, Any] | None) -> str:
     """A short 'Eval card' section for report.md (the whole card is in results.json: nortune.card)."""
     if not card:
