@@ -104,7 +104,8 @@ def test_require_comparable_refuses_in_one_line_unless_forced():
 
 
 @pytest.mark.parametrize("source, instruct", [
-    ("google/gemma-4-31B-it", True), ("meta-llama/Llama-3.1-8B-Instruct", True), ("norallm/normistral-7b-warm-instruct", True),
+    ("google/gemma-4-31B-it", True), ("meta-llama/Llama-3.1-8B-Instruct", True),
+    ("norallm/normistral-7b-warm-instruct", True),
     ("some/model-chat", True), ("/models/gemma-3-1b-it/", True),
     ("embedded:gemma3-270m", False), ("google/gemma-3-1b-pt", False), ("norallm/normistral-7b-warm", False),
     ("/models/italian-base", False), ("/models/chatter", False),
@@ -142,7 +143,8 @@ def test_resolve_decides_per_model_kind_and_refuses_on_without_a_template():
     assert not chat_mode.resolve(_settings("off"), "google/gemma-4-31B-it", _LM("t"))["applied"]
     with pytest.raises(ConfigError, match="evaluate.chat_template: on, but the tokenizer of m has no chat template"):
         chat_mode.resolve(_settings("on"), "m", _LM(None))
-    assert chat_mode.label(chat).startswith("chat template on (sha256 ") and chat_mode.label(base) == "chat template off"
+    assert chat_mode.label(chat).startswith("chat template on (sha256 ")
+    assert chat_mode.label(base) == "chat template off"
 
 
 @pytest.mark.parametrize("text, expected", [("on", "on"), ("off", "off"), ("auto", "auto"), ("true", "on")])
@@ -164,7 +166,7 @@ def test_recipe_setting_rejects_anything_else(tmp_path):
 
 
 def test_a_baseline_without_a_card_is_refused_up_front_unless_forced():
-    with pytest.raises(card.IncomparableRuns, match="^not comparable, refusing to compare: old/results.json: no eval card"):
+    with pytest.raises(card.IncomparableRuns, match="^not comparable, refusing to compare: old/results.json: no eval"):
         card.require_card("old/results.json", None, force=False, flag="--force-compare")
     card.require_card("old/results.json", None, force=True, flag="--force-compare")
     card.require_card("new/results.json", _card(), force=False, flag="--force-compare")

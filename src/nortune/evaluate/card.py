@@ -161,7 +161,8 @@ def differences(first: dict[str, Any] | None, second: dict[str, Any] | None) -> 
         if changed:
             detail = ""
             if key in ("version", "num_fewshot"):
-                detail = f" ({_show(first['tasks'][changed[0]].get(key))} vs {_show(second['tasks'][changed[0]].get(key))})"
+                one = changed[0]
+                detail = f" ({_show(first['tasks'][one].get(key))} vs {_show(second['tasks'][one].get(key))})"
             found.append(_named(what, changed) + detail)
     if first.get("limit") != second.get("limit"):
         found.append(f"limit {_show(first.get('limit'))} vs {_show(second.get('limit'))}")

@@ -37,7 +37,7 @@ class RunSummary:
     # Held-out perplexity per set, tuned vs base (evaluate/tuned/compare/perplexity.json); [] when not measured.
     perplexity: list[dict[str, Any]] = field(default_factory=list)
     forgetting: list[str] = field(default_factory=list)  # "label: set +x.x % [lo, hi]" for each flagged set
-    chat_template: str | None = None  # how the evaluation prompted: "chat template on (...)" / "off"; None: not recorded
+    chat_template: str | None = None  # how evaluate prompted: "chat template on (...)" / "off"; None: not recorded
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,9 +174,9 @@ def summarize(run_dir: Path) -> RunSummary:
 def _chat_template(run_dir: Path) -> str | None:
     """The chat mode the evaluation ran with (tuned, else base), from its manifest."""
     for label in ("tuned", "base"):
-        value = ((read_manifest(RunLayout(run_dir).evaluate_dir(label)) or {}).get("metrics") or {}).get("chat_template")
-        if value:
-            return value
+        manifest = read_manifest(RunLayout(run_dir).evaluate_dir(label)) or {}
+        if (manifest.get("metrics") or {}).get("chat_template"):
+            return manifest["metrics"]["chat_template"]
     return None
 
 
