@@ -136,12 +136,14 @@ def cmd_langid(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nortune import evaluate
+    from nortune.evaluate.card import require_card
     from nortune.evaluate.compare import load_results
 
     overrides = list(args.overrides) + ([f"evaluate.limit={args.limit}"] if args.limit is not None else [])
     recipe = load_recipe(args.recipe, overrides)
-    if args.compare:
-        load_results(Path(args.compare))  # a missing or malformed baseline fails now, not after the evaluation
+    if args.compare:  # a missing, malformed or card-less baseline fails now, not after the evaluation
+        baseline_summary, _ = load_results(Path(args.compare))
+        require_card(args.compare, baseline_summary.get("card"), args.force_compare, "--force-compare")
     layout = RunLayout.of(recipe)
     has_train = (layout.model_dir("train") / "manifest.json").is_file()
     labels = {"base": ["base"], "tuned": ["tuned"], "both": ["base", "tuned"]}[
@@ -149,7 +151,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     failed = forgot = False
     for label in labels:
         baseline = Path(args.compare) if args.compare and label == labels[-1] else None
-        manifest = evaluate.run(recipe, Options(force=args.force), label=label, baseline=baseline)
+        manifest = evaluate.run(recipe, Options(force=args.force), label=label, baseline=baseline,
+                                force_compare=args.force_compare)
         print(json.dumps({label: manifest.get("metrics", {})}, indent=2))
         print(f"report: {layout.evaluate_dir(label) / 'report.md'}")
         if "comparison" in manifest:
@@ -246,7 +249,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from nortune.cli_checks import run_folder
     from nortune.report.ledger import compare_runs
 
-    table = compare_runs([run_folder(Path(r)) for r in args.runs])
+    table = compare_runs([run_folder(Path(r)) for r in args.runs], force=args.force)
     print(table)
     if args.html:
         from nortune.report.stage import standalone_page
@@ -315,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="runs side by side per NorEval task, with paired significance")
     compare.add_argument("runs", nargs="+", help="run folders, e.g. runs/demo runs/other")
     compare.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    compare.add_argument("--force", action="store_true",
+                         help="compare even when the eval cards differ (the output then says so)")
     compare.set_defaults(func=cmd_compare)
     decontam = sub.add_parser("decontam", help="check training data against the benchmark test texts")
     _recipe_args(decontam)
@@ -339,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="results.json (or its folder) of the baseline: paired bootstrap deltas")
     evaluate.add_argument("--limit", type=_positive, help="items per task, at least 1 (smoke runs only)")
     evaluate.add_argument("--force", action="store_true", help="rerun even when nothing changed")
+    evaluate.add_argument("--force-compare", action="store_true",
+                          help="compare even when the eval cards differ (compare.md then says so)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     langid = sub.add_parser("langid", help="label each line nb/nn/en/other: TSV label<TAB>confidence")

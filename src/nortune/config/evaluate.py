@@ -60,12 +60,24 @@ class EvaluateSection(Section):
     limit: int | None = Field(None, ge=1)   # items per task (smoke runs; results are then not comparable)
     fewshot_seed: int = 1234                # lm-eval's default
     metric: Literal["acc", "acc_norm"] = "acc"  # headline metric (truthfulness has acc only)
+    # Prompts through the model's chat template (lm-eval's apply_chat_template): auto = on for an
+    # instruction-tuned model (its name says -it / instruct / chat and its tokenizer has a template),
+    # off for a base model such as the embedded gemma3-270m (docs/evaluate-card.md).
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    fewshot_as_multiturn: bool = True       # with the chat template: each shot is a user/model turn pair
+    system_instruction: str | None = None   # with the chat template: a system turn (lm-eval's system_instruction)
     bootstrap_samples: int = Field(2000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     # --compare fails (exit 1) on a significant regression of a task or of the headline.
     fail_on_regression: bool = True
     # Held-out perplexity per language (None: off); its intervals use bootstrap_samples and confidence.
     perplexity: PerplexitySection | None = None
+
+    @field_validator("chat_template", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare on / off as true / false."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("tasks")
     @classmethod

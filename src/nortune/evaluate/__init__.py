@@ -21,8 +21,9 @@ def fingerprint(recipe: Any, label: str = "base") -> dict[str, Any]:
 
 
 def run(recipe: Any, options: Options = Options(), *, label: str = "base",
-        baseline: Path | None = None) -> dict[str, Any]:
-    """The evaluation's manifest plus, when compared, ``regressions``, ``overall_regression``, ``comparison``,
+        baseline: Path | None = None, force_compare: bool = False) -> dict[str, Any]:
+    """The evaluation's manifest plus, when compared (refused for incomparable eval cards unless ``force_compare``),
+    ``regressions``, ``overall_regression``, ``comparison``,
     and with ``evaluate.perplexity``, ``forgetting`` (the held-out sets flagged), ``allow_forgetting`` and
     ``perplexity_comparison``."""
     from nortune.evaluate import perplexity
@@ -30,7 +31,7 @@ def run(recipe: Any, options: Options = Options(), *, label: str = "base",
     from nortune.evaluate.stage import run as run_stage
 
     manifest = run_stage(recipe, options, label)
-    result = compare_with_baseline(recipe, label, baseline)
+    result = compare_with_baseline(recipe, label, baseline, force=force_compare)
     if result is not None:
         manifest = {**manifest, "regressions": result["regressions"],
                     "overall_regression": bool(result["overall"].get("regression")),

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nortune.evaluate import report
+from nortune.evaluate import card, report
 from nortune.evaluate.paired import paired_bootstrap
 from nortune.jsonl import DataError, iter_jsonl
 from nortune.runs import RunLayout, atomic_write_text
@@ -42,9 +42,11 @@ def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return summary, [row for _, row in iter_jsonl(samples_path)]
 
 
-def compare_with_baseline(recipe: Any, label: str, baseline: Path | None = None) -> dict[str, Any] | None:
+def compare_with_baseline(recipe: Any, label: str, baseline: Path | None = None,
+                          force: bool = False) -> dict[str, Any] | None:
     """Paired comparison of ``label`` with ``baseline`` (default: the model it was trained from), written to
-    ``evaluate/<label>/compare``; None when there is nothing to compare with (base, or baseline not evaluated)."""
+    ``evaluate/<label>/compare``; None when there is nothing to compare with (base, or baseline not evaluated).
+    Refused when the eval cards differ (``card.require_comparable``) unless ``force``."""
     layout = RunLayout.of(recipe)
     if baseline is None:
         if label not in BASELINE_OF or not layout.results(BASELINE_OF[label]).is_file():
@@ -52,23 +54,28 @@ def compare_with_baseline(recipe: Any, label: str, baseline: Path | None = None)
         baseline = layout.results(BASELINE_OF[label])
     settings = recipe.evaluate
     return compare(layout.results(label), baseline, layout.compare_dir(label), settings.metric,
-                   settings.bootstrap_samples, settings.confidence)
+                   settings.bootstrap_samples, settings.confidence, force=force)
 
 
 def compare(tuned_path: Path, base_path: Path, out_dir: Path, metric: str, samples: int,
-            confidence: float) -> dict[str, Any]:
+            confidence: float, force: bool = False) -> dict[str, Any]:
     base, base_rows = load_results(base_path)
     tuned, tuned_rows = load_results(tuned_path)
+    forced = card.require_comparable([(str(base_path), base.get("card")), (str(tuned_path), tuned.get("card"))],
+                                     force, flag="--force-compare")
+    for line in forced:
+        print(f"nortune: {line}", file=sys.stderr)
     deltas, overall = paired_bootstrap(base_rows, tuned_rows, metric, samples, confidence)
     regressions = [d.family for d in deltas if d.regression()]
     result = {"base": str(base_path), "tuned": str(tuned_path), "metric": metric, "confidence": confidence,
               "bootstrap_samples": samples, "deltas": [asdict(d) | {"regression": d.regression(),
                                                                     "gain": d.gain()} for d in deltas],
               "overall": overall, "regressions": regressions, "no_paired_ci": overall.get("no_paired_ci", {}),
-              "note": tuned.get("note") or base.get("note")}
+              "note": tuned.get("note") or base.get("note"), "forced": forced}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "compare.json", json.dumps(result, indent=2))
-    atomic_write_text(out_dir / "compare.md", report.compare_markdown(base, tuned, deltas, overall, confidence))
+    atomic_write_text(out_dir / "compare.md", card.forced_markdown(forced)
+                      + report.compare_markdown(base, tuned, deltas, overall, confidence))
     report.chart(out_dir / "compare.png", {"base": base, "tuned": tuned}, result["note"])
     for family, why in overall.get("no_paired_ci", {}).items():  # said, never skipped silently
         print(f"compare: no paired interval for {family}: {why}", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 
 from nortune.adapters import adapter_rank, resolve_device
 from nortune.config import Recipe
-from nortune.evaluate import report
+from nortune.evaluate import card, chat_mode, report
 from nortune.evaluate.memory import PeakMemory
 from nortune.evaluate.stats import family_summary, headlines, missing_metrics, result_scores, small_sets
 from nortune.evaluate.tasks import SAMPLE_MARKER, family_and_prompt, task_specs
@@ -148,7 +148,7 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
     import lm_eval
 
     from nortune.evaluate import backend as _  # noqa: F401  registers the "nortune" model type
-    from nortune.evaluate.tasks import build_tasks
+    from nortune.evaluate.tasks import build_tasks, task_manager
 
     tasks = build_tasks(specs)
     log.info("evaluate %s: %d lm-eval tasks with %s (%s)", label, len(tasks), settings.backend, args)
@@ -156,9 +156,14 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
     started = time.perf_counter()
     with PeakMemory() as peak:
         lm = lm_eval.api.registry.get_model(settings.backend).create_from_arg_obj(args, {"batch_size": batch_size})
+        chat = chat_mode.resolve(settings, recipe.model.source, lm)  # before any item is scored
+        log.info("evaluate %s: %s (%s)", label, chat_mode.label(chat), chat["reason"])
         raw = lm_eval.simple_evaluate(model=lm, model_args=args, tasks=list(tasks.values()),
                                       batch_size=batch_size, limit=settings.limit, log_samples=True,
-                                      use_cache=str(cache), fewshot_random_seed=settings.fewshot_seed)
+                                      use_cache=str(cache), fewshot_random_seed=settings.fewshot_seed,
+                                      # the tasks are built; without this lm-eval indexes all its tasks (~24 s)
+                                      task_manager=task_manager(),
+                                      **chat_mode.simple_evaluate_args(chat))
     execution = {"backend": settings.backend, "device": str(getattr(lm, "device", settings.device)),
                  "dtype": args.get("dtype"), "wall_s": round(time.perf_counter() - started, 1), **peak.as_dict(),
                  **(lm.settings() if hasattr(lm, "settings") else {"batch_size": batch_size})}
@@ -176,6 +181,7 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
         "extra_tasks": {t: raw["results"].get(t, {}) for t in settings.extra_tasks},
         "samples_file": "samples.jsonl", "backend": settings.backend, "execution": execution,
     }
+    summary_all["card"] = card.build(raw, tasks, settings, chat, execution, recipe.model.source)
     raw["nortune"] = summary_all
     if summary_all["small_sets"]:
         log.warning("evaluate %s: small test sets (< 100 items), intervals are wide: %s", label, summary_all["small_sets"])
@@ -191,7 +197,7 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
         held_out = perplexity.measure(recipe, label, model_spec(recipe, label)[0])
         log.info("evaluate %s: held-out perplexity %s in %.1f s", label,
                  {k: round(v["ppl"], 2) for k, v in held_out["sets"].items()}, held_out["seconds"]["total"])
-    atomic_write_text(md_path, report.markdown(summary_all)
+    atomic_write_text(md_path, report.markdown(summary_all) + card.markdown(summary_all["card"])
                       + (perplexity.label_markdown(held_out, execution["wall_s"]) if held_out else ""))
     chart = report.chart(out_dir / "chart.png", {label: summary_all}, summary_all["note"])
     outputs = [results_path, samples_path, md_path] + ([chart] if chart else [])
@@ -203,7 +209,8 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
                "normalised_overall": (head["overall"]["normalised_best"] or {}).get("value"),
                "normalised_categories": {c: (g["normalised_best"] or {}).get("value")
                                          for c, g in head["categories"].items()},
-               "small_sets": summary_all["small_sets"], "not_computed": summary_all["not_computed"]}
+               "small_sets": summary_all["small_sets"], "not_computed": summary_all["not_computed"],
+               "chat_template": chat_mode.label(chat)}
     if held_out is not None:
         outputs.append(perplexity.write(out_dir, held_out))
         metrics["perplexity"] = {name: s["ppl"] for name, s in held_out["sets"].items()}

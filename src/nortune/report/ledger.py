@@ -37,6 +37,7 @@ class RunSummary:
     # Held-out perplexity per set, tuned vs base (evaluate/tuned/compare/perplexity.json); [] when not measured.
     perplexity: list[dict[str, Any]] = field(default_factory=list)
     forgetting: list[str] = field(default_factory=list)  # "label: set +x.x % [lo, hi]" for each flagged set
+    chat_template: str | None = None  # how evaluate prompted: "chat template on (...)" / "off"; None: not recorded
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,7 +167,17 @@ def summarize(run_dir: Path) -> RunSummary:
         stages_done=[folder for stage, folder in STAGE_FOLDERS.items()
                      if stage != "report" and read_manifest(layout.stage_dir(stage)) is not None],
         contamination_ok=contamination_ok,
-        perplexity=(perplexity_comparison(run_dir) or {}).get("rows", []), forgetting=forgetting(run_dir))
+        perplexity=(perplexity_comparison(run_dir) or {}).get("rows", []), forgetting=forgetting(run_dir),
+        chat_template=_chat_template(run_dir))
+
+
+def _chat_template(run_dir: Path) -> str | None:
+    """The chat mode the evaluation ran with (tuned, else base), from its manifest."""
+    for label in ("tuned", "base"):
+        manifest = read_manifest(RunLayout(run_dir).evaluate_dir(label)) or {}
+        if (manifest.get("metrics") or {}).get("chat_template"):
+            return manifest["metrics"]["chat_template"]
+    return None
 
 
 def find_runs(runs_dir: Path) -> list[Path]:
@@ -179,6 +190,11 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _chat_mark(chat: str | None) -> str:
+    """' (chat on)' / ' (chat off)' after the NorEval score: the prompting mode shows on every ledger line."""
+    return "" if not chat or chat.endswith("not recorded") else f" (chat {'on' if ' on' in chat else 'off'})"
+
+
 def format_runs(summaries: list[RunSummary]) -> str:
     header = ("| run | base model | trainable | data | contamination | NorEval tuned | base | delta | "
               "regressions | held-out ppl vs base | export |")
@@ -188,16 +204,28 @@ def format_runs(summaries: list[RunSummary]) -> str:
         lines.append(f"| {s.recipe or Path(s.run).name} | {s.base_model or '-'} | "
                      f"{'-' if s.trainable_params is None else f'{s.trainable_params:,}'} | "
                      f"{'-' if s.data_records is None else s.data_records} | {s.contamination} | "
-                     f"{_pct(s.noreval_tuned)} | {_pct(s.noreval_base)} | {delta} | "
+                     f"{_pct(s.noreval_tuned)}{_chat_mark(s.chat_template)} | {_pct(s.noreval_base)} | {delta} | "
                      f"{'; '.join(s.regressions) or 'none'} | "
                      f"{'; '.join(_ppl_cell(r) for r in s.perplexity) or '-'} | {s.export} |")
     return "\n".join(lines)
 
 
-def compare_runs(run_dirs: list[Path]) -> str:
-    """Runs side by side per NorEval task (best of prompts), each with its paired delta vs base."""
+def eval_card(run_dir: Path, label: str = "tuned") -> tuple[bool, dict[str, Any] | None]:
+    """(evaluated, card) of one evaluated model: its eval card from results.json (None: written before cards)."""
+    results = _json(RunLayout(run_dir).results(label))
+    return results is not None, ((results or {}).get("nortune") or {}).get("card")
+
+
+def compare_runs(run_dirs: list[Path], force: bool = False) -> str:
+    """Runs side by side per NorEval task (best of prompts), each with its paired delta vs base.
+
+    Refused (``IncomparableRuns``, one line naming what differs) when the tuned models' eval cards
+    differ, unless ``force``; forced, the table starts with a line saying so."""
+    from nortune.evaluate.card import forced_markdown, require_comparable
     from nortune.evaluate.tasks import CATALOGUE
 
+    cards = [(run_dir.name, card) for run_dir in run_dirs for evaluated, card in [eval_card(run_dir)] if evaluated]
+    forced = require_comparable(cards, force)
     columns, no_paired = [], {}
     for run_dir in run_dirs:
         tuned = (read_manifest(RunLayout(run_dir).evaluate_dir("tuned")) or {}).get("metrics", {})
@@ -246,7 +274,7 @@ def compare_runs(run_dirs: list[Path]) -> str:
     not_computed = [f"{name}: {task} ({why})" for name, t, *_ in columns for task, why in t.get("not_computed", {}).items()]
     if not_computed:
         lines += ["", "Not computed: " + "; ".join(not_computed) + "."]
-    return "\n".join(lines) + _compare_perplexity(run_dirs)
+    return forced_markdown(forced) + "\n".join(lines) + _compare_perplexity(run_dirs)
 
 
 def _compare_perplexity(run_dirs: list[Path]) -> str:
