@@ -115,8 +115,18 @@ def _results(folder: Path, label: str, correct: list[int]) -> Path:
     (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
     (folder / "results.json").write_text(json.dumps({"results": {}, "nortune": {
         "label": label, "tasks": summary, "scores": scores, "headline": headlines(summary),
-        "note": None, "samples_file": "samples.jsonl"}}))
+        "note": None, "samples_file": "samples.jsonl", "card": _CARD}}))
     return folder / "results.json"
+
+
+# Both runs of a comparison share one eval card (the refusal itself is tested in test_evaluate_card.py).
+_CARD = {"card_version": 1, "lm_eval": "0.4.13", "model": "m", "data": {"source": "local"},
+         "tasks": {f"nortruthfulqa_mc_nob_{p}": {"version": 1.0, "config_sha256": "c", "num_fewshot": 0,
+                                                 "docs_sha256": "d", "fewshot_docs_sha256": None, "n_docs": 50}
+                   for p in PROMPTS},
+         "fewshot_seed": 1234, "limit": None, "backend": "nortune", "dtype": "float32",
+         "chat": {"setting": "off", "applied": False, "template_sha256": None, "fewshot_as_multiturn": False,
+                  "system_instruction": None, "reason": "base model"}}
 
 
 def test_compare_writes_reports_and_shouts_about_a_regression(tmp_path, capsys):
