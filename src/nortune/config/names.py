@@ -83,7 +83,7 @@ _ONE: tuple[str, ...] = ()
 
 
 def _mc(family, label, dataset, config, split, fewshot, required, refs, category, random=None, **kw) -> NorEvalTask:
-    texts = tuple(f for f in required if f not in ("choices.label", "answer", "correct_answer_num"))
+    texts = tuple(f for f in required if f not in ("choices.label", "answer", "correct_answer_num", "sentiment"))
     question = "question_stem" if "question_stem" in required else "question"
     return NorEvalTask(family, label, dataset, config, split, fewshot, required, refs, category, random,
                        text_fields=texts, question_field=question, **kw)

@@ -45,7 +45,7 @@ def markdown(summary: dict[str, Any]) -> str:
         if family not in tasks:
             continue
         s = tasks[family]
-        refs = " | ".join(_pct(r) for r in task.references)
+        refs = " | ".join(_pct(r) for r in (task.references or (None,) * len(REFERENCE_COLUMNS)))
         lines.append(f"| {task.label} | {task.dataset} ({task.config}) | {summary['num_fewshot'].get(family, 0)} | "
                      f"**{_pct(s['best'])}** | {refs} | {s['best_prompt']} | {_pct(s['mean'])} | {_pct(s['min'])} | "
                      f"{s['std']:.1f} | {s['n_items']} |")
@@ -86,7 +86,7 @@ def compare_markdown(base: dict[str, Any], tuned: dict[str, Any], deltas, overal
     for d in deltas:
         task = CATALOGUE[d.family]
         verdict = "**REGRESSION**" if d.regression() else ("gain" if d.gain() else "no significant change")
-        refs = " | ".join(_pct(r) for r in task.references)
+        refs = " | ".join(_pct(r) for r in (task.references or (None,) * len(REFERENCE_COLUMNS)))
         lines.append(f"| {task.label} | {_pct(base['tasks'][d.family]['best'])} | "
                      f"{_pct(tuned['tasks'][d.family]['best'])} | {d.best:+.1f} [{d.best_ci[0]:+.1f}, {d.best_ci[1]:+.1f}] | "
                      f"{d.mean:+.1f} [{d.mean_ci[0]:+.1f}, {d.mean_ci[1]:+.1f}] | {refs} | {verdict} |")

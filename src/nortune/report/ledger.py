@@ -219,7 +219,10 @@ def compare_runs(run_dirs: list[Path]) -> str:
             text += f" ({delta['best']:+.1f} pp [{lo:+.1f}, {hi:+.1f}]{mark})"
         return text
 
+    shown = {f for _, t, _, _ in columns for f in t.get("tasks", {})}
     for family, spec in CATALOGUE.items():
+        if family not in shown and spec.references is None:  # a family outside the recipe's 8 that no run scored
+            continue
         lines.append(f"| {spec.label} | " + " | ".join(cell(t, d, family) for _, t, d, _ in columns) + " |")
     lines.append("| **average (best of prompts)** | " + " | ".join(cell(t, d, None) for _, t, d, _ in columns) + " |")
     levels = sorted({f"{c:.0%}" for *_, c in columns if c})
