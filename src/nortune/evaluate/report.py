@@ -116,7 +116,8 @@ def chart(path: Path, runs: dict[str, dict[str, Any]], note: str | None) -> Path
     if not families:
         return None
     series = [(name, [r["tasks"].get(f, {}).get("best", 0.0) for f in families]) for name, r in runs.items()]
-    series += [(ref, [CATALOGUE[f].references[i] for f in families]) for i, ref in enumerate(REFERENCE_COLUMNS)]
+    series += [(ref, [(CATALOGUE[f].references or (0.0,) * len(REFERENCE_COLUMNS))[i] for f in families])
+               for i, ref in enumerate(REFERENCE_COLUMNS)]  # no bar where nothing is published
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(12, 5))
     for i, (name, values) in enumerate(series):
