@@ -183,3 +183,28 @@ def test_splits_without_a_local_file_are_unset_and_needed_ones_are_named(tmp_pat
     assert [len(list(t.eval_docs)) for t in tasks.values()] == [4, 4]
     with pytest.raises(DataError, match=r"tatoeba_mt/eng-nob/validation.jsonl: file not found"):
         task_specs(settings, {"tatoeba_nob_eng": 2})
+
+
+def test_decontam_checks_every_text_field_of_every_suite_family():
+    """decontam follows evaluate: with suite noreval it reads each family's scored file and its
+    text fields (passages, references, source and target sentences), not only the MC questions."""
+    from nortune.decontam.sources import load_test_side
+
+    recipe = load_recipe(REPO / "configs" / "demo.yaml", ["evaluate.suite=noreval"])
+    assert recipe.decontam.tasks == list(CATALOGUE)
+    texts, sources = load_test_side(recipe.decontam)
+    by_task: dict[str, set[str]] = {}
+    for t in texts:
+        by_task.setdefault(t.task, set()).add(t.text)
+    assert set(CATALOGUE) <= set(by_task)
+    assert sources["norsumm_nob"]["origin"].endswith("NorSumm/nb/test.jsonl")
+    for family, task in CATALOGUE.items():
+        row = json.loads(local_noreval_file(DEMO, family, task.split).read_text(encoding="utf-8").splitlines()[0])
+        for field in task.text_fields:  # every text field's value of the first row is a test text
+            value = row
+            for key in field.split("."):
+                value = value[key]
+            for text in value if isinstance(value, list) else [value]:
+                assert text in by_task[family], (family, field)
+    assert "Vi går heim no." in by_task["tatoeba_eng_nno"] and "glimrer" in by_task["noridiom_nob"]
+    assert not any(t.text in ("0", "1") for t in texts if t.task.startswith("norec"))  # labels are not text
