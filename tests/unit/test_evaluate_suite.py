@@ -111,7 +111,8 @@ def test_suites_resolve_and_the_recipe_default_is_unchanged(tmp_path):
     ("  suite: [ncb, norquad_nob]\n", r"evaluate.suite: unknown NorEval task\(s\) \['norquad_nob'\]; known: \["),
     ("  suite: noreval\n  tasks: [ncb]\n", "suite 'noreval' and tasks \\['ncb'\\] disagree"),
     ("  suite: [ncb]\n  num_fewshot: {ncb: 2}\n", r"num_fewshot: \['ncb'\] run 0-shot only"),
-    ("  suite: [tatoeba_eng_nob]\n  prompts: [p4]\n", "none of the families"),
+    ("  suite: [ncb, tatoeba_eng_nob]\n  prompts: [p4]\n",
+     r"prompts \['p4'\]: these families have none of them: \{'tatoeba_eng_nob': \['p0', 'p1', 'p2', 'p3'\]\}"),
 ])
 def test_suite_config_errors_are_one_line(tmp_path, evaluate, error):
     with pytest.raises(ConfigError, match=error) as caught:

@@ -108,9 +108,10 @@ class EvaluateSection(Section):
         if zero_shot:
             raise ValueError(f"num_fewshot: {zero_shot} run 0-shot only (lm-eval's task has no split to draw "
                              "examples from)")
-        if self.prompts is not None and not any(
-                not CATALOGUE[f].prompts or set(self.prompts) & set(CATALOGUE[f].prompts) for f in self.tasks):
-            raise ValueError(f"prompts {self.prompts}: none of the families {self.tasks} has one of them")
+        lacking = {f: list(CATALOGUE[f].prompts) for f in self.tasks
+                   if self.prompts is not None and CATALOGUE[f].prompts and not set(self.prompts) & set(CATALOGUE[f].prompts)}
+        if lacking:  # a family would run no task at all: say so rather than drop it
+            raise ValueError(f"prompts {self.prompts}: these families have none of them: {lacking}")
         return self
 
     @model_validator(mode="after")
