@@ -32,8 +32,7 @@ import time
 from pathlib import Path
 
 from evaluate_sides import REPO, benchmark_tasks, compact_samples, compare, evaluate, guarded_hf_class, run_side
-
-from nortune.config.names import NOREVAL_FAMILIES
+from nortune.config.names import RECIPE_FAMILIES
 
 
 def worker(args, side: str, setting: str, out: Path) -> None:
@@ -76,7 +75,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="embedded:gemma3-270m")
     parser.add_argument("--data", default=str(REPO / "data" / "demo" / "noreval"))
-    parser.add_argument("--families", default=",".join(NOREVAL_FAMILIES))
+    parser.add_argument("--families", default=",".join(RECIPE_FAMILIES))  # the log-likelihood tasks it measures
     parser.add_argument("--limit", type=int, default=20, help="items per task")
     parser.add_argument("--obqa-shots", type=int, default=16)
     parser.add_argument("--batch-tokens", default="256",

@@ -79,22 +79,16 @@ def test_hf_source_follows_evaluate_revision_and_refuses_another() -> None:
 
 def test_catalogue_matches_lm_eval_task_definitions() -> None:
     """Decontam reads the catalogue; lm-eval scores its own YAMLs: they name the same dataset, config, split."""
-    lm_eval = pytest.importorskip("lm_eval")
-    import yaml
+    pytest.importorskip("lm_eval")
+    from nortune.evaluate.tasks import task_manager
 
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-    root = Path(lm_eval.__file__).parent / "tasks" / "noreval"
+    index = task_manager().task_index
     for family, task in CATALOGUE.items():
-        [path] = list(root.rglob(f"{family}_p0.yaml"))
-        spec = yaml.load(path.read_text(), Loader=Loader)
-        base = yaml.load((path.parent / spec["include"]).read_text(), Loader=Loader) if "include" in spec else {}
-        merged = {**base, **spec}
-        scored = merged.get("test_split") or merged.get("validation_split")  # lm-eval's eval_docs order
-        assert (merged["dataset_path"], merged["dataset_name"], scored) == \
-            (task.dataset, task.config, task.split), family
+        for name in task.task_names:  # every prompt's YAML (includes merged by lm-eval's own indexer)
+            merged = index[name].cfg
+            scored = merged.get("test_split") or merged.get("validation_split")  # lm-eval's eval_docs order
+            assert (merged["dataset_path"], merged.get("dataset_name"), scored) == \
+                (task.dataset, task.config or None, task.split), name
 
 
 # ---- the whole-question check ---------------------------------------------------------------------------

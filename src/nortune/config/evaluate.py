@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from nortune.config.base import Section
-from nortune.config.names import DEFAULT_FEWSHOT, NOREVAL_FAMILIES, PROMPTS
+from nortune.config.names import ALL_PROMPTS, CATALOGUE, DEFAULT_FEWSHOT, NOREVAL_FAMILIES, RECIPE_FAMILIES, SUITES
 
 
 class PerplexitySection(Section):
@@ -38,10 +38,14 @@ class PerplexitySection(Section):
 class EvaluateSection(Section):
     """NorEval through lm-evaluation-harness's own ``noreval`` tasks (see docs/evaluate.md)."""
 
-    # The 8 task families of the recipe; each runs with every prompt in `prompts` (lm-eval name <family>_<p>).
-    tasks: list[str] = Field(default_factory=lambda: list(NOREVAL_FAMILIES), min_length=1)
-    prompts: list[Literal[PROMPTS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(PROMPTS), min_length=1)
+    # Which NorEval families run: "recipe" (the recipe's 8, the default), "noreval" (every family lm-eval
+    # ships, all prompts: 116 tasks) or a list of family names. See docs/evaluate-suite.md.
+    suite: str | list[str] = "recipe"
+    # The families that run, resolved from `suite`; setting it (the older spelling) is an explicit list.
+    tasks: list[str] | None = Field(None, min_length=1)
+    # Prompts per family (lm-eval name <family>_<p>); None: every prompt a family has (p0..p4 for the
+    # recipe's 8; norsumm has p5, tatoeba p0..p3, ncb and the instruct sets one task).
+    prompts: list[Literal[ALL_PROMPTS]] | None = Field(None, min_length=1)  # type: ignore[valid-type]
     # Shots per family; families not named here run 0-shot (the recipe: 16-shot open-book QA).
     num_fewshot: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_FEWSHOT))
     extra_tasks: list[str] = Field(default_factory=list)  # any other lm-eval task names (reported, not averaged)
@@ -79,14 +83,20 @@ class EvaluateSection(Section):
         """YAML 1.1 reads a bare on / off as true / false."""
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
+    @field_validator("suite", mode="before")
+    @classmethod
+    def _known_suite(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in SUITES:
+                raise ValueError(f"unknown suite {value!r}; known: {list(SUITES)} or a list of NorEval families")
+        elif isinstance(value, (list, tuple)):
+            _check_families(list(value))
+        return value
+
     @field_validator("tasks")
     @classmethod
-    def _known_families(cls, value: list[str]) -> list[str]:
-        unknown = [t for t in value if t not in NOREVAL_FAMILIES]
-        if unknown:
-            raise ValueError(f"unknown NorEval task(s) {unknown}; known: {list(NOREVAL_FAMILIES)} "
-                             "(other lm-eval tasks go in extra_tasks)")
-        return value
+    def _known_families(cls, value: list[str] | None) -> list[str] | None:
+        return _check_families(value) if value is not None else None
 
     @field_validator("num_fewshot")
     @classmethod
@@ -99,7 +109,35 @@ class EvaluateSection(Section):
         return value
 
     @model_validator(mode="after")
+    def _resolve_suite(self) -> "EvaluateSection":
+        chosen = {"recipe": list(RECIPE_FAMILIES), "noreval": list(NOREVAL_FAMILIES)}.get(
+            self.suite, self.suite) if isinstance(self.suite, str) else list(self.suite)
+        if self.tasks is not None and "suite" in self.model_fields_set and self.tasks != chosen:
+            raise ValueError(f"suite {self.suite!r} and tasks {self.tasks} disagree; set one of them")
+        if self.tasks is None:
+            self.tasks = chosen
+        zero_shot = [f for f, n in self.num_fewshot.items() if n and CATALOGUE[f].fewshot_split is None]
+        if zero_shot:
+            raise ValueError(f"num_fewshot: {zero_shot} run 0-shot only (lm-eval's task has no split to draw "
+                             "examples from)")
+        lacking = {f: list(CATALOGUE[f].prompts) for f in self.tasks
+                   if self.prompts is not None and CATALOGUE[f].prompts and not set(self.prompts) & set(CATALOGUE[f].prompts)}
+        if lacking:  # a family would run no task at all: say so rather than drop it
+            raise ValueError(f"prompts {self.prompts}: these families have none of them: {lacking}")
+        return self
+
+    @model_validator(mode="after")
     def _local_needs_dir(self) -> "EvaluateSection":
         if self.source == "local" and (self.data_dir is None or not Path(self.data_dir).is_dir()):
             raise ValueError(f"source is local but data_dir is not a folder: {self.data_dir}")
         return self
+
+
+def _check_families(value: list[str]) -> list[str]:
+    unknown = [t for t in value if t not in NOREVAL_FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown NorEval task(s) {unknown}; known: {list(NOREVAL_FAMILIES)} "
+                         "(other lm-eval tasks go in extra_tasks)")
+    if not value:
+        raise ValueError("an empty list of families")
+    return value

@@ -3,8 +3,9 @@
 Test side: the documents evaluate scores (the NorEval catalogue of ``nortune.config.names``:
 same task, dataset, config, split, data folder and revision), through the real HF
 ``datasets`` loader or the local files evaluate reads, plus extra benchmarks (JSONL/Parquet
-with a field list) and evaluate's held-out perplexity texts (``heldout``: one test text per line). Every question, passage/fact and answer choice becomes one test text with
-a stable id; a question also carries its correct answer (for the whole-question check).
+with a field list) and evaluate's held-out perplexity texts (``heldout``: one test text per line). Every field
+the catalogue names as text (``NorEvalTask.text_fields``: question, passage/fact, answer choices,
+reference answers, source and target sentences) becomes one test text with a stable id; a question also carries its correct answer (for the whole-question check).
 
 Training side: chat JSONL (``messages``), any JSONL or Parquet with text fields, or plain
 text (one record per line), streamed record by record.
@@ -95,15 +96,6 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
         for row in batch.to_pylist():
             row_no += 1
             yield row_no, row
-
-
-# Per NorEval dataset: the fields that are test text, optional ones, and the question field.
-TEXT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
-    "norcommonsenseqa": (("question", "choices.text"), (), "question"),
-    "noropenbookqa": (("fact", "question_stem", "choices.text"), (), "question_stem"),
-    "nortruthfulqa_mc": (("question", "mc1_targets.choices"), ("mc2_targets.choices",), "question"),
-    "nrk_quiz_qa": (("question", "choices.text"), (), "question"),
-}
 
 
 def correct_answer(row: dict) -> str | None:
@@ -213,11 +205,14 @@ def load_test_side(settings) -> tuple[list[TestText], dict[str, dict[str, str]]]
             extra = next(e for e in settings.extra if e.name == task)
             texts.extend(_texts_of(rows, str(doc["path"]), task, task, extra.fields, [], extra.id_field))
             continue
-        fields, optional, question = TEXT_FIELDS[doc["dataset"].split("/")[-1]]
+        from nortune.config.names import CATALOGUE
+
+        spec = CATALOGUE[task]  # the fields that are test text: questions, passages, choices, references
+        fields, optional, question = spec.text_fields, spec.optional_text_fields, spec.question_field
         if doc["path"] is not None:
             rows, where = _rows_from_file(doc["path"]), str(doc["path"])
         else:
-            rows = _hf_rows(doc["dataset"], doc["config"], doc["split"], settings.noreval_revision)
+            rows = _hf_rows(doc["dataset"], doc["config"] or None, doc["split"], settings.noreval_revision)
             where = f"{doc['dataset']} [{doc['config']}/{doc['split']}] row"
         texts.extend(_texts_of(rows, where, task, f"{task}/{doc['split']}", list(fields), list(optional), "id",
                                question))

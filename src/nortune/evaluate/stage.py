@@ -20,7 +20,7 @@ from nortune.config import Recipe
 from nortune.evaluate import card, chat_mode, report
 from nortune.evaluate.memory import PeakMemory
 from nortune.evaluate.stats import family_summary, headlines, missing_metrics, result_scores, small_sets
-from nortune.evaluate.tasks import SAMPLE_MARKER, family_and_prompt, task_specs
+from nortune.evaluate.tasks import SAMPLE_MARKER, family_and_prompt, not_computed, task_specs
 from nortune.jsonl import DataError
 from nortune.runs import MODEL_STAGE_OF_LABEL, Options, RunLayout, atomic_write_text, begin_stage, \
     inputs_fingerprint, is_current, read_manifest
@@ -115,6 +115,9 @@ def _fingerprint(recipe: Recipe, identity: dict[str, Any], origins: dict[str, An
     data_inputs = inputs_fingerprint([Path(settings.data_dir)]) if settings.source == "local" else origins
     out = {"evaluate": recipe.section_fingerprint("evaluate"), "model": identity, "data": data_inputs,
            "lm_eval": _version("lm_eval")}
+    skipped = not_computed(list(settings.tasks))
+    if skipped:  # installing what a metric needs makes the run current no more (absent when all is computed)
+        out["not_computed"] = skipped
     if settings.perplexity is not None:  # the held-out texts' content (the key is absent when perplexity is off)
         out["perplexity_texts"] = inputs_fingerprint([Path(p) for p in settings.perplexity.texts.values()])
     return out
@@ -152,7 +155,9 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
 
     tasks = build_tasks(specs)
     log.info("evaluate %s: %d lm-eval tasks with %s (%s)", label, len(tasks), settings.backend, args)
-    batch_size = settings.batch_size if settings.backend != "nortune" else 1
+    # The nortune backend batches log-likelihoods by batch_tokens; batch_size is what lm-eval's own
+    # generate_until path (which it inherits) uses for generation tasks.
+    batch_size = settings.batch_size
     started = time.perf_counter()
     with PeakMemory() as peak:
         lm = lm_eval.api.registry.get_model(settings.backend).create_from_arg_obj(args, {"batch_size": batch_size})
@@ -166,7 +171,7 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
                                       **chat_mode.simple_evaluate_args(chat))
     execution = {"backend": settings.backend, "device": str(getattr(lm, "device", settings.device)),
                  "dtype": args.get("dtype"), "wall_s": round(time.perf_counter() - started, 1), **peak.as_dict(),
-                 **(lm.settings() if hasattr(lm, "settings") else {"batch_size": batch_size})}
+                 "batch_size": batch_size, **(lm.settings() if hasattr(lm, "settings") else {})}
     del lm
     samples = list(_sample_rows(raw.pop("samples", {})))
     # Task scores are lm-eval's aggregated results (corpus metrics too); the rows give chance levels.
@@ -177,7 +182,8 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
         "confidence": settings.confidence,
         "num_fewshot": {f: fewshot.get(f, 0) for f in settings.tasks}, "limit": settings.limit,
         "scores": scores, "tasks": summary, "headline": headlines(summary), "small_sets": small_sets(summary),
-        "not_computed": missing_metrics(scores, summary, settings.metric),
+        # {task: why}: skipped up front (a missing package) or a metric lm-eval did not report; never dropped silently
+        "not_computed": {**not_computed(list(settings.tasks)), **missing_metrics(scores, summary, settings.metric)},
         "extra_tasks": {t: raw["results"].get(t, {}) for t in settings.extra_tasks},
         "samples_file": "samples.jsonl", "backend": settings.backend, "execution": execution,
     }
@@ -219,22 +225,47 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
 
 
 def _sample_rows(samples: dict[str, list[dict]]):
-    """lm-eval's logged samples -> flat rows: one per task, prompt and item."""
+    """lm-eval's logged samples -> flat rows: one per task, prompt and item.
+
+    Every row carries ``metrics``: each per-item number lm-eval logged for it (acc, acc_norm, em,
+    exact_match, bleu_max, ...; corpus metrics such as bleu / chrf log a (reference, prediction)
+    pair per item, not a number, and are scored from lm-eval's aggregate instead). Generation rows
+    also carry the model's ``generation``; log-likelihood rows their per-choice scores.
+    """
     for task_name, rows in samples.items():
         family, prompt = family_and_prompt(task_name)
         for row in rows:
             doc = json.dumps(row.get("doc"), sort_keys=True, ensure_ascii=False, default=str)
-            lls = [float(r[0][0]) if isinstance(r[0], (list, tuple)) else float(r[0]) for r in row["resps"]]
-            greedy = [bool(r[0][1]) if isinstance(r[0], (list, tuple)) else None for r in row["resps"]]
-            yield {
+            generated = bool(row["resps"]) and isinstance(row["resps"][0][0], str)
+            if generated:
+                lls, greedy = [], []
+            else:
+                lls = [float(r[0][0]) if isinstance(r[0], (list, tuple)) else float(r[0]) for r in row["resps"]]
+                greedy = [bool(r[0][1]) if isinstance(r[0], (list, tuple)) else None for r in row["resps"]]
+            out = {
                 "task": task_name, "family": family, "prompt": prompt, "doc_id": row["doc_id"],
-                "doc_hash": hashlib.sha256(doc.encode()).hexdigest()[:16], "target": row.get("target"),
+                "doc_hash": hashlib.sha256(doc.encode()).hexdigest()[:16], "target": _plain(row.get("target")),
                 "loglikelihoods": lls, "is_greedy": greedy,
                 "pred": max(range(len(lls)), key=lls.__getitem__) if lls else None,
                 "acc": row.get("acc"), "acc_norm": row.get("acc_norm"),
                 "context": row["arguments"][0][0] if row.get("arguments") else None,
-                "choices": [a[1] for a in row.get("arguments", [])],
+                "choices": [] if generated else [a[1] for a in row.get("arguments", [])],
+                "metrics": {name: float(row[name]) for name in row.get("metrics", [])
+                            if isinstance(row.get(name), (bool, int, float)) or _is_number(row.get(name))},
             }
+            if generated:
+                out["generation"] = str(row["filtered_resps"][0] if row.get("filtered_resps") else row["resps"][0][0])
+            yield out
+
+
+def _is_number(value: Any) -> bool:
+    """numpy scalars (lm-eval's process_results often returns them)."""
+    return hasattr(value, "dtype") and getattr(value, "shape", None) == () and value.dtype.kind in "biuf"
+
+
+def _plain(value: Any) -> Any:
+    """A target as JSON: numpy scalars become numbers."""
+    return value.item() if _is_number(value) else value
 
 
 def _version(name: str) -> str:
