@@ -165,7 +165,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nortune.pipeline import STAGES, failures, forgetting, regressions, run_pipeline
+    from nortune.pipeline import STAGES, failures, forgetting, regressions, run_pipeline, unverified
 
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     if only and (args.start or args.stop):
@@ -192,7 +192,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("nortune run: FORGETTING in " + "; ".join(forgot) + " (held-out perplexity rose significantly; "
               f"see {RunLayout.of(recipe).report_page}; evaluate.perplexity.allow_forgetting: true accepts it)",
               file=sys.stderr)
-    return 1 if (found and recipe.evaluate.fail_on_regression) or forgot else 0
+    bad_files = unverified(results)
+    if bad_files:
+        print("nortune run: GGUF verification FAILED for " + "; ".join(bad_files) + " (see verification.md)",
+              file=sys.stderr)
+    return 1 if (found and recipe.evaluate.fail_on_regression) or forgot or bad_files else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -142,6 +142,11 @@ def regressions(results: list[dict[str, Any]]) -> list[str]:
     return [f"{r['stage']}: {task}" for r in results for task in r.get("regressions", [])]
 
 
+def unverified(results: list[dict[str, Any]]) -> list[str]:
+    """'export: FILE' for every GGUF file whose verification failed (the export stage still writes its files)."""
+    return [f"{r['stage']}: {name}" for r in results for name in (r.get("metrics") or {}).get("failed", [])]
+
+
 def forgetting(results: list[dict[str, Any]]) -> list[str]:
     """'stage: set' for every held-out perplexity set flagged as forgetting that the recipe does not allow."""
     return [f"{r['stage']}: {name} perplexity" for r in results if not r.get("allow_forgetting")

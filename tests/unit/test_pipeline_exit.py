@@ -1,0 +1,27 @@
+"""`nortune run` exits non-zero when a GGUF file fails verification, as `nortune export` does.
+
+The export stage writes its files and manifest even when a quantised file fails its floor
+(the files are kept for inspection); the pipeline must still report the run as failed.
+"""
+
+from __future__ import annotations
+
+import nortune.pipeline as pipeline
+from nortune.cli import main
+
+EXPORT_OK = {"stage": "export", "action": "run", "metrics": {"failed": [], "passed": True}}
+EXPORT_BAD = {"stage": "export", "action": "skip",
+              "metrics": {"failed": ["demo-Q4_K_M.gguf"], "passed": False}}
+
+
+def test_unverified_names_each_failed_file():
+    assert pipeline.unverified([EXPORT_OK]) == []
+    assert pipeline.unverified([{"stage": "train", "action": "run"}, EXPORT_BAD]) == ["export: demo-Q4_K_M.gguf"]
+
+
+def test_run_exits_1_on_a_failed_verification(monkeypatch, capsys):
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: [EXPORT_BAD])
+    assert main(["run", "configs/demo.yaml"]) == 1
+    assert "GGUF verification FAILED for export: demo-Q4_K_M.gguf" in capsys.readouterr().err
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: [EXPORT_OK])
+    assert main(["run", "configs/demo.yaml"]) == 0
