@@ -5,7 +5,9 @@ Each variant is the demo recipe plus dotted overrides, trained in its own run fo
 contamination gate and the recipe's language mix hold as in ``make demo``). Each trained adapter
 and the base model are scored on the development texts (``data/demo/heldout/dev``, disjoint from
 training and from the held-out split: ``tests/unit/test_heldout_disjoint.py``), and the relative
-change of perplexity per language is printed with its paired bootstrap interval.
+change of perplexity per language is printed with its paired bootstrap interval. Each variant
+is also exported (the demo's Q8_0 and Q4_K_M, verified against transformers): a variant the demo
+cannot ship, because a GGUF fails its verification floor, is not chosen.
 
 ``--final VARIANT`` scores the chosen variant on the held-out split (``data/demo/heldout``) once,
 after the choice; ``--final auto`` chooses by the rule in ``choose``. ``make demo`` then reports the
@@ -78,12 +80,21 @@ def meets_thesis(change: dict[str, dict]) -> bool:
 
 
 def choose(dev: dict[str, dict]) -> str:
-    """The rule, fixed before the results: of the variants that meet the thesis on dev, the one with the
-    largest mean drop of nb and nn perplexity (the demo's own settings when none does)."""
-    passing = {v: r for v, r in dev.items() if r["meets_thesis"]}
+    """The rule: of the variants that meet the thesis on dev and whose GGUF files pass verification, the
+    one with the largest mean drop of nb and nn perplexity (the demo's own settings when none does)."""
+    passing = {v: r for v, r in dev.items() if r["meets_thesis"] and r.get("export_passed")}
     if not passing:
         return "demo"
     return min(passing, key=lambda v: (passing[v]["change"]["nb"]["change"] + passing[v]["change"]["nn"]["change"]) / 2)
+
+
+def export_passed(variant: str, overrides: list[str]) -> tuple[bool, str]:
+    """Export the variant's merged model to the demo's GGUF types and verify them, as `make demo` does."""
+    from nortune.pipeline import failures, run_pipeline, unverified
+
+    results = run_pipeline(recipe_for(variant, overrides), only=["export"])
+    problems = failures(results) + [f"verification FAILED for {f}" for f in unverified(results)]
+    return not problems, "; ".join(problems) or "verified"
 
 
 def train(variant: str, overrides: list[str]) -> tuple[object, float]:
@@ -105,7 +116,7 @@ def main() -> int:
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     study_file = OUT / "study.json"
-    study = json.loads(study_file.read_text()) if study_file.is_file() else {"dev": {}, "final": None}
+    study = json.loads(study_file.read_text()) if study_file.is_file() else {"dev": {}}
     base_recipe = recipe_for("demo", [])
     if "base" not in study:
         study["base"] = scored_sets(base_recipe, "base", DEV)
@@ -118,24 +129,31 @@ def main() -> int:
         study["dev"][variant] = {"overrides": VARIANTS[variant], "train_s": round(seconds, 1), "change": change,
                                  "meets_thesis": meets_thesis(change)}
         study_file.write_text(json.dumps(study, indent=2))
+    for variant in args.variants:
+        if "export_passed" not in study["dev"][variant]:
+            passed, why = export_passed(variant, VARIANTS[variant])
+            study["dev"][variant].update(export_passed=passed, export=why)
+            study_file.write_text(json.dumps(study, indent=2))
     if args.final:
         chosen = choose(study["dev"]) if args.final == "auto" else args.final
         recipe = recipe_for(chosen, VARIANTS[chosen])  # its adapter: trained and scored on dev above
         held_base = scored_sets(base_recipe, "base", HELDOUT)
         change = changes(held_base, scored_sets(recipe, "tuned", HELDOUT))
-        study["final"] = {"variant": chosen, "rule": args.final == "auto", "change": change,
-                          "meets_thesis": meets_thesis(change)}
+        study.setdefault("finals", {})[chosen] = {"rule": args.final == "auto", "change": change,
+                                                  "meets_thesis": meets_thesis(change)}
         study_file.write_text(json.dumps(study, indent=2))
     print(f"{'variant':<11} {'overrides':<34} {'train s':>8}  " + "  ".join(f"{lang:>24}" for lang in DEV))
     for variant, row in study["dev"].items():
         cells = "  ".join(f"{100 * c['change']:+6.1f}% [{100 * c['ci'][0]:+5.1f},{100 * c['ci'][1]:+5.1f}]"
                           for c in row["change"].values())
-        mark = "  <- meets the thesis" if row["meets_thesis"] else ""
+        mark = ("  meets the thesis" if row["meets_thesis"] else "  misses the thesis") + (
+            "" if "export_passed" not in row else ", GGUF verified" if row["export_passed"] else ", GGUF FAILED")
         print(f"{variant:<11} {' '.join(row['overrides']) or '(demo)':<34} {row['train_s']:>8}  {cells}{mark}")
-    if study["final"]:
-        print(f"held-out split, {study['final']['variant']}: {json.dumps(study['final']['change'])}")
-    print(json.dumps({"dev": {v: {**r["change"], "meets_thesis": r["meets_thesis"]} for v, r in study["dev"].items()},
-                      "final": study["final"]}))
+    for variant, final in study.get("finals", {}).items():
+        print(f"held-out split, {variant}: {json.dumps(final['change'])}")
+    print(json.dumps({"dev": {v: {**r["change"], "meets_thesis": r["meets_thesis"],
+                                  "export_passed": r.get("export_passed")} for v, r in study["dev"].items()},
+                      "chosen": choose(study["dev"]), "finals": study.get("finals", {})}))
     return 0
 
 
