@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from nortune.evaluate.stats import headline_metric, recipe_families, row_metrics, to_percent
+from nortune.config.names import RECIPE_FAMILIES
+from nortune.evaluate.stats import headline_metric, row_metrics, to_percent
 from nortune.evaluate.tasks import CATALOGUE
 
 
@@ -157,7 +158,7 @@ def paired_bootstrap(base: list[dict], tuned: list[dict], metric: str, samples: 
                             float(tuned_p.mean() - base_p.mean()), _ci(d_mean, lo_q, hi_q), len(pair.docs),
                             pair.metric, pair.method))
     overall: dict[str, Any] = {"no_paired_ci": no_ci}
-    headline = [d for d in deltas if d.family in recipe_families()]
+    headline = [d for d in deltas if d.family in RECIPE_FAMILIES]
     if headline:
         avg_best = np.mean([draws[d.family][0] for d in headline], axis=0)
         avg_mean = np.mean([draws[d.family][1] for d in headline], axis=0)

@@ -187,11 +187,6 @@ def missing_metrics(scores: dict[str, Any], summary: dict[str, Any], metric: str
             for f, p in scores.items() if f not in summary}
 
 
-def recipe_families() -> list[str]:
-    """The recipe's tasks (REFERENCE_AVERAGES is the mean of their published numbers)."""
-    return list(RECIPE_FAMILIES)
-
-
 def _average(summary: dict[str, dict], families: list[str], key: str, se_key: str = "se") -> dict | None:
     """Unweighted mean of ``key`` over the families that have it; SE propagated as sqrt(sum SE^2) / N."""
     rows = [summary[f] for f in families if summary[f].get(key) is not None]
@@ -209,7 +204,7 @@ def _group(summary: dict[str, dict], families: list[str]) -> dict[str, Any]:
 def headlines(summary: dict[str, dict]) -> dict[str, Any]:
     """The recipe's two headlines over its tasks (unchanged), plus per-category and overall averages
     over every family summarised (raw and normalised: raw averages mix metrics, the normalised do not)."""
-    recipe = recipe_families()
+    recipe = list(RECIPE_FAMILIES)
     families = [f for f in recipe if f in summary]
     complete = len(families) == len(recipe)
     label = "NorEval average" if complete else f"average of {len(families)} of the {len(recipe)} NorEval recipe tasks"
