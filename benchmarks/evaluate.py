@@ -1,15 +1,15 @@
 """nortune's prefix-sharing backend vs lm-eval's own `hf` model at the recipe's settings.
 
 Defaults are the recipe's shape: the 8 NorEval families x 5 prompts (40 lm-eval tasks),
-open-book QA 16-shot, 20 items per task (the demo sample sets hold 15 open-book QA items, so
-those tasks run all 15), on the demo's embedded Gemma 3 270M in fp32. Every side runs in its
-own fresh process (so its peak resident memory is its own), sides alternate within a round and
-the order flips every round, so load from other jobs falls on both. lm-eval `hf` runs at each
-batch size of --hf-batch-sizes (1, 8, auto) and the fastest one is the peer. An `hf` batch
-whose [batch, length, vocab] logits and log-softmax would not fit in 60 % of the free RAM is
-refused inside the worker with torch's own CPU out-of-memory message (lm-eval's `auto` then
-halves, as it does on a real OOM; a fixed batch size is reported as not runnable) instead of
-letting the kernel's OOM killer loose on a shared machine.
+open-book QA 16-shot, 20 items per task (all of each demo sample set), on the demo's embedded
+Gemma 3 270M in fp32. Every side runs in its own fresh process (so its peak resident memory is
+its own), sides alternate within a round and the order flips every round, so load from other
+jobs falls on both. lm-eval `hf` runs at each batch size of --hf-batch-sizes (1, 8, auto) and
+the fastest one is the peer. An `hf` batch whose [batch, length, vocab] logits and log-softmax
+would not fit in 60 % of the free RAM is refused inside the worker with torch's own CPU
+out-of-memory message (lm-eval's `auto` then halves, as it does on a real OOM; a fixed batch
+size is reported as not runnable) instead of letting the kernel's OOM killer loose on a shared
+machine.
 
 Prints wall time (evaluation only; model loading is shown apart) and peak RSS (the worker's
 whole life) per side, and ends with one JSON line: ``speedup_vs_lm_eval_hf_best``,

@@ -7,12 +7,12 @@ the code references). This script measures what that costs against nortune's bac
 context once, then only the choices) and lm-eval `hf`.
 
 Defaults: the recipe's 8 NorEval families x 5 prompts (40 lm-eval tasks), open-book QA 16-shot,
-``--limit 20`` items per task on the demo sample sets (15 open-book QA items there), the embedded
-Gemma 3 270M in bf16 on ``cuda``; `hf` at lm-eval's ``auto`` batch size (largest that fits,
-from 64 down), vLLM with prefix caching on at 50 % of the GPU's memory, nortune at its GPU
-default (4096 positions per forward). Each side runs in its own fresh process; the order flips
-every round (``--rounds``) and the best wall time per side is reported. A side whose engine is
-not installed or cannot run is reported as skipped, with the reason; the script still finishes.
+``--limit 20`` items per task (all of each demo sample set), the embedded Gemma 3 270M in bf16
+on ``cuda``; `hf` at lm-eval's ``auto`` batch size (largest that fits, from 64 down), vLLM with
+prefix caching on at 50 % of the GPU's memory, nortune at its GPU default (4096 positions per
+forward). Each side runs in its own fresh process; the order flips every round (``--rounds``)
+and the best wall time per side is reported. A side whose engine is not installed or cannot run
+is reported as skipped, with the reason; the script still finishes.
 
 Prints a table (evaluation wall time, model load, peak GPU memory, peak RSS, requests/s) and, as
 its last line, one JSON object: ``speedup_vs_lm_eval_hf``, ``speedup_vs_lm_eval_vllm`` (peer

@@ -150,7 +150,7 @@ def test_card_has_every_field(evaluated):
         assert task["version"] is not None and len(task["config_sha256"]) == 64 and len(task["docs_sha256"]) == 64
     assert obqa["num_fewshot"] == 2 and len(obqa["fewshot_docs_sha256"]) == 64
     assert quiz["num_fewshot"] == 0 and quiz["fewshot_docs_sha256"] is None
-    assert obqa["n_docs"] == 15 and quiz["n_docs"] == 20  # the whole split is hashed; limit is separate
+    assert obqa["n_docs"] == 20 and quiz["n_docs"] == 20  # the whole split is hashed; limit is separate
     data = card["data"]
     assert data["source"] == "local" and data["data_dir"] == str(DEMO_DATA.resolve())
     assert set(data["files"]) == {"noropenbookqa/nb/test.jsonl", "noropenbookqa/nb/train.jsonl",
