@@ -165,7 +165,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nortune.pipeline import STAGES, failures, forgetting, regressions, run_pipeline, unverified
+    from nortune.pipeline import STAGES, problems, run_pipeline
 
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     if only and (args.start or args.stop):
@@ -179,24 +179,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     results = run_pipeline(recipe, start=args.start, stop=args.stop, only=only, dry_run=args.dry_run,
                            options=Options(allow_contaminated=args.allow_contaminated, resume=args.resume))
-    for error in failures(results):
-        print(f"nortune run: {error}", file=sys.stderr)
-    if failures(results):
-        return 1
-    found = regressions(results)
-    forgot = forgetting(results)  # empty when evaluate.perplexity.allow_forgetting
-    if found and recipe.evaluate.fail_on_regression:
-        print("nortune run: SIGNIFICANT REGRESSION in " + "; ".join(found) +
-              f" (see {RunLayout.of(recipe).report_page})", file=sys.stderr)
-    if forgot:
-        print("nortune run: FORGETTING in " + "; ".join(forgot) + " (held-out perplexity rose significantly; "
-              f"see {RunLayout.of(recipe).report_page}; evaluate.perplexity.allow_forgetting: true accepts it)",
-              file=sys.stderr)
-    bad_files = unverified(results)
-    if bad_files:
-        print("nortune run: GGUF verification FAILED for " + "; ".join(bad_files) + " (see verification.md)",
-              file=sys.stderr)
-    return 1 if (found and recipe.evaluate.fail_on_regression) or forgot or bad_files else 0
+    found = problems(results, recipe)
+    for line in found:
+        print(f"nortune run: {line}", file=sys.stderr)
+    return 1 if found else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

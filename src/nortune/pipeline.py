@@ -151,3 +151,22 @@ def forgetting(results: list[dict[str, Any]]) -> list[str]:
     """'stage: set' for every held-out perplexity set flagged as forgetting that the recipe does not allow."""
     return [f"{r['stage']}: {name} perplexity" for r in results if not r.get("allow_forgetting")
             for name in r.get("forgetting", [])]
+
+
+def problems(results: list[dict[str, Any]], recipe: Recipe) -> list[str]:
+    """One line per reason this run must exit non-zero: failed stages first (nothing after them
+    ran), else significant regressions (when ``evaluate.fail_on_regression``), forgetting the
+    recipe does not allow, and GGUF files that failed verification."""
+    if failures(results):
+        return failures(results)
+    page = RunLayout.of(recipe).report_page
+    found, forgot, bad_files = regressions(results), forgetting(results), unverified(results)
+    lines = []
+    if found and recipe.evaluate.fail_on_regression:
+        lines.append(f"SIGNIFICANT REGRESSION in {'; '.join(found)} (see {page})")
+    if forgot:
+        lines.append(f"FORGETTING in {'; '.join(forgot)} (held-out perplexity rose significantly; see {page}; "
+                     "evaluate.perplexity.allow_forgetting: true accepts it)")
+    if bad_files:
+        lines.append(f"GGUF verification FAILED for {'; '.join(bad_files)} (see verification.md)")
+    return lines

@@ -25,3 +25,18 @@ def test_run_exits_1_on_a_failed_verification(monkeypatch, capsys):
     assert "GGUF verification FAILED for export: demo-Q4_K_M.gguf" in capsys.readouterr().err
     monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: [EXPORT_OK])
     assert main(["run", "configs/demo.yaml"]) == 0
+
+
+def test_problems_order_and_the_regression_switch():
+    from nortune.config import load_recipe
+
+    recipe = load_recipe("configs/demo.yaml")
+    regressed = {"stage": "evaluate-tuned", "action": "run", "regressions": ["nrk_quiz_qa_nob"]}
+    failed = {"stage": "train", "action": "failed", "error": "train: out of memory"}
+    assert pipeline.problems([EXPORT_OK], recipe) == []
+    assert pipeline.problems([failed, EXPORT_BAD], recipe) == ["train: out of memory"]  # nothing after it ran
+    lines = pipeline.problems([regressed, EXPORT_BAD], recipe)
+    assert lines[0].startswith("SIGNIFICANT REGRESSION in evaluate-tuned: nrk_quiz_qa_nob")
+    assert lines[1].startswith("GGUF verification FAILED")
+    lenient = load_recipe("configs/demo.yaml", ["evaluate.fail_on_regression=false"])
+    assert pipeline.problems([regressed], lenient) == []
