@@ -12,10 +12,13 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 MANIFEST = "manifest.json"
 FAILED = "failed.json"  # a stage that failed writes this instead of a manifest
@@ -172,15 +175,46 @@ class StageFailed(RuntimeError):
         super().__init__(f"{stage} failed: {message}")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers see the old or the new file, never half."""
+@contextmanager
+def atomic_writer(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """Write ``path`` through a unique temporary file in its folder, then ``os.replace`` it into place.
+
+    Readers see the old or the new file, never half of one. The temporary name is created
+    exclusively (``mkstemp``: ``O_CREAT | O_EXCL``, ``O_NOFOLLOW``), so a symlink planted beside the
+    target cannot redirect the write; ``os.replace`` swaps a symlink at ``path`` itself for the file
+    and never writes into its target. On any error the temporary file is removed.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically and never through a symlink (see ``atomic_writer``)."""
+    with atomic_writer(path) as handle:
         handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_writer(path, binary=True) as handle:
+        handle.write(data)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
