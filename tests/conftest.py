@@ -6,9 +6,17 @@ Everything is built from configs in seconds; nothing is downloaded.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# The checkout under test is the one imported, in this process and in every CLI subprocess, whichever
+# editable install the interpreter has (a second clone or worktree beside the one .venv was made for).
+_SRC = str(Path(__file__).resolve().parents[1] / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join([_SRC, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
