@@ -7,13 +7,14 @@ import difflib
 import json
 import logging
 import sys
-
+from functools import partial
 from pathlib import Path
 
 from nortune.config import ConfigError, load_recipe
 from nortune.errors import NortuneError, UsageError
 from nortune.jsonl import DataError
 from nortune.export.native import NativeCrash
+from nortune.runner import run_stage
 from nortune.runs import Options, RunLayout, StageFailed
 
 
@@ -49,7 +50,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.model is None and not args.json:  # the stage: writes <run>/plan/ and prints the plan
-        plan.run(recipe, Options(force=args.force))
+        run_stage("plan", recipe, lambda: plan.run(recipe, Options(force=args.force)), "plan")
         return 0
     # A what-if for another model, or JSON on stdout: printed only, the run folder is left alone.
     planned = plan_from_recipe(recipe, model=args.model)
@@ -65,10 +66,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         command = launch_command(recipe, args.recipe, args.overrides, gpus=args.gpus,
                                  resume=args.resume, allow_contaminated=args.allow_contaminated,
                                  nodes=args.nodes, node_rank=args.node_rank, main_address=args.main_address)
-        return run_launched(recipe, command)
+        if args.node_rank > 0:  # rank 0's machine holds the run folder; this node only trains
+            return run_launched(recipe, command)
+        return run_stage("train", recipe, lambda: run_launched(recipe, command), "train")
     from nortune import train
 
-    result = train.run(recipe, Options(resume=args.resume, allow_contaminated=args.allow_contaminated))
+    result = run_stage("train", recipe, lambda: train.run(
+        recipe, Options(resume=args.resume, allow_contaminated=args.allow_contaminated)), "train")
     print(json.dumps(result.get("metrics", {}), indent=2))
     return 0
 
@@ -80,7 +84,8 @@ def cmd_preference(args: argparse.Namespace) -> int:
     if not recipe.preference.configured:
         raise UsageError(f"{args.recipe}: no preference data configured (set preference.data, "
                          "preference.hf_dataset or preference.synthetic.enabled)")
-    result = preference.run(recipe, Options(allow_contaminated=args.allow_contaminated))
+    result = run_stage("preference", recipe, lambda: preference.run(
+        recipe, Options(allow_contaminated=args.allow_contaminated)), "preference")
     print(json.dumps(result.get("metrics", {}), indent=2))
     return 0
 
@@ -93,8 +98,9 @@ def cmd_decontam(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else recipe.decontam.data or recipe.train.data
     if data is not None and not has_records(existing_file(Path(data), "a training data file")):
         raise DataError(f"{data}: no records, so there is nothing to check")
-    manifest = run(recipe, Options(force=args.force), data=Path(args.data) if args.data else None,
-                   write_clean=True if args.clean else None)
+    manifest = run_stage("decontam", recipe, lambda: run(
+        recipe, Options(force=args.force), data=Path(args.data) if args.data else None,
+        write_clean=True if args.clean else None), "decontam")
     print(json.dumps(manifest.get("metrics", {}), indent=2))
     print(f"report: {RunLayout.of(recipe).decontam_dir() / 'summary.md'}")
     return 0 if manifest.get("metrics", {}).get("passed") else 1
@@ -102,7 +108,6 @@ def cmd_decontam(args: argparse.Namespace) -> int:
 
 def cmd_curate(args: argparse.Namespace) -> int:
     from nortune.curate import run
-    from nortune.curate.compose import InfeasibleMix
 
     overrides = list(args.overrides)
     if args.strict:
@@ -110,11 +115,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
     if args.allow_shortfall:
         overrides.append("curate.allow_shortfall=true")
     recipe = load_recipe(args.recipe, overrides)
-    try:
-        result = run(recipe, Options(force=args.force))
-    except InfeasibleMix as exc:
-        print(f"nortune: curate: {exc}", file=sys.stderr)
-        return 3
+    result = run_stage("curate", recipe, lambda: run(recipe, Options(force=args.force)), "curate")
     print(json.dumps(result.get("metrics", {}), indent=2))
     for note in result.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
@@ -151,8 +152,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     failed = forgot = False
     for label in labels:
         baseline = Path(args.compare) if args.compare and label == labels[-1] else None
-        manifest = evaluate.run(recipe, Options(force=args.force), label=label, baseline=baseline,
-                                force_compare=args.force_compare)
+        manifest = run_stage(f"evaluate-{label}", recipe, partial(
+            evaluate.run, recipe, Options(force=args.force), label=label, baseline=baseline,
+            force_compare=args.force_compare), "evaluate")
         print(json.dumps({label: manifest.get("metrics", {})}, indent=2))
         print(f"report: {layout.evaluate_dir(label) / 'report.md'}")
         if "comparison" in manifest:
@@ -189,7 +191,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nortune.export import run
 
     recipe = load_recipe(args.recipe, args.overrides)
-    manifest = run(recipe, Options(force=args.force))
+    manifest = run_stage("export", recipe, lambda: run(recipe, Options(force=args.force)), "export")
     metrics = manifest.get("metrics", {})
     print(f"export: {RunLayout.of(recipe).export_dir} (model card README.md, Modelfile, verification.md)")
     if metrics.get("failed"):
@@ -217,7 +219,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not [p for p in finished_stages(recipe.run_dir) if p.name != "report"]:
         raise UsageError(f"{recipe.run_dir}: no stage of this run has finished, so there is nothing to report; "
                          f"run `nortune run {args.recipe}` first")
-    run(recipe)
+    run_stage("report", recipe, lambda: run(recipe), "report")
     return 0
 
 
@@ -395,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     except (StageFailed, NativeCrash) as exc:  # a stage's folder holds failed.json; the report shows it in red
         print(f"nortune: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # the stage it stopped is recorded as interrupted (runner.run_stage)
+        print(f"nortune: interrupted{f' ({exc})' if str(exc) else ''}; the stage it stopped has no manifest, "
+              "rerun to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -18,3 +18,19 @@ class UsageError(NortuneError):
 
 class ConfigError(NortuneError, ValueError):
     """A recipe problem, phrased as ``where: key.path: reason``."""
+
+
+class InfeasibleMix(NortuneError, ValueError):
+    """The sources cannot supply the requested language mix; the message says how short each bucket is."""
+
+
+class RunLocked(NortuneError):
+    """Another nortune process holds this run folder; the message names its pid and command."""
+
+
+class DiskFull(NortuneError):
+    """No space left while a stage wrote its outputs; the message names the stage and the path."""
+
+
+class IncompleteUpstream(NortuneError):
+    """A stage's input comes from an upstream stage that has no manifest, or whose outputs changed since."""

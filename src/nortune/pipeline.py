@@ -19,7 +19,9 @@ from typing import Any
 
 from nortune import curate, decontam, evaluate, export, plan, preference, report, train
 from nortune.config import ConfigError, Recipe
+from nortune.errors import IncompleteUpstream, NortuneError
 from nortune.jsonl import DataError
+from nortune.runner import run_lock, run_stage
 from nortune.runs import STAGE_FOLDERS, Options, RunLayout, StageFailed, atomic_write_text, read_manifest
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def status(stage: Stage, recipe: Recipe) -> tuple[str, str]:
         return "off", off
     try:
         fingerprint = stage.fingerprint(recipe)
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, FileNotFoundError, IncompleteUpstream) as exc:
         return "run", f"waits for upstream ({exc})"
     manifest = read_manifest(RunLayout.of(recipe).stage_dir(stage.name))
     if manifest is None:
@@ -95,31 +97,61 @@ def status(stage: Stage, recipe: Recipe) -> tuple[str, str]:
 def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = None,
                  only: list[str] | None = None, dry_run: bool = False,
                  options: Options = Options()) -> list[dict[str, Any]]:
+    """Each chosen stage through the runner, under one lock for the whole run.
+
+    After a failure of any kind the later stages do not run, except the report, which shows the
+    failure in red; ``pipeline.json`` is written either way. A failure that is not a finished
+    stage's verdict (a user's mistake, a bug, an interrupt) is raised again at the end.
+    """
     names = [s.name for s in STAGES]
     chosen = select(names, start, stop, only)
     results: list[dict[str, Any]] = []
+    if dry_run:
+        for stage in (s for s in STAGES if s.name in chosen):
+            verdict, why = status(stage, recipe)
+            print(f"{stage.name:<20} {'would ' + verdict if verdict != 'off' else verdict:<11} {why}", flush=True)
+            results.append({"stage": stage.name, "action": verdict, "why": why})
+        return results
+    layout = RunLayout.of(recipe)
+    with run_lock(layout.root, "run"):
+        pending = _run_stages(recipe, [s for s in STAGES if s.name in chosen], options, results)
+        atomic_write_text(layout.pipeline_record, json.dumps(results, indent=2, default=str))
+    if pending is not None:
+        raise pending
+    return results
+
+
+def _run_stages(recipe: Recipe, stages: list[Stage], options: Options,
+                results: list[dict[str, Any]]) -> BaseException | None:
+    """Fill ``results``; return the first failure that must be raised again once the record is written."""
     failed: list[str] = []
-    for stage in (s for s in STAGES if s.name in chosen):
-        if failed and stage.name != "report":  # the report still runs: it shows the failure in red
-            print(f"{stage.name:<20} {'not run':<11} {failed[0]} failed", flush=True)
-            results.append({"stage": stage.name, "action": "not run", "why": f"{failed[0]} failed"})
+    pending: BaseException | None = None
+    for stage in stages:
+        # After a failure the report still runs (it shows the failure in red); after an interrupt nothing does.
+        if failed and (stage.name != "report" or not isinstance(pending, Exception | None)):
+            why = f"{failed[0]} {'failed' if isinstance(pending, Exception | None) else 'interrupted'}"
+            print(f"{stage.name:<20} {'not run':<11} {why}", flush=True)
+            results.append({"stage": stage.name, "action": "not run", "why": why})
             continue
         verdict, why = status(stage, recipe)
         line = {"stage": stage.name, "action": verdict, "why": why}
-        if dry_run or verdict == "off":
-            action = f"would {verdict}" if dry_run and verdict != "off" else verdict
-            print(f"{stage.name:<20} {action:<11} {why}", flush=True)
+        if verdict == "off":
+            print(f"{stage.name:<20} {verdict:<11} {why}", flush=True)
             results.append(line)
             continue
         log.info("%s: %s (%s)", stage.name, "skipping" if verdict == "skip" else "running", why)
         started = time.time()
         try:
-            manifest = stage.run(recipe, options)
-        except StageFailed as exc:
-            log.error("%s", exc)
+            manifest = run_stage(stage.name, recipe, partial(stage.run, recipe, options), command="run")
+        except BaseException as exc:  # recorded in the stage's folder by the runner
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            log.error("%s %s: %s", stage.name, "interrupted" if interrupted else "failed", exc)
             failed.append(stage.name)
-            results.append({**line, "action": "failed", "error": str(exc),
+            results.append({**line, "action": "interrupted" if interrupted else "failed",
+                            "error": _failure_line(stage.name, exc),
                             "seconds": round(time.time() - started, 2)})
+            if pending is None and not isinstance(exc, StageFailed):
+                pending = exc
             continue
         line.update(seconds=round(time.time() - started, 2), metrics=manifest.get("metrics", {}))
         if manifest.get("regressions") or manifest.get("overall_regression"):
@@ -127,14 +159,20 @@ def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = No
         if manifest.get("forgetting"):  # held-out perplexity rose significantly (evaluate.perplexity)
             line.update(forgetting=manifest["forgetting"], allow_forgetting=bool(manifest.get("allow_forgetting")))
         results.append(line)
-    if not dry_run:
-        atomic_write_text(RunLayout.of(recipe).pipeline_record, json.dumps(results, indent=2, default=str))
-    return results
+    return pending
+
+
+def _failure_line(name: str, exc: BaseException) -> str:
+    if isinstance(exc, StageFailed):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return f"{name} interrupted"
+    return f"{name} failed: {exc}" if isinstance(exc, NortuneError) else f"{name} failed: {type(exc).__name__}: {exc}"
 
 
 def failures(results: list[dict[str, Any]]) -> list[str]:
     """The error of every stage of this run that failed (see ``runs.StageFailed``)."""
-    return [r["error"] for r in results if r.get("action") == "failed"]
+    return [r["error"] for r in results if r.get("action") in ("failed", "interrupted")]
 
 
 def regressions(results: list[dict[str, Any]]) -> list[str]:

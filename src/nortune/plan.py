@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -169,10 +168,7 @@ def _modules_cache(recipe: Recipe) -> tuple[dict[str, Any] | None, Path | None]:
 def _remember_modules(path: Path, names: list[str]) -> None:
     """Keep this config's module names, so the next recipe load can check targets without torch."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(names), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(names))
     except OSError:
         pass  # a cache only: the plan itself checks the targets every time
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import sys
@@ -20,9 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FAILED = "failed.json"  # a stage that failed writes this instead of a manifest
 RESOLVED_RECIPE = "recipe.resolved.yaml"
+PARTIAL = ".partial"  # what a failed attempt left behind, moved aside so no later stage reads it
+# What a failed attempt keeps in place so that the next one can continue (train --resume, evaluate's
+# per-request cache); everything else it wrote goes to PARTIAL. Keyed by stage kind.
+RESUMABLE: dict[str, tuple[str, ...]] = {"train": ("checkpoints", "log.jsonl"),
+                                          "preference": ("checkpoints", "log.jsonl"), "evaluate": ("cache",)}
 
 # The stages in pipeline order and the folder each writes under the run folder (nanochat's
 # phase -> folder dict). ``pipeline.STAGES`` binds each name to its module in this order; the
@@ -151,6 +158,7 @@ class RunLayout:
 
             raise DataError(f"no training data: train.data is not set and the curate stage has no output at "
                             f"{self.curate_output}; run `nortune curate` first or set train.data")
+        require_complete(self.curate_dir, self.curate_output, "the training data")
         return self.curate_output
 
 
@@ -200,6 +208,30 @@ def atomic_writer(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
         raise
 
 
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A path for another program (a converter, a quantiser, ``save_pretrained``) to write ``path`` to.
+
+    It lies in a fresh private folder (``mkdtemp``, mode 0700) beside ``path``, so nothing can be
+    planted at it; what the program wrote there (a file or a folder) replaces ``path`` only when the
+    block ends without an error, and the folder is removed either way.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp = private / path.name
+        yield tmp
+        if tmp.exists():
+            if path.is_dir() and not path.is_symlink() and tmp.is_dir():
+                shutil.rmtree(path)  # os.replace cannot swap a folder for a non-empty one
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` atomically and never through a symlink (see ``atomic_writer``)."""
     with atomic_writer(path) as handle:
@@ -217,12 +249,21 @@ def _umask() -> int:
     return mask
 
 
+_HASHES: dict[tuple[str, int, int, int, int], str] = {}  # (path, device, inode, size, mtime ns) -> sha256
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    """The file's SHA-256, computed once per process while the file is unchanged (same inode, size, mtime):
+    the fingerprint, the upstream check and the gate all ask for the training data's hash."""
+    info = os.stat(path)
+    key = (str(Path(path).resolve()), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
 
 
 def inputs_fingerprint(paths: list[Path]) -> dict[str, str]:
@@ -258,7 +299,7 @@ class StageRun:
             "machine": _machine(),
             "packages": _package_versions(),
             "nortune_version": _version(),
-            "nortune_git_commit": _git_commit(),
+            "nortune_git_commit": git_commit(),
             **(extra or {}),
         }
         atomic_write_text(self.directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
@@ -267,7 +308,7 @@ class StageRun:
     def fail(self, message: str, details: dict[str, Any] | None = None) -> StageFailed:
         """Record why the stage produced nothing (no manifest), for the ledger and the report."""
         record = {"stage": self.stage, "error": message, "started": self.started, "finished": time.time(),
-                  "nortune_git_commit": _git_commit(), **(details or {})}
+                  "nortune_git_commit": git_commit(), **(details or {})}
         atomic_write_text(self.directory / FAILED, json.dumps(record, indent=2, sort_keys=True))
         return StageFailed(self.stage, message)
 
@@ -305,7 +346,7 @@ def _package_versions() -> dict[str, str]:
     return found
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     """The commit of the nortune checkout this code runs from (None for an installed wheel)."""
     import subprocess
 
@@ -334,19 +375,55 @@ def _version() -> str:
     return __version__
 
 
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A manifest or failure record, or None when it is truncated, not JSON or not an object."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        record = None
+    if not isinstance(record, dict):
+        log.warning("%s is unreadable (truncated or not a JSON object): the stage counts as incomplete; "
+                    "rerun it", path)
+        return None
+    return record
+
+
 def read_failure(directory: Path) -> dict[str, Any] | None:
     """The failure record of a stage whose last attempt failed (None when it has none)."""
     path = directory / FAILED
-    if not path.is_file() or (directory / MANIFEST).is_file():
+    if not path.is_file() or read_manifest(directory) is not None:
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return _read_record(path) or {"stage": directory.name, "error": f"{path} is unreadable (truncated or not JSON)"}
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """The stage's manifest; None when it has none, or when it is corrupt (then the stage is incomplete)."""
     path = directory / MANIFEST
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return _read_record(path)
+
+
+def require_complete(directory: Path, output: Path, what: str) -> None:
+    """Accept ``output`` of the stage in ``directory`` only with that stage's manifest, unchanged since.
+
+    A stage that failed or was interrupted has no manifest, so whatever it left is refused here,
+    before any work; an output edited after its manifest was written is refused too.
+    """
+    from nortune.errors import IncompleteUpstream
+
+    manifest = read_manifest(directory)
+    stage = directory.name if manifest is None else manifest.get("stage", directory.name)
+    if manifest is None:
+        raise IncompleteUpstream(f"{output}: the {stage} stage that writes {what} has no manifest in {directory} "
+                                 f"(its last run failed or did not finish); rerun `nortune {stage}` first")
+    recorded = (manifest.get("outputs") or {}).get(str(output.relative_to(directory)))
+    if recorded is None or not output.exists():
+        raise IncompleteUpstream(f"{output}: not among the outputs of the finished {stage} stage "
+                                 f"({directory / MANIFEST}); rerun `nortune {stage}`")
+    if _describe(output) != recorded:
+        raise IncompleteUpstream(f"{output}: changed since the {stage} stage finished (its hash differs from "
+                                 f"{directory / MANIFEST}); rerun `nortune {stage}`")
 
 
 def is_current(directory: Path, fingerprint: dict[str, Any]) -> bool:
@@ -355,10 +432,27 @@ def is_current(directory: Path, fingerprint: dict[str, Any]) -> bool:
     return manifest is not None and manifest.get("fingerprint") == fingerprint
 
 
+def _remove_links(directory: Path) -> None:
+    """Unlink every symlink in a stage's folder before it writes: the libraries that write its outputs
+    (``save_pretrained``, safetensors, matplotlib) open plain paths, and a planted link would redirect
+    them. Unlinking a link never touches what it points to."""
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            item = Path(root) / name
+            if item.is_symlink():
+                log.warning("%s is a symbolic link to %s; removed before the stage writes there",
+                            item, os.readlink(item))
+                item.unlink()
+
+
 def begin_stage(stage: str, directory: Path, fingerprint: dict[str, Any], recipe_yaml: str) -> StageRun:
     """Invalidate any previous result, save the resolved recipe beside the outputs, start the stage."""
+    import shutil
+
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)
     (directory / FAILED).unlink(missing_ok=True)
+    shutil.rmtree(directory / PARTIAL, ignore_errors=True)  # an earlier failure's leftovers
+    _remove_links(directory)
     atomic_write_text(directory / RESOLVED_RECIPE, recipe_yaml)
     return StageRun(stage=stage, directory=directory, fingerprint=fingerprint)

@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import FIXTURES, logits, write_recipe
 from nortune.config import load_recipe
+from nortune.errors import UsageError
 from nortune.plan import build_plan
 from nortune.runs import Options
 from nortune.adapters import attach_adapter
@@ -124,7 +125,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_gemma3)
     with pytest.raises(_Crash):
         run(crashed, callbacks=(CrashAfterCheckpoint(),))
     assert not (crashed.run_dir / "train" / "manifest.json").exists()  # a crash never looks complete
-    with pytest.raises(RuntimeError, match="pass --resume"):
+    with pytest.raises(UsageError, match="pass --resume"):
         run(crashed)
     manifest = run(crashed, resume=True)
     assert manifest["resumed_from"].endswith("checkpoint-3")

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-class InfeasibleMix(ValueError):
-    """The sources cannot supply the requested mix; the message says how short each bucket is."""
+from nortune.errors import InfeasibleMix
 
 
 @dataclass
@@ -53,6 +51,17 @@ def _shortfall_message(needs: dict[str, int], got: dict[str, int], size: int, wh
     return "\n".join(lines)
 
 
+def _empty_buckets_message(shares: dict[str, float], have: dict[str, int]) -> str:
+    """Which wanted bucket has no usable record at all (each other one shows how many it has)."""
+    wanted = sorted(b for b, s in shares.items() if s > 0)
+    empty = [b for b in wanted if have.get(b, 0) == 0]
+    lines = [f"cannot compose any records with the requested shares: no usable record in "
+             f"{', '.join(empty)} (shares {', '.join(f'{b} {shares[b]:g}' for b in empty)}):"]
+    lines += [f"  {b}: have {have.get(b, 0)}" + (" (none at all)" if b in empty else "") for b in wanted]
+    lines.append("add a source for " + " and ".join(empty) + ", or set its share to 0 in curate.shares")
+    return "\n".join(lines)
+
+
 def compose(buckets: np.ndarray, bucket_names: Sequence[str], sources: np.ndarray, scores: np.ndarray,
             shares: dict[str, float], target_size: int | None, quotas: dict[int, int], seed: int,
             quality_order: bool, allow_shortfall: bool) -> Composition:
@@ -82,7 +91,7 @@ def compose(buckets: np.ndarray, bucket_names: Sequence[str], sources: np.ndarra
     if target_size is None:
         size = _largest_feasible(shares, have, None)
         if size == 0:
-            raise InfeasibleMix(_shortfall_message(allocate(shares, 1), have, 1, "a bucket is empty"))
+            raise InfeasibleMix(_empty_buckets_message(shares, have))
     else:
         size = target_size
         needs = allocate(shares, size)

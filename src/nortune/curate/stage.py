@@ -14,7 +14,7 @@ from typing import Any
 from nortune.config import CurateSection, Recipe
 from nortune.config.names import CURATE_BUCKETS as BUCKETS
 from nortune.jsonl import DataError
-from nortune.runs import Options, RunLayout, begin_stage, file_sha256, inputs_fingerprint, is_current, read_manifest
+from nortune.runs import Options, RunLayout, atomic_write_text, atomic_writer, begin_stage, file_sha256, inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger("nortune.curate")
 REPORT = "composition.md"
@@ -210,14 +210,12 @@ def _write(output: Path, work: Path, pool: Any, chosen: Any) -> dict[str, Counte
     from nortune.curate.merge import read_records
 
     counts: dict[str, Counter] = {"by_lang": Counter(), "by_source": Counter(), "by_task": Counter()}
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
+    with atomic_writer(output) as out:
         for record, bucket in zip(read_records(work / "shards", pool, chosen), pool.rows["bucket"][chosen]):
             counts["by_lang"][BUCKETS[bucket]] += 1
             counts["by_source"][record["source"]] += 1
             counts["by_task"][record["task"]] += 1
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(output)
     return counts
 
 
@@ -227,7 +225,7 @@ def _report(cfg: CurateSection, out_dir: Path, inputs: int, notes: list[str], re
     from nortune.curate.report import write_chart, write_markdown
 
     if malformed:
-        (out_dir / "malformed.txt").write_text("\n".join(malformed) + "\n", encoding="utf-8")
+        atomic_write_text(out_dir / "malformed.txt", "\n".join(malformed) + "\n")
     by_lang, by_source, by_task = counts["by_lang"], counts["by_source"], counts["by_task"]
     output = sum(by_lang.values())
     if output + sum(drops.values()) != inputs:  # the audit trail must close

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,18 @@ class CleanWriter:
     """Streams the records without hits into a temporary file, renamed into place at the end."""
 
     def __init__(self, source: Path, directory: Path, name: str | None = None) -> None:
-        suffix = ".txt" if source.suffix in (".txt", ".text") else ".jsonl"
-        self.path = directory / (name or f"{source.stem}.clean{suffix}")
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self.handle = open(self.tmp, "w", encoding="utf-8")
+        self.path = self.output_path(source, directory, name)
+        # A unique name, created exclusively: a link planted beside the output cannot redirect the write.
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+        self.tmp = Path(tmp)
+        self.handle = os.fdopen(fd, "w", encoding="utf-8")
         self.kept = 0
         self.removed = 0
+
+    @staticmethod
+    def output_path(source: Path, directory: Path, name: str | None = None) -> Path:
+        suffix = ".txt" if source.suffix in (".txt", ".text") else ".jsonl"
+        return directory / (name or f"{source.stem}.clean{suffix}")
 
     def __call__(self, record: TrainRecord, contaminated: bool) -> None:
         if contaminated:

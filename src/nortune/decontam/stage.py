@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import shutil
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.jsonl import DataError
-from nortune.runs import Options, RunLayout, begin_stage, file_sha256, is_current, read_manifest
+from nortune.runs import Options, RunLayout, atomic_writer, begin_stage, file_sha256, is_current, read_manifest
 
 from nortune.decontam.report import REPORT_VERSION, write_report
 from nortune.decontam.scan import Scanner, ScanSettings
@@ -60,15 +59,13 @@ def _scan_in_parallel(recipe, scanner: Scanner, path: Path, fields: list[str] | 
     merge_parts(scanner, work / "parts", tasks)
     if not clean:
         return None
-    writer = CleanWriter(path, work.parent)
-    writer.handle.close()
-    with open(writer.tmp, "wb") as out:
+    clean_path = CleanWriter.output_path(path, work.parent)
+    with atomic_writer(clean_path, binary=True) as out:
         for rank in range(tasks):
             with open(work / "parts" / f"{rank:05d}.clean", "rb") as part:
                 shutil.copyfileobj(part, out)
-    os.replace(writer.tmp, writer.path)
     removed = len(scanner.contaminated)
-    return {"path": str(writer.path), "kept": scanner.records - removed, "removed": removed}
+    return {"path": str(clean_path), "kept": scanner.records - removed, "removed": removed}
 
 
 def run(recipe, options: Options = Options(), *, data: Path | None = None, write_clean: bool | None = None,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from nortune.export.formats import CONVERTER_TYPES, QUANTIZER_FTYPES
 from nortune.export.toolchain import Toolchain
+from nortune.runs import atomic_output, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def conversion_folder(merged: Path, staging: Path, base_spm: Path | None, source
     user_defined = sentencepiece_from_gguf(source_gguf, staging / "tokenizer.model")  # type: ignore[arg-type]
     if user_defined:
         # The converter keeps SentencePiece user-defined pieces only when listed here.
-        (staging / "added_tokens.json").write_text(json.dumps(user_defined, ensure_ascii=False))
+        atomic_write_text(staging / "added_tokens.json", json.dumps(user_defined, ensure_ascii=False))
     return staging
 
 
@@ -135,18 +136,16 @@ def convert(chain: Toolchain, model_dir: Path, out: Path, outtype: str) -> Path:
     """Run llama.cpp's convert_hf_to_gguf.py (its own gguf-py, not the installed one)."""
     if outtype not in CONVERTER_TYPES:
         raise ConversionError(f"the converter writes {sorted(CONVERTER_TYPES)}, not {outtype}")
-    tmp = out.with_name(f".{out.name}.tmp")
-    command = [sys.executable, str(chain.converter), str(model_dir), "--outfile", str(tmp),
-               "--outtype", CONVERTER_TYPES[outtype]]
-    log.info("running: %s", " ".join(command))
-    env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
-    env["HF_HUB_OFFLINE"] = "1"
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    if result.returncode or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        raise ConversionError(f"convert_hf_to_gguf.py failed for {model_dir} -> {outtype} "
-                              f"(exit {result.returncode}):\n{result.stderr[-3000:]}")
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        command = [sys.executable, str(chain.converter), str(model_dir), "--outfile", str(tmp),
+                   "--outtype", CONVERTER_TYPES[outtype]]
+        log.info("running: %s", " ".join(command))
+        env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
+        env["HF_HUB_OFFLINE"] = "1"
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        if result.returncode or not tmp.is_file():
+            raise ConversionError(f"convert_hf_to_gguf.py failed for {model_dir} -> {outtype} "
+                                  f"(exit {result.returncode}):\n{result.stderr[-3000:]}")
     return out
 
 
@@ -166,12 +165,10 @@ def quantize_in_process(source: Path, out: Path, gguf_type: str, threads: int | 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTIZER_FTYPES[gguf_type]
     params.nthread = threads or 0
-    tmp = out.with_name(f".{out.name}.tmp")
-    code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
-    if code != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        raise ConversionError(f"llama_model_quantize {source} -> {gguf_type} failed (return code {code})")
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
+        if code != 0 or not tmp.is_file():
+            raise ConversionError(f"llama_model_quantize {source} -> {gguf_type} failed (return code {code})")
     return out
 
 

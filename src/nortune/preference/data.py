@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.jsonl import DataError, Drops, iter_jsonl
+from nortune.runs import atomic_writer
 from nortune.chat_records import check_messages
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -72,8 +73,7 @@ def normalise_pairs(path: Path, out: Path) -> PairReport:
     report = PairReport(path=str(path))
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_writer(out) as handle:
         for line_no, row in _rows(path):
             report.records += 1
             where = f"{path}:{line_no}"
@@ -100,8 +100,6 @@ def normalise_pairs(path: Path, out: Path) -> PairReport:
             handle.write(json.dumps({"id": row.get("id", f"pair-{line_no}"), "prompt": prompt, "chosen": chosen,
                                      "rejected": rejected, "lang": lang, "synthetic": synthetic},
                                     ensure_ascii=False) + "\n")
-    if not report.used:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"{path}: no usable preference pairs (dropped: {dict(report.dropped)})")
-    tmp.replace(out)
+        if not report.used:  # inside the block: the empty file is never put in place
+            raise DataError(f"{path}: no usable preference pairs (dropped: {dict(report.dropped)})")
     return report

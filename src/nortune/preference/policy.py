@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from nortune import adapters
 from nortune.adapters import WEIGHTS
 from nortune.config import Recipe
-from nortune.runs import RunLayout
+from nortune.runs import RunLayout, atomic_write_text
 
 REF = "ref"
 
@@ -87,4 +87,4 @@ def concat_lora(first: Path, second: Path, out: Path) -> None:
     config = {**configs[0], "r": rank, "lora_alpha": rank, "use_rslora": False, "init_lora_weights": True}
     out.mkdir(parents=True, exist_ok=True)
     save_file(merged, str(out / WEIGHTS))
-    (out / adapters.CONFIG).write_text(json.dumps(config, indent=2))
+    atomic_write_text(out / adapters.CONFIG, json.dumps(config, indent=2))

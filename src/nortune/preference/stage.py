@@ -20,7 +20,7 @@ from typing import Any
 from nortune import adapters
 from nortune.config import Recipe
 from nortune.jsonl import DataError, iter_jsonl
-from nortune.runs import (Options, RunLayout, atomic_write_text, begin_stage, inputs_fingerprint, is_current,
+from nortune.runs import (Options, RunLayout, atomic_write_text, atomic_writer, begin_stage, inputs_fingerprint, is_current,
                           read_manifest)
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,11 @@ def fetch_hf_pairs(recipe: Recipe, out: Path) -> int:
     pref = recipe.preference
     rows = load_dataset(pref.hf_dataset, split=pref.hf_split, streaming=True)
     count = 0
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_writer(out) as handle:
         for row in rows:
             handle.write(json.dumps({k: row.get(k) for k in ("id", "prompt", "chosen", "rejected")},
                                     ensure_ascii=False, default=str) + "\n")
             count += 1
-    tmp.replace(out)
     return count
 
 

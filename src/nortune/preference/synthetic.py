@@ -12,7 +12,7 @@ from typing import Any
 
 from nortune.config import Recipe
 from nortune.jsonl import iter_jsonl
-from nortune.runs import RunLayout
+from nortune.runs import RunLayout, atomic_writer
 from nortune.chat_records import check_messages
 
 
@@ -29,8 +29,7 @@ def build_pairs(recipe: Recipe, base: Any, tokenizer: Any, out: Path) -> int:
     source = synthetic_source(recipe)
     written = 0
     base.eval()
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_writer(out) as handle:
         for line_no, record in iter_jsonl(source):
             if written >= settings.max_pairs:
                 break
@@ -50,5 +49,4 @@ def build_pairs(recipe: Recipe, base: Any, tokenizer: Any, out: Path) -> int:
                                      "rejected": [{"role": "assistant", "content": rejected.strip()}],
                                      "synthetic": True}, ensure_ascii=False) + "\n")
             written += 1
-    tmp.replace(out)
     return written

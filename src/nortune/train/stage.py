@@ -19,6 +19,7 @@ from typing import Any
 from nortune import adapters, ranks
 from nortune.config import Recipe
 from nortune.plan import AdapterPlan, build_plan, check_adapter
+from nortune.errors import UsageError
 from nortune.runs import (Options, RunLayout, atomic_write_text, begin_stage, inputs_fingerprint, is_current,
                           read_manifest)
 from nortune.training_log import plot_loss, step_progress
@@ -197,14 +198,15 @@ def save_outputs(recipe: Recipe, stage_dir: Path, peft_model: Any, ready: Prepar
 def _checkpoint_to_resume(checkpoints: Path, fingerprint: dict[str, Any], resume: bool) -> Path | None:
     last = _last_checkpoint(checkpoints)
     if last and not resume:
-        raise RuntimeError(f"{checkpoints} holds checkpoints of an unfinished run: pass --resume to "
+        raise UsageError(f"{checkpoints} holds checkpoints of an unfinished run: pass --resume to "
                            "continue it, or delete that folder to start over")
     if not (resume and last):
         if resume:
             log.info("train: --resume given but no checkpoint in %s; starting from the beginning", checkpoints)
         return None
     if json.loads((checkpoints / "fingerprint.json").read_text()) != fingerprint:
-        raise RuntimeError(f"cannot resume from {last}: the recipe or data changed since")
+        raise UsageError(f"cannot resume from {last}: the recipe or data changed since; delete {checkpoints} "
+                         "to start over")
     return last
 
 

@@ -1,0 +1,135 @@
+"""One owner of what happens around a stage's work, for the CLI and the pipeline alike.
+
+``run_stage`` takes the run folder's lock, runs the stage, and on *any* exception (a user's
+mistake, a bug, ``MemoryError``, a full disk, Ctrl-C or SIGTERM) leaves a true record: no
+manifest, the partial outputs moved aside into ``.partial/`` (what a resumable stage needs to
+continue stays), and ``failed.json`` with the exception's type and message, or
+``"interrupted": true``. The exception is then raised again: a bug keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from nortune.errors import DiskFull, NortuneError, RunLocked
+from nortune.runs import FAILED, MANIFEST, PARTIAL, RESOLVED_RECIPE, RESUMABLE, RunLayout, atomic_write_text, \
+    git_commit
+
+log = logging.getLogger(__name__)
+LOCK = ".lock"
+# A child process that runs inside its parent's lock (a training rank under accelerate launch) finds
+# the lock's path here and does not try to take it again.
+HELD_ENV = "NORTUNE_RUN_LOCK"
+_held: dict[str, int] = {}  # lock path -> nesting depth in this process (nortune run holds it once for all)
+
+
+@contextmanager
+def run_lock(run_dir: Path, command: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<run_dir>/.lock`` for as long as this process works in the folder.
+
+    A second writer is refused at once with the holder's pid and command. The kernel drops the lock
+    when the holder dies, however it dies, so a stale lock cannot block the next run.
+    """
+    from nortune.errors import NortuneError
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NortuneError(f"runs_dir: cannot create the run folder {run_dir}: {exc.strerror}") from None
+    path = run_dir / LOCK
+    key = str(path.resolve())
+    if key in _held or os.environ.get(HELD_ENV) == key:
+        _held[key] = _held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+            if not _held[key]:
+                del _held[key]
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise RunLocked(f"{run_dir}: in use by {holder}; wait for it to finish (or stop it), then run again") \
+            from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} (nortune {command})\n".encode(), 0)
+    _held[key], os.environ[HELD_ENV] = 1, key
+    try:
+        yield
+    finally:
+        del _held[key]
+        os.environ.pop(HELD_ENV, None)
+        os.close(fd)  # releases the lock
+
+
+def run_stage(name: str, recipe: Any, work: Callable[[], dict[str, Any]], command: str | None = None) -> dict:
+    """Run one stage's ``work`` (its ``run``) under the lock; any exception leaves its record, then propagates."""
+    from nortune import ranks
+
+    layout = RunLayout.of(recipe)
+    directory = layout.stage_dir(name)
+    with run_lock(layout.root, command or name):
+        started = time.time()
+        try:
+            return work()
+        except BaseException as exc:
+            if not ranks.is_main():  # rank 0 alone writes the run folder
+                raise
+            record_failure(name, directory, exc, started)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise DiskFull(f"{name}: no space left on the device writing "
+                               f"{exc.filename or directory}; free some space and run again") from exc
+            raise
+
+
+def record_failure(name: str, directory: Path, exc: BaseException, started: float) -> None:
+    """No manifest, partial outputs aside, ``failed.json`` (kept if the stage wrote a detailed one itself)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MANIFEST).unlink(missing_ok=True)
+        _quarantine(name, directory)  # first: it frees no space, but it needs none either
+        own = directory / FAILED
+        if own.is_file() and own.stat().st_mtime >= started - 1:
+            return  # the stage recorded this failure itself, with details (StageRun.fail)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        record = {"stage": name, "error": _describe(exc), "type": type(exc).__name__,
+                  "user_error": isinstance(exc, NortuneError), "interrupted": interrupted,
+                  "started": started, "finished": time.time(), "nortune_git_commit": git_commit()}
+        atomic_write_text(own, json.dumps(record, indent=2, sort_keys=True))
+    except OSError as write_error:  # a full or read-only disk must not hide the stage's own error
+        log.error("%s: could not record the failure in %s: %s", name, directory, write_error)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return f"interrupted ({exc})" if str(exc) else "interrupted (SIGINT)"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _quarantine(name: str, directory: Path) -> None:
+    """Move what the failed attempt left into ``.partial/``: nothing downstream can pick it up."""
+    keep = {FAILED, RESOLVED_RECIPE, PARTIAL, *RESUMABLE.get(name.split("-")[0], ())}
+    leftovers = [p for p in directory.iterdir() if p.name not in keep]
+    if not leftovers:
+        return
+    partial = directory / PARTIAL
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    for item in leftovers:
+        os.replace(item, partial / item.name)
+    log.warning("%s: the failed attempt's outputs are in %s (not used by any stage)", name, partial)
