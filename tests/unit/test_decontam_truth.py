@@ -116,8 +116,8 @@ def test_every_quiz_question_is_flagged_and_harder_with_its_answer() -> None:
     long_enough = [len(re.findall(r"\w+", q)) >= 4 for q in answer]
     assert sum(long_enough) >= 30 and not all(long_enough)  # "Hvem malte «Skrik»?" is under the 4-word floor
     assert [kinds.get(i + 1) for i in range(len(bare))] == [{"question"} if ok else None for ok in long_enough]
-    assert [kinds.get(len(bare) + i + 1) for i in range(len(answered))] == \
-        [{"question_answer"} if ok else None for ok in long_enough]
+    # with its answer a question counts from 2 words (question_answer_min_words): every demo quiz question
+    assert [kinds.get(len(bare) + i + 1) for i in range(len(answered))] == [{"question_answer"}] * len(answered)
 
 
 def test_question_floor_word_boundaries_and_allow_list() -> None:
@@ -135,8 +135,10 @@ def test_question_floor_word_boundaries_and_allow_list() -> None:
     assert set(in_question["records"][0]["methods"]) == {"question_answer"}
     # an answer that only occurs inside the question does not make it question_answer
     assert _answer_only_in_question(recipe)
-    floor = _scan(recipe, [PLANTED], methods=["question"], question_min_words=6)
+    floor = _scan(recipe, [PLANTED], methods=["question"], question_min_words=6, question_answer_min_words=6)
     assert floor["training"]["contaminated_records"] == 0  # a 5-word question is under a 6-word floor
+    paired = _scan(recipe, [PLANTED], methods=["question"], question_min_words=6)
+    assert set(paired["records"][0]["methods"]) == {"question_answer"}  # with its answer it counts from 2 words
 
 
 def _answer_only_in_question(recipe: Recipe) -> bool:

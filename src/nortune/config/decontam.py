@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from nortune.config.base import Section, existing_file
 from nortune.config.names import CATALOGUE, LOCAL_LAYOUT, NOREVAL_FAMILIES, local_noreval_file
@@ -60,7 +60,11 @@ class DecontamSection(Section):
     char_ngrams: list[int] = Field(default_factory=lambda: [50, 30], min_length=1)
     word_ngram: int = Field(13, ge=1)
     substring_min_chars: int = Field(30, ge=8)
+    # The whole-question check counts words of the normalised question (Unicode \w+, punctuation dropped).
     question_min_words: int = Field(4, ge=2)  # a whole test question of at least this many words, inside a record
+    # A shorter question (from this many words up to question_min_words - 1) counts only with its correct answer in
+    # the same record (question_answer): alone, so few words are an ordinary phrase. Shorter still: not checked.
+    question_answer_min_words: int = Field(2, ge=2)
     normalize: DecontamNormalize = Field(default_factory=DecontamNormalize)
     # Boilerplate phrases: a match that is nothing but these phrases (plus less than n other chars) is allowed.
     allow: list[str] = Field(default_factory=list)
@@ -75,6 +79,14 @@ class DecontamSection(Section):
         if any(n < 8 for n in value):
             raise ValueError("character n-grams shorter than 8 match ordinary words; use n >= 8")
         return sorted(set(value), reverse=True)
+
+    @model_validator(mode="after")
+    def _question_floors(self) -> "DecontamSection":
+        if self.question_answer_min_words > self.question_min_words:
+            raise ValueError(f"question_answer_min_words ({self.question_answer_min_words}) is above "
+                             f"question_min_words ({self.question_min_words}): a question that long is already "
+                             "checked alone and with its answer; use a value <= question_min_words")
+        return self
 
 
 def follow_evaluate(dc: DecontamSection, ev: EvaluateSection) -> None:

@@ -29,7 +29,8 @@ from nortune.decontam.sources import describe_sources, test_sources
 
 # The settings a report must have been made with; any difference makes it stale.
 CHECKED_SETTINGS = ("methods", "char_ngrams", "word_ngram", "substring_min_chars", "question_min_words",
-                    "normalize", "allow", "tasks", "noreval_source", "noreval_dir", "noreval_revision", "extra")
+                    "question_answer_min_words", "normalize", "allow", "tasks", "noreval_source", "noreval_dir",
+                    "noreval_revision", "extra")
 _AS_SETS = ("methods", "allow", "tasks")
 
 

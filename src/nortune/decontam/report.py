@@ -48,10 +48,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {key} | {m['hits']:,} | {m['contaminated_records']:,} | {m['allowed_hits']:,} "
                      f"| {m['longest_match']:,} |")
     if "question" in report["methods"]:
-        floor = report["settings"].get("question_min_words")
+        floor = report["settings"].get("question_answer_min_words", report["settings"].get("question_min_words"))
         lines += ["", f"`question_answer`: a whole test question (at least {floor} words) **and its correct answer** "
                       "in one training record, the surest sign of a copied item; `question`: the whole question "
                       "without its answer. Lengths of these two are in words."]
+        lines += _question_floors(test["index"].get("question"))
     lines += ["", "## Hits per task", "", "| task | test texts | " + " | ".join(report["methods"]) + " |",
               "|---|---:|" + "---:|" * len(report["methods"])]
     for task, count in test["texts_by_task"].items():
@@ -77,3 +78,18 @@ def markdown(report: dict[str, Any]) -> str:
         c = report["cleaned"]
         lines += ["", f"Cleaned copy: `{c['path']}`: kept {c['kept']:,} records, removed {c['removed']:,}."]
     return "\n".join(lines) + "\n"
+
+
+def _question_floors(index: dict[str, Any] | None) -> list[str]:
+    """How many test questions each floor of the whole-question check covers (a count, so nothing goes unseen)."""
+    if not index or "questions_by_floor" not in index:
+        return []
+    alone, paired, counts = index["min_words"], index["min_words_with_answer"], index["questions_by_floor"]
+    parts = [f"{counts['whole_question']:,} of ≥ {alone} words (whole-question check)"]
+    if paired < alone:
+        unanswered = counts["with_answer_only_no_answer"]
+        short = f"{paired}-{alone - 1}" if paired < alone - 1 else str(paired)
+        parts.append(f"{counts['with_answer_only']:,} of {short} words (checked only with their answer"
+                     + (f"; {unanswered:,} of them have no known answer, so not checked" if unanswered else "") + ")")
+    parts.append(f"{counts['under_floor']:,} under {paired} words (not checked)")
+    return ["", "Test questions: " + ", ".join(parts) + "."]

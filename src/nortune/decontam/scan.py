@@ -34,6 +34,7 @@ class ScanSettings:
     word_ngram: int = 13
     substring_min_chars: int = 30
     question_min_words: int = 4
+    question_answer_min_words: int = 2
     normalizer: Normalizer = field(default_factory=Normalizer)
     allow: list[str] = field(default_factory=list)
     examples_per_record: int = 5
@@ -45,6 +46,7 @@ class ScanSettings:
         return cls(methods=list(section.methods), char_ngrams=sorted(section.char_ngrams, reverse=True),
                    word_ngram=section.word_ngram, substring_min_chars=section.substring_min_chars,
                    question_min_words=section.question_min_words,
+                   question_answer_min_words=section.question_answer_min_words,
                    normalizer=Normalizer.from_settings(section.normalize), allow=list(section.allow),
                    examples_per_record=section.examples_per_record)
 
@@ -131,14 +133,10 @@ class Scanner:
         self.char_index = CharIndex(self.norm_tests, min(spans_needed), settings.stride) if spans_needed else None
         self.word_index = (WordIndex([lm_eval_words(t.text) for t in tests], settings.word_ngram)
                            if "word_ngram" in methods else None)
-        self.question_index = None
-        if "question" in methods:  # whole questions of >= question_min_words words, found through their word n-grams
-            n = settings.question_min_words
-            words = [question_words(text) if t.question else [] for t, text in zip(tests, self.norm_tests)]
-            self.question_words = [w if len(w) >= n else [] for w in words]
-            self.answers = {i: " ".join(question_words(norm(t.answer))) for i, t in enumerate(tests)
-                            if self.question_words[i] and t.answer}
-            self.question_index = WordIndex(self.question_words, n)
+        self.question_indexes: list[WordIndex] = []
+        self.question_floors: dict[str, int] = {}
+        if "question" in methods:
+            self._question_side(tests, norm)
         self.tallies = {key: MethodTally() for key in settings.method_keys()}
         self.contaminated: list[dict[str, Any]] = []
         self.allowed_examples: list[dict[str, Any]] = []
@@ -146,6 +144,30 @@ class Scanner:
         self.records = 0
         self.empty_records = 0
         self.chars = 0
+
+    def _question_side(self, tests: list[TestText], norm: Normalizer) -> None:
+        """Whole questions, found through their word n-grams: one index of n = question_min_words for the
+        questions that long, and one of n = k for the k-word questions under it that have an answer."""
+        alone = self.settings.question_min_words
+        paired = min(self.settings.question_answer_min_words, alone)  # the config refuses more; be safe here
+        words = [question_words(text) if t.question else [] for t, text in zip(tests, self.norm_tests)]
+        answers = {i: " ".join(question_words(norm(t.answer))) for i, t in enumerate(tests) if words[i] and t.answer}
+        answers = {i: a for i, a in answers.items() if a}  # an answer of punctuation only is no answer
+        self.question_words = [w if len(w) >= alone or (len(w) >= paired and i in answers) else []
+                               for i, w in enumerate(words)]
+        self.answers = {i: a for i, a in answers.items() if self.question_words[i]}
+        vocab: dict[str, int] = {}  # shared, so a batch is turned into ids once for every index
+        self.question_indexes = [WordIndex([w if len(w) >= alone else [] for w in self.question_words], alone, vocab)]
+        self.question_indexes += [WordIndex([w if len(w) == k else [] for w in self.question_words], k, vocab)
+                                  for k in range(paired, alone)]
+        sizes = [len(w) for t, w in zip(tests, words) if t.question]
+        short = [i for i, (t, w) in enumerate(zip(tests, words)) if t.question and paired <= len(w) < alone]
+        self.question_floors = {
+            "whole_question": sum(1 for n in sizes if n >= alone),      # checked alone and with the answer
+            "with_answer_only": len(short),                             # checked only with their answer
+            "with_answer_only_no_answer": sum(1 for i in short if i not in answers),  # so not checked at all
+            "under_floor": sum(1 for n in sizes if n < paired),         # not checked
+        }
 
     # -- the stream ---------------------------------------------------------------------------
     def scan(self, records: Iterable[TrainRecord],
@@ -176,9 +198,11 @@ class Scanner:
             self.word_index.collect(tokens, word_spans)
         question_spans = SpanCollector()
         qtokens: dict[int, list[str]] = {}
-        if self.question_index is not None:
+        if self.question_indexes:
             qtokens = {idx: question_words(text) for idx, text in texts.items()}
-            self.question_index.collect(qtokens, question_spans)
+            encoded = self.question_indexes[0].encode(qtokens)  # one vocabulary for all of them
+            for index in self.question_indexes:
+                index.collect(qtokens, question_spans, encoded)
         for i, record in enumerate(batch):
             idx = first + i
             self.chars += len(record.text)
@@ -256,9 +280,12 @@ class Scanner:
             answer = self.answers.get(sp.test)
             rest = qtokens[:sp.train_start] + ["|"] + qtokens[sp.train_start + sp.length:]  # type: ignore[index]
             with_answer = bool(answer) and f" {answer} " in f" {' '.join(rest)} "  # outside the question itself
+            short = len(whole) < s.question_min_words
+            if short and not with_answer:
+                continue  # a question this short is evidence only together with its answer
             emit(QUESTION_KEYS[0] if with_answer else QUESTION_KEYS[1], sp.test, sp.train_start, 0, sp.length,
-                 " ".join(whole), True, s.question_min_words, answer=self.tests[sp.test].answer,
-                 answer_in_record=with_answer)
+                 " ".join(whole), True, s.question_answer_min_words if short else s.question_min_words,
+                 answer=self.tests[sp.test].answer, answer_in_record=with_answer)
         if not per_method:
             return False
         entry: dict[str, Any] = {"record": idx, "line": record.line, "id": record.rid, "methods": {}}
@@ -284,11 +311,14 @@ class Scanner:
         if self.word_index is not None:
             index["word"] = {"n": self.word_index.n, "windows": self.word_index.windows,
                              "vocabulary": len(self.word_index.vocab)}
-        if self.question_index is not None:
-            index["question"] = {"min_words": self.question_index.n,
+        if self.question_indexes:
+            floors = self.question_floors
+            index["question"] = {"min_words": self.settings.question_min_words,
+                                 "min_words_with_answer": self.settings.question_answer_min_words,
                                  "questions": sum(1 for w in self.question_words if w),
-                                 "short_questions_skipped": sum(1 for t, w in zip(self.tests, self.question_words)
-                                                                if t.question and not w)}
+                                 "questions_by_floor": dict(floors),
+                                 "short_questions_skipped": floors["under_floor"]
+                                 + floors["with_answer_only_no_answer"]}
         return {
             "training": {"records": self.records, "empty_records": self.empty_records, "chars": self.chars,
                          "contaminated_records": len(self.contaminated)},
