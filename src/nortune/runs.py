@@ -375,6 +375,9 @@ def _version() -> str:
     return __version__
 
 
+_WARNED: set[str] = set()  # unreadable records already named in this process
+
+
 def _read_record(path: Path) -> dict[str, Any] | None:
     """A manifest or failure record, or None when it is truncated, not JSON or not an object."""
     try:
@@ -382,6 +385,9 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         record = None
     if not isinstance(record, dict):
+        if str(path) in _WARNED:
+            return None
+        _WARNED.add(str(path))
         log.warning("%s is unreadable (truncated or not a JSON object): the stage counts as incomplete; "
                     "rerun it", path)
         return None

@@ -155,6 +155,21 @@ def test_a_second_writer_is_refused_with_the_holders_pid(runs):
     assert after.returncode == 0, after.stderr[-3000:]
 
 
+def test_two_curate_runs_at_once_give_one_clean_refusal_or_none(runs):
+    """Started together: every run that does not finish is the one-line refusal; the folder ends complete."""
+    command = [sys.executable, "-m", "nortune.cli", "curate", RECIPE, f"runs_dir={runs}", "--force"]
+    both = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in both]
+    for code, stderr in results:
+        assert "Traceback" not in stderr, stderr[-3000:]
+        assert code == 0 or (code == 2 and "in use by pid" in stderr), (code, stderr[-3000:])
+    assert any(code == 0 for code, _ in results)
+    manifest = json.loads((runs / "demo" / "curate" / "manifest.json").read_text(encoding="utf-8"))
+    lines = sum(1 for _ in (runs / "demo" / "curate" / "train.jsonl").open(encoding="utf-8"))
+    assert manifest["metrics"]["output_records"] == lines
+
+
 def test_a_full_disk_is_one_line_naming_the_stage_and_path_and_leaves_a_record(runs):
     """The report folder on a 32 KiB tmpfs: the page does not fit, the failure record does."""
     report = runs / "demo" / "report"
