@@ -82,13 +82,13 @@ def run_stage(name: str, recipe: Any, work: Callable[[], dict[str, Any]], comman
 
     layout = RunLayout.of(recipe)
     directory = layout.stage_dir(name)
+    if not ranks.is_main():  # a training rank other than 0 writes nothing in the run folder: no lock, no record
+        return work()
     with run_lock(layout.root, command or name):
         started = time.time()
         try:
             return work()
         except BaseException as exc:
-            if not ranks.is_main():  # rank 0 alone writes the run folder
-                raise
             record_failure(name, directory, exc, started)
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 raise DiskFull(f"{name}: no space left on the device writing "

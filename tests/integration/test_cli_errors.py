@@ -34,6 +34,8 @@ def bad(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("bad")
     runs = d / "runs"
     (d / "ok.yaml").write_text(f"name: x\nruns_dir: {runs}\n", encoding="utf-8")
+    # The other cases' failed stages leave failed.json under runs/ (a report would show them): a run of its own.
+    (d / "never_run.yaml").write_text(f"name: x\nruns_dir: {d / 'never_run'}\n", encoding="utf-8")
     (d / "utf16.yaml").write_bytes(codecs.BOM_UTF16_LE + "name: x\n".encode("utf-16-le"))
     (d / "dup.yaml").write_text("name: x\nruns_dir: /tmp\nname: y\n", encoding="utf-8")
     (d / "empty_dir").mkdir()
@@ -104,7 +106,7 @@ CASES = [
     ("duplicate-key", ["config", "show", "{d}/dup.yaml"], "key 'name' appears twice (first on line 1)"),
     ("decontam-empty-data", ["decontam", "configs/demo.yaml", "runs_dir={d}/runs", "--data", "{d}/empty.jsonl"],
      "empty.jsonl: no records"),
-    ("report-empty-run", ["report", "{d}/ok.yaml"], "nothing to report"),
+    ("report-empty-run", ["report", "{d}/never_run.yaml"], "nothing to report"),
     ("train-gpus-0", ["train", "{d}/train.yaml", "--gpus", "0"], "--gpus: must be at least 1"),
     ("run-only-and-from", ["run", "{d}/ok.yaml", "--only", "curate", "--from", "train"], "--only, or --from/--to"),
     # 5. usability
