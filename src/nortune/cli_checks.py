@@ -7,13 +7,12 @@ prints one line instead of a traceback from deep inside llama.cpp, transformers 
 from __future__ import annotations
 
 import codecs
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from nortune.errors import UsageError
-from nortune.jsonl import DataError
+from nortune.jsonl import DataError, parse_record
 
 GGUF_MAGIC = b"GGUF"
 
@@ -73,10 +72,10 @@ def field_text(obj: Any, field: str, where: str) -> str:
 
 
 def parse_json_line(text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+    obj, why = parse_record(text)
+    if why is not None:
+        raise DataError(f"{where}: {why}")
+    return obj
 
 
 def has_records(path: Path) -> bool:

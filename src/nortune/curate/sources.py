@@ -16,7 +16,6 @@ import codecs
 import csv
 import io
 import itertools
-import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config import CurateSource
-from nortune.jsonl import DataError
+from nortune.jsonl import DataError, parse_record
 
 
 @dataclass(frozen=True)
@@ -146,10 +145,9 @@ def _iter_jsonl(path: Path, skip: int = 0, offset: int = 0, first_line: int = 1)
         if isinstance(line, Malformed):
             yield where, line
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield where, Malformed(f"malformed JSON: {exc.msg} (column {exc.colno})")
+        obj, why = parse_record(line)  # malformed, nested too deeply, a lone surrogate: this line only
+        if why is not None:
+            yield where, Malformed(why)
             continue
         if not isinstance(obj, dict):
             yield where, Malformed(f"expected a JSON object, got {type(obj).__name__}")
