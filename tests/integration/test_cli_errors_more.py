@@ -258,3 +258,23 @@ def test_a_huge_line_is_never_read_whole(tmp_path):
     assert max(longest) <= max(1 << 16, sources.BLOCK) + 1
     with open(path, "rb") as handle:
         assert sum(1 for *_, blank in sources._bounded_lines(handle) if not blank) == 3
+
+
+def test_export_names_base_weights_cut_short_after_training(tmp_path):
+    """export loads the base model again to merge: weights truncated since training are one line, exit 2."""
+    from conftest import save_tiny_model, write_recipe
+
+    from nortune.config import load_recipe
+    from nortune.export.toolchain import ensure
+    from nortune.runs import Options
+    from nortune.train import run as train_run
+
+    ensure(install=False)  # `make setup` installs it; export needs it before it merges
+    model = save_tiny_model("gemma3", tmp_path / "model")
+    path = write_recipe(tmp_path / "recipe.yaml", model, tmp_path / "runs", train={"max_steps": 1})
+    train_run(load_recipe(path), Options(allow_contaminated="tiny fixture data"))
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])  # a copy interrupted, a disk that filled up
+    result = nortune("export", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"nortune: data error: {weights}: truncated safetensors file" in result.stderr, result.stderr[-2000:]
