@@ -6,6 +6,7 @@ import argparse
 import difflib
 import json
 import logging
+import math
 import sys
 from functools import partial
 from pathlib import Path
@@ -32,6 +33,17 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    """argparse type: a finite sampling temperature of at least 0 (nan or -3 would reach llama.cpp unchecked)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0 (0: greedy), got {text}")
     return value
 
 
@@ -353,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("gguf", help="a .gguf file, e.g. runs/demo/export/demo-Q4_K_M.gguf")
     chat.add_argument("--system", help="system message")
     chat.add_argument("--max-tokens", type=_positive, default=512, help="longest answer, in tokens")
-    chat.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy)")
+    chat.add_argument("--temperature", type=_temperature, default=0.7, help="sampling temperature (0: greedy)")
     chat.add_argument("--ctx", type=_positive, default=4096, help="context length")
     chat.set_defaults(func=cmd_chat)
     return parser

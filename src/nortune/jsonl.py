@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,46 @@ from nortune.errors import NortuneError
 
 class DataError(NortuneError, ValueError):
     """Bad input data, phrased as ``file:line: reason``."""
+
+
+TOO_DEEP = "JSON nested too deeply (deeper than Python's recursion limit)"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # \ud800-\udfff written as a JSON escape
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(line: str, obj: Any) -> str | None:
+    """Why a parsed record holds a lone surrogate (JSON allows the escape, UTF-8 cannot encode it), else None.
+
+    Only lines that contain a surrogate escape are walked (a pair is fine: json joins it); the
+    walk iterates, so a deep record cannot exhaust the stack here.
+    """
+    if "\\u" not in line or not _SURROGATE_ESCAPE.search(line):
+        return None
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if (match := _SURROGATE.search(node)) is not None:
+                return f"lone surrogate \\u{ord(match.group()):04x} in a string (not valid Unicode)"
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
+def parse_record(line: str) -> tuple[Any, str | None]:
+    """(object, None) for one JSON line, or (None, why it is unusable): malformed, nested too deeply, or
+    holding a lone surrogate. Each reader turns the reason into its own policy (DataError or a dropped line)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"malformed JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return None, TOO_DEEP
+    why = lone_surrogate(line, obj)
+    return (None, why) if why else (obj, None)
 
 
 def not_utf8(path: Path) -> str:
@@ -36,10 +77,10 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    yield line_no, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+                obj, why = parse_record(line)
+                if why is not None:
+                    raise DataError(f"{path}:{line_no}: {why}")
+                yield line_no, obj
     except UnicodeDecodeError:
         raise DataError(not_utf8(path)) from None
 

@@ -130,8 +130,26 @@ def config_json_at_hand(source: str, config_path: Path | None = None) -> dict[st
     return data if isinstance(data, dict) else None
 
 
+def check_local_source(source: str) -> None:
+    """A local model folder's weight files and a user's GGUF header, checked before anything loads them.
+
+    A truncated download or a garbage file is then one line naming it, instead of a traceback from
+    deep inside safetensors, torch or the GGUF reader minutes into a stage. Cheap: headers only.
+    """
+    from nortune.cli_checks import gguf_file, model_weights
+
+    if source.startswith(EMBEDDED_PREFIX):
+        return  # assembled from checksum-verified chunks
+    path = Path(source).expanduser()
+    if path.is_dir():
+        model_weights(path)
+    elif source.endswith(".gguf"):
+        gguf_file(path)
+
+
 def resolve_source(source: str) -> str:
     """Turn a recipe's model source into something ``from_pretrained`` loads (folder or hub id)."""
+    check_local_source(source)
     if source.startswith(EMBEDDED_PREFIX):
         return str(gguf_to_checkpoint(embedded_gguf(source[len(EMBEDDED_PREFIX):])))
     if source.endswith(".gguf"):
@@ -143,6 +161,7 @@ def load_config(source: str, config_path: Path | None = None, revision: str | No
     """A model config without weights: from an explicit config.json, a GGUF header, or the hub."""
     from transformers import AutoConfig
 
+    check_local_source(source)  # plan is the cheap look before train: it names broken weights too
     if config_path is None and Path(source).expanduser().is_dir():
         config_path = Path(source).expanduser() / "config.json"
     if config_path is not None:

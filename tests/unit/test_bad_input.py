@@ -76,8 +76,16 @@ def test_gguf_config_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypat
     from nortune import models
 
     monkeypatch.setenv("NORTUNE_CACHE", str(tmp_path / "cache"))
-    gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"GGUF fake")
+    import gguf as gguf_package
+    import numpy as np
+
+    gguf = tmp_path / "m.gguf"  # a real header: a file that only starts with the magic is refused before parsing
+    writer = gguf_package.GGUFWriter(str(gguf), arch="gemma3")
+    writer.add_tensor("w", np.ones((4, 8), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     parsed = []
     real = transformers.AutoConfig.from_pretrained
 

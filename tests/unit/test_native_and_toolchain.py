@@ -126,7 +126,7 @@ def test_chat_without_the_right_llama_cpp_build_is_one_line(tmp_path):
     import sys
 
     gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"GGUF" + bytes(20))
+    gguf.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(16))  # a valid empty header: version 3, no tensors
     env = {**os.environ, toolchain.BUILD_ENV: "native"}
     done = subprocess.run([sys.executable, "-m", "nortune.cli", "chat", str(gguf)], capture_output=True, text=True,
                           env=env, stdin=subprocess.DEVNULL, timeout=120)

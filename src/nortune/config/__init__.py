@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from nortune.config.base import Section, load_validated
 from nortune.config.curate import CurateDedup, CurateFilters, CurateSection, CurateSource, ExecutorSection
@@ -62,6 +63,14 @@ class Recipe(Section):
     export: ExportSection = Field(default_factory=ExportSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
+    @field_validator("runs_dir")
+    @classmethod
+    def _runs_dir_usable(cls, value: Path) -> Path:
+        problem = runs_dir_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _preference_one_source(self) -> "Recipe":
         if self.preference.data is not None and self.preference.hf_dataset is not None:
@@ -84,6 +93,24 @@ class Recipe(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def runs_dir_problem(path: Path) -> str | None:
+    """Why runs can not go under ``path`` (a file, or a folder that cannot be created or written), else None.
+
+    Checked when the recipe loads, so the mistake is one line naming runs_dir, not an OSError
+    from the first stage that writes (after minutes of work, in a worker process).
+    """
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    probe = path
+    while not probe.exists() and probe.parent != probe:  # the nearest existing path above: created from there
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{path} cannot be created: {probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{path} is read-only" if probe == path else f"{path} cannot be created: {probe} is read-only"
+    return None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -129,6 +129,9 @@ class CurateSection(Section):
     target_size: int | None = Field(None, ge=1)  # None: the largest set the shares allow
     seed: int = 42
     strict: bool = False  # any malformed record is fatal
+    # JSONL/text lines longer than this (bytes) are skipped unread and dropped as too_large (never fatal):
+    # far above any training record, low enough that one broken line cannot exhaust a worker's memory.
+    max_record_bytes: int = Field(16 * 1024 * 1024, ge=1)
     allow_shortfall: bool = False  # infeasible mix: write the closest feasible one instead of failing
     quality_order: bool = True  # pick the best-scoring records first (else seeded random)
     min_confidence: float = Field(0.5, ge=0, le=1)  # langid below this: dropped as lang:uncertain

@@ -43,6 +43,55 @@ def _problem(exc: yaml.YAMLError) -> str:
     return where + str(getattr(exc, "problem", None) or exc)
 
 
+MAX_DEPTH = 32  # nesting levels a recipe may use; the deepest shipped one uses 4
+
+
+def _too_deep_line(text: str) -> int | None:
+    """The line where the text's nesting first passes MAX_DEPTH, from the parser's events (no recursion)."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_UniqueKeyLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return event.start_mark.line + 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # the load reports the syntax error with its line
+    return None
+
+
+def _tree_too_deep(tree: Any) -> bool:
+    """Whether the loaded tree nests deeper than MAX_DEPTH (aliases can build depth, or a cycle, that
+    the text does not show). Level by level over distinct containers, so shared aliases stay cheap."""
+    level = [tree]
+    for _ in range(MAX_DEPTH + 1):
+        children = {}
+        for node in level:
+            for child in (node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()):
+                if isinstance(child, (dict, list)):
+                    children[id(child)] = child
+        if not children:
+            return False
+        level = list(children.values())
+    return True
+
+
+def _load(text: str, where: str, lines: bool = True) -> Any:
+    """yaml.load with nesting bounded: a too deep text or tree is a ConfigError, never a RecursionError."""
+    line = _too_deep_line(text)
+    if line is not None:
+        raise ConfigError(f"{where}{f':{line}' if lines else ''}: nested deeper than {MAX_DEPTH} levels")
+    try:
+        tree = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to read") from None
+    if _tree_too_deep(tree):
+        raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels (through aliases)")
+    return tree
+
+
 def read_yaml(path: Path) -> Any:
     """The recipe file's tree; encoding, syntax and duplicate keys are ConfigErrors naming the line."""
     raw = path.read_bytes()
@@ -55,7 +104,7 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); save the recipe as UTF-8") \
             from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return _load(text, str(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {_problem(exc)}") from None
 
@@ -79,7 +128,7 @@ def apply_override(tree: dict[str, Any], dotted: str) -> None:
             raise ConfigError(f"override {dotted!r}: {'.'.join(parts[:depth + 1])} is not a section")
         node = child
     try:
-        node[parts[-1]] = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None  # noqa: S506
+        node[parts[-1]] = _load(raw, f"override {key.strip()}=...", lines=False) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {dotted!r}: the value is not valid YAML ({_problem(exc)})") from None
 

@@ -8,6 +8,10 @@ Files are read as bytes and decoded one line at a time, so a bad byte costs exac
 line (reported with the byte and column) and never the rest of the file. A UTF-8 byte-order
 mark at the start is accepted and stripped. :func:`count_records` counts a file's records
 without parsing them, so the curate report can prove that every record was accounted for.
+
+JSONL and text lines are read in bounded blocks: a line longer than ``curate.max_record_bytes``
+is skipped to its newline without being held in memory, and comes out as a ``too_large`` item
+(counted as read, then dropped), so one broken gigabyte line cannot exhaust a worker.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import codecs
 import csv
 import io
 import itertools
-import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,12 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config import CurateSource
-from nortune.jsonl import DataError
+from nortune.jsonl import DataError, parse_record
+
+BLOCK = 1 << 20  # bytes read at a time when a line is longer than that (counting, skipping)
 
 
 @dataclass(frozen=True)
 class Malformed:
+    """A raw record that cannot be used: why, and the drop reason it is counted under."""
+
     reason: str
+    drop: str = "malformed"
 
 
 Item = tuple[str, "dict[str, Any] | Malformed"]
@@ -55,17 +63,19 @@ def detect_format(source: CurateSource) -> str:
 
 
 def iter_source(source: CurateSource, skip: int = 0,
-                checkpoints: list[tuple[int, int, int]] | None = None) -> Iterator[Item]:
+                checkpoints: list[tuple[int, int, int]] | None = None, max_bytes: int | None = None) -> Iterator[Item]:
     """The source's items in order, from item ``skip`` on (a worker's slice starts there).
 
     JSONL and text seek to the last of ``checkpoints`` (see line_checkpoints) at or before
     ``skip`` and skip the raw lines after it without decoding them; CSV rows can span lines and
-    Parquet/hub rows come in batches, so those are read and dropped.
+    Parquet/hub rows come in batches, so those are read and dropped. ``max_bytes``: JSONL/text
+    lines longer than this are ``Malformed(drop="too_large")`` items, never read whole.
     """
     kind = detect_format(source)
     if kind in ("jsonl", "text"):
         record, offset, line = max((c for c in checkpoints or [] if c[0] <= skip), default=(0, 0, 1))
-        yield from {"jsonl": _iter_jsonl, "text": _iter_text}[kind](Path(source.path), skip - record, offset, line)
+        reader = {"jsonl": _iter_jsonl, "text": _iter_text}[kind]
+        yield from reader(Path(source.path), skip - record, offset, line, max_bytes)
         return
     items = _iter_hf(source) if kind == "hf" else \
         {"parquet": _iter_parquet, "csv": _iter_csv}[kind](Path(source.path))
@@ -90,7 +100,8 @@ def count_records(source: CurateSource) -> int | None:
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
             rows = sum(1 for row in csv.reader(text, delimiter=_delimiter(path)) if row)
         return max(rows - 1, 0)
-    return sum(1 for _, raw in _raw_lines(path) if raw.strip())
+    with open(path, "rb") as handle:
+        return sum(1 for *_, blank in _bounded_lines(handle) if not blank)
 
 
 CHECKPOINT_EVERY = 4096  # records between two byte offsets kept by line_checkpoints
@@ -101,11 +112,8 @@ def line_checkpoints(path: Path, every: int = CHECKPOINT_EVERY) -> tuple[int, li
     number) of every ``every``-th record: a worker seeks to the one before its slice."""
     points, records, offset = [], 0, 0
     with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            size = len(raw)
-            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            if raw.strip():
+        for line_no, _, size, blank in _bounded_lines(handle):
+            if not blank:
                 if records % every == 0:
                     points.append((records, offset, line_no))
                 records += 1
@@ -113,10 +121,44 @@ def line_checkpoints(path: Path, every: int = CHECKPOINT_EVERY) -> tuple[int, li
     return records, points
 
 
-def _raw_lines(path: Path, offset: int = 0, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) for each physical line from ``offset`` on, a leading UTF-8 BOM removed."""
+def _bounded_lines(handle: Any, first_line: int = 1,
+                   limit: int = BLOCK) -> Iterator[tuple[int, bytes | None, int, bool]]:
+    """(line number, bytes or None, size on disk, blank) per physical line, never holding more than
+    ``limit`` + BLOCK bytes: a longer line is read on to its newline in blocks and comes back as None.
+
+    Blank means only ASCII whitespace, the same for a long line as for a short one, so counting
+    (any ``limit``) and reading (the configured one) agree on which lines are records.
+    """
+    for line_no in itertools.count(first_line):
+        raw = handle.readline(limit + 1)
+        if not raw:
+            return
+        size = len(raw)
+        if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        if raw.endswith(b"\n") or size <= limit:
+            yield line_no, raw, size, not raw.strip()
+            continue
+        blank = not raw.strip()
+        while not raw.endswith(b"\n"):
+            raw = handle.readline(BLOCK)
+            if not raw:
+                break
+            size += len(raw)
+            blank = blank and not raw.strip()
+        yield line_no, None, size, blank
+
+
+def _raw_lines(path: Path, offset: int = 0, first_line: int = 1,
+               limit: int | None = None) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) for each physical line from ``offset`` on, a leading UTF-8 BOM removed;
+    with ``limit``, a line longer than that is (line number, None) and a blank one is b"" (skipped)."""
     with open(path, "rb") as handle:
         handle.seek(offset)
+        if limit is not None:
+            for line_no, raw, _, blank in _bounded_lines(handle, first_line, limit):
+                yield line_no, b"" if blank else raw
+            return
         for line_no, raw in enumerate(handle, start=first_line):
             if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]
@@ -130,26 +172,31 @@ def _decode(raw: bytes) -> str | Malformed:
         return Malformed(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
 
 
-def _decoded_records(path: Path, skip: int, offset: int, first_line: int) -> Iterator[tuple[str, str | Malformed]]:
+def _decoded_records(path: Path, skip: int, offset: int, first_line: int,
+                     max_bytes: int | None = None) -> Iterator[tuple[str, str | Malformed]]:
     """('file:line', text or Malformed) per non-blank line of a line-per-record file, after ``skip`` records."""
-    for line_no, raw in _raw_lines(path, offset, first_line):
-        if not raw.strip():
+    for line_no, raw in _raw_lines(path, offset, first_line, max_bytes):
+        if raw is not None and not raw.strip():
             continue
         if skip:
             skip -= 1
             continue
+        if raw is None:
+            yield f"{path}:{line_no}", Malformed(f"longer than curate.max_record_bytes ({max_bytes} bytes)",
+                                                 drop="too_large")
+            continue
         yield f"{path}:{line_no}", _decode(raw)
 
 
-def _iter_jsonl(path: Path, skip: int = 0, offset: int = 0, first_line: int = 1) -> Iterator[Item]:
-    for where, line in _decoded_records(path, skip, offset, first_line):
+def _iter_jsonl(path: Path, skip: int = 0, offset: int = 0, first_line: int = 1,
+                max_bytes: int | None = None) -> Iterator[Item]:
+    for where, line in _decoded_records(path, skip, offset, first_line, max_bytes):
         if isinstance(line, Malformed):
             yield where, line
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield where, Malformed(f"malformed JSON: {exc.msg} (column {exc.colno})")
+        obj, why = parse_record(line)  # malformed, nested too deeply, a lone surrogate: this line only
+        if why is not None:
+            yield where, Malformed(why)
             continue
         if not isinstance(obj, dict):
             yield where, Malformed(f"expected a JSON object, got {type(obj).__name__}")
@@ -213,8 +260,9 @@ def _iter_csv(path: Path) -> Iterator[Item]:
     yield from lines.bad
 
 
-def _iter_text(path: Path, skip: int = 0, offset: int = 0, first_line: int = 1) -> Iterator[Item]:
-    for where, line in _decoded_records(path, skip, offset, first_line):
+def _iter_text(path: Path, skip: int = 0, offset: int = 0, first_line: int = 1,
+               max_bytes: int | None = None) -> Iterator[Item]:
+    for where, line in _decoded_records(path, skip, offset, first_line, max_bytes):
         yield where, line if isinstance(line, Malformed) else {"text": line.rstrip("\r\n")}
 
 

@@ -84,13 +84,14 @@ class ReadSources(_Step):
             lo, hi = shard_range(self.counts[src_idx], src_idx, rank, world_size)
             if lo >= hi:
                 continue
-            items = iter_source(source, skip=lo, checkpoints=self.checkpoints[src_idx])
+            items = iter_source(source, skip=lo, checkpoints=self.checkpoints[src_idx],
+                                max_bytes=self.cfg.max_record_bytes)
             for item, (where, raw) in enumerate(items, start=lo):
                 if item >= hi:
                     break
                 meta: dict[str, Any] = {"src": src_idx, "item": item, "where": where}
                 if isinstance(raw, Malformed):
-                    meta["drop"] = "malformed"
+                    meta["drop"] = raw.drop  # malformed, or too_large (never read whole)
                     meta["why"] = raw.reason
                 else:
                     meta["raw"] = raw

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nortune.jsonl import DataError, not_utf8
+from nortune.jsonl import TOO_DEEP, DataError, lone_surrogate, not_utf8
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,7 @@ def _rows_from_file(path: Path) -> Iterator[tuple[int, dict]]:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            try:
-                row = _loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+            row = _checked_loads(line, f"{path}:{line_no}")
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
             yield line_no, row
@@ -259,6 +256,21 @@ def _loads(line: str) -> Any:
     return json.loads(line)
 
 
+def _checked_loads(line: str, where: str) -> Any:
+    """One JSON line; malformed, nested too deeply or holding a lone surrogate: DataError naming file:line
+    (decontam's policy: a line it cannot check stops the check, it is never skipped)."""
+    try:
+        row = _loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: {TOO_DEEP}") from None
+    why = lone_surrogate(line, row)
+    if why is not None:
+        raise DataError(f"{where}: {why}")
+    return row
+
+
 def iter_training(path: Path, fields: list[str] | None, offset: int = 0, first_line: int = 1,
                   first_row: int = 1, limit: int | None = None) -> Iterator[TrainRecord]:
     """Stream training records; any malformed line or missing field raises DataError with file:line.
@@ -293,11 +305,7 @@ def iter_training(path: Path, fields: list[str] | None, offset: int = 0, first_l
                 if plain:
                     yield TrainRecord(line_no, None, line, None, line.rstrip("\n"))
                 else:
-                    try:
-                        row = _loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{line_no}: malformed JSON: {exc.msg} (column {exc.colno})") \
-                            from None
+                    row = _checked_loads(line, f"{path}:{line_no}")
                     rid = row.get("id") if isinstance(row, dict) else None
                     yield TrainRecord(line_no, None if rid is None else str(rid), line, None,
                                       _train_text(row, fields, f"{path}:{line_no}"))

@@ -15,7 +15,7 @@ from typing import Any
 
 from nortune.evaluate import card, report
 from nortune.evaluate.paired import paired_bootstrap
-from nortune.jsonl import DataError, iter_jsonl
+from nortune.jsonl import TOO_DEEP, DataError, iter_jsonl
 from nortune.runs import RunLayout, atomic_write_text
 
 # What each evaluated model is compared with: the model it was trained from.
@@ -33,7 +33,9 @@ def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         results = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
-    summary = results.get("nortune")
+    except RecursionError:
+        raise DataError(f"{path}: {TOO_DEEP}") from None
+    summary = results.get("nortune") if isinstance(results, dict) else None
     if not isinstance(summary, dict) or "tasks" not in summary:
         raise DataError(f"{path}: key 'nortune' missing: not a results.json written by nortune evaluate")
     samples_path = path.parent / summary.get("samples_file", "samples.jsonl")

@@ -224,6 +224,13 @@ def compare_runs(run_dirs: list[Path], force: bool = False) -> str:
     from nortune.evaluate.card import forced_markdown, require_comparable
     from nortune.evaluate.tasks import CATALOGUE
 
+    for run_dir in run_dirs:  # a run without results would be a column of "-" that looks like a comparison
+        if read_manifest(RunLayout(run_dir).evaluate_dir("tuned")) is None:
+            from nortune.errors import UsageError
+
+            raise UsageError(f"{run_dir}: no evaluation results of the tuned model "
+                             f"({RunLayout(run_dir).evaluate_dir('tuned')}/manifest.json is missing); "
+                             "run `nortune evaluate` for that run first")
     cards = [(run_dir.name, card) for run_dir in run_dirs for evaluated, card in [eval_card(run_dir)] if evaluated]
     forced = require_comparable(cards, force)
     columns, no_paired = [], {}
