@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,14 +72,13 @@ def gguf_to_checkpoint(gguf_path: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "nortune_source.json").write_text(json.dumps({"gguf": str(gguf_path),
-                                                          "chat_template": tokenizer.chat_template}))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    from nortune.runs import atomic_output
+
+    with atomic_output(target) as tmp:  # a fresh private folder: nothing can be planted at its name
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "nortune_source.json").write_text(json.dumps({"gguf": str(gguf_path),
+                                                              "chat_template": tokenizer.chat_template}))
     return target
 
 
@@ -102,10 +100,10 @@ def gguf_config(gguf_path: Path) -> Any:
     if (target / "config.json").is_file():
         return AutoConfig.from_pretrained(str(target))
     config = AutoConfig.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    config.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    from nortune.runs import atomic_output
+
+    with atomic_output(target) as tmp:
+        config.save_pretrained(tmp)
     return config
 
 
