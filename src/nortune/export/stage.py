@@ -56,7 +56,9 @@ def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
         log.info("export: %s is up to date with this recipe and train run; skipping", out_dir)
         return read_manifest(out_dir)  # type: ignore[return-value]
     from nortune.export.toolchain import ensure
+    from nortune.models import check_local_source
 
+    check_local_source(recipe.model.source)  # a broken base checkpoint is one line, before the toolchain
     chain = ensure()  # set up llama.cpp's tools before any long work (cached after the first time)
     stage = begin_stage("export", out_dir, print_, recipe.to_yaml())
     from nortune.export.native import NativeCrash
