@@ -255,10 +255,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     table = compare_runs([run_folder(Path(r)) for r in args.runs], force=args.force)
     print(table)
-    if args.html:
+    if args.html:  # run names and every cell are escaped in the table; the page runs no script (its CSP)
         from nortune.report.stage import standalone_page
+        from nortune.runs import atomic_write_text
 
-        Path(args.html).write_text(standalone_page("nortune compare", table), encoding="utf-8")
+        atomic_write_text(Path(args.html), standalone_page("nortune compare", table))
         print(f"html: {args.html}")
     return 0
 

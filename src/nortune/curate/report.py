@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from nortune.markup import code, text
+
 
 def _table(title: str, counts: Counter, total: int, targets: dict[str, float] | None = None) -> list[str]:
     head = "| " + title + " | records | share |" + (" target |" if targets is not None else "")
@@ -13,7 +15,7 @@ def _table(title: str, counts: Counter, total: int, targets: dict[str, float] | 
     keys = sorted(set(counts) | set(targets or {}))
     for key in keys:
         share = counts[key] / total if total else 0.0
-        row = f"| {key} | {counts[key]} | {share:.1%} |"
+        row = f"| {text(key)} | {counts[key]} | {share:.1%} |"
         if targets is not None:
             row += f" {targets.get(key, 0.0):.1%} |"
         lines.append(row)
@@ -30,20 +32,20 @@ def write_markdown(path: Path, *, inputs: int, by_lang: Counter, by_source: Coun
              f"Check: {out} + {sum(drops.values())} = {out + sum(drops.values())} "
              f"({'adds up' if out + sum(drops.values()) == inputs else 'DOES NOT ADD UP'}).", ""]
     for note in notes:
-        lines += [f"> **Note:** {note}", ""]
+        lines += [f"> **Note:** {text(note)}", ""]
     if read is not None:
         lines += ["## Input by source (every record read, before any drop)", "", "| source | records |",
-                  "|---|---:|"] + [f"| {name} | {count} |" for name, count in read.items()]
+                  "|---|---:|"] + [f"| {text(name)} | {count} |" for name, count in read.items()]
         lines += [f"| **total** | **{sum(read.values())}** |", ""]
     lines += ["## Output by bucket (language / translation / mixed)", ""]
     lines += _table("bucket", by_lang, out, shares) + [""]
     lines += ["## Output by source", ""] + _table("source", by_source, out) + [""]
     lines += ["## Output by task type", ""] + _table("task", by_task, out) + [""]
     lines += ["## Dropped records by reason", "", "| reason | records |", "|---|---:|"]
-    lines += [f"| {reason} | {count} |" for reason, count in sorted(drops.items())]
+    lines += [f"| {text(reason)} | {count} |" for reason, count in sorted(drops.items())]
     lines += [f"| **total** | **{sum(drops.values())}** |", ""]
     if malformed:
-        lines += ["## Malformed records (first 20)", ""] + [f"- `{m}`" for m in malformed[:20]] + [""]
+        lines += ["## Malformed records (first 20)", ""] + [f"- {code(m)}" for m in malformed[:20]] + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nortune.markup import code, text
 from nortune.runs import RunLayout, atomic_write_text
 
 REPORT = RunLayout.CONTAMINATION_REPORT
@@ -32,11 +33,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Contamination check",
         "",
-        f"Training data: `{report['data']['path']}` (sha256 `{report['data']['sha256'][:16]}…`), "
+        f"Training data: {code(report['data']['path'])} (sha256 {code(report['data']['sha256'][:16] + '…')}), "
         f"{train['records']:,} records, {train['chars']:,} characters, {train['empty_records']:,} empty.",
         f"Test side: {test['texts']:,} texts from {len(test['texts_by_task'])} tasks "
         f"({test['empty_texts']:,} empty after normalisation).",
-        f"Normalisation: {json.dumps(report['settings']['normalize'])}.",
+        f"Normalisation: {code(json.dumps(report['settings']['normalize']))}.",
         "",
         f"**Verdict: {train['contaminated_records']:,} contaminated training records** "
         f"(gate allows {gate['max_contaminated_records']}: {'PASS' if gate['passed'] else 'FAIL'}).",
@@ -45,7 +46,7 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for key, m in report["methods"].items():
-        lines.append(f"| {key} | {m['hits']:,} | {m['contaminated_records']:,} | {m['allowed_hits']:,} "
+        lines.append(f"| {text(key)} | {m['hits']:,} | {m['contaminated_records']:,} | {m['allowed_hits']:,} "
                      f"| {m['longest_match']:,} |")
     if "question" in report["methods"]:
         floor = report["settings"].get("question_answer_min_words", report["settings"].get("question_min_words"))
@@ -53,15 +54,15 @@ def markdown(report: dict[str, Any]) -> str:
                       "in one training record, the surest sign of a copied item; `question`: the whole question "
                       "without its answer. Lengths of these two are in words."]
         lines += _question_floors(test["index"].get("question"))
-    lines += ["", "## Hits per task", "", "| task | test texts | " + " | ".join(report["methods"]) + " |",
+    lines += ["", "## Hits per task", "", "| task | test texts | " + " | ".join(map(text, report["methods"])) + " |",
               "|---|---:|" + "---:|" * len(report["methods"])]
     for task, count in test["texts_by_task"].items():
         cells = [str(m["by_task"].get(task, {}).get("hits", 0)) for m in report["methods"].values()]
-        lines.append(f"| {task} | {count:,} | " + " | ".join(cells) + " |")
+        lines.append(f"| {text(task)} | {count:,} | " + " | ".join(cells) + " |")
     allowed = report["allowed"]
     lines += ["", "## Allow-list", ""]
     if allowed["phrases"]:
-        lines += [f"- `{p}`: {allowed['hits_by_phrase'].get(p, 0):,} matches allowed" for p in allowed["phrases"]]
+        lines += [f"- {code(p)}: {allowed['hits_by_phrase'].get(p, 0):,} matches allowed" for p in allowed["phrases"]]
     else:
         lines.append("No phrases are allowed: every match counts.")
     if report["records"]:
@@ -71,12 +72,11 @@ def markdown(report: dict[str, Any]) -> str:
         for rec in first:  # copied items with their answers first
             for key, m in rec["methods"].items():
                 first = m["matches"][0]
-                text = first["text"][:80].replace("|", "\\|").replace("\n", " ")
-                lines.append(f"| {rec['line']} | {rec['id'] or ''} | {key} | {first['test_id']} "
-                             f"| {m['longest_match']} | {text} |")
+                lines.append(f"| {rec['line']} | {text(rec['id'] or '')} | {text(key)} | {text(first['test_id'])} "
+                             f"| {m['longest_match']} | {text(first['text'][:80])} |")
     if report.get("cleaned"):
         c = report["cleaned"]
-        lines += ["", f"Cleaned copy: `{c['path']}`: kept {c['kept']:,} records, removed {c['removed']:,}."]
+        lines += ["", f"Cleaned copy: {code(c['path'])}: kept {c['kept']:,} records, removed {c['removed']:,}."]
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nortune.errors import NortuneError
+from nortune.markup import code, text
 
 CARD_VERSION = 1
 # Where a task's rows come from: recorded under data and covered by the rows' own hashes, so the
@@ -215,18 +216,20 @@ def markdown(card: dict[str, Any] | None) -> str:
     versions = sorted({str(t["version"]) for t in tasks.values()})
     shots = sorted({t["num_fewshot"] for t in tasks.values() if t["num_fewshot"] is not None})
     data = card["data"]
-    where = data["data_dir"] if data["source"] == "local" else f"hub, revision {data['revision'] or 'default'}"
+    where = code(data["data_dir"]) if data["source"] == "local" \
+        else f"hub, revision {text(data['revision'] or 'default')}"
     lines = ["", "## Eval card", "",
-             f"- lm-eval {card['lm_eval']}; {len(tasks)} tasks, task versions {', '.join(versions) or '-'}; "
-             f"each task's config and rows hashed (results.json: `nortune.card`).",
-             f"- data: {data['source']} ({where})"
+             f"- lm-eval {text(card['lm_eval'])}; {len(tasks)} tasks, task versions "
+             f"{text(', '.join(versions) or '-')}; each task's config and rows hashed (results.json: `nortune.card`).",
+             f"- data: {text(data['source'])} ({where})"
              + (f", {len(data['files'])} local files hashed" if data["files"] else ""),
-             f"- {label(card['chat'])}: {card['chat']['reason']}.",
-             f"- shots {', '.join(map(str, shots)) or '0'}, few-shot seed {card['fewshot_seed']}; "
-             f"limit {_show(card['limit'])}; backend {card['backend']}, dtype {_show(card['dtype'])}.", ""]
+             f"- {text(label(card['chat']))}: {text(card['chat']['reason'])}.",
+             f"- shots {text(', '.join(map(str, shots)) or '0')}, few-shot seed {text(card['fewshot_seed'])}; "
+             f"limit {text(_show(card['limit']))}; backend {text(card['backend'])}, "
+             f"dtype {text(_show(card['dtype']))}.", ""]
     return "\n".join(lines)
 
 
 def forced_markdown(lines: list[str]) -> str:
     """The forced-comparison warning at the top of a markdown output."""
-    return "".join(f"> **{line}**\n\n" for line in lines)
+    return "".join(f"> **{text(line)}**\n\n" for line in lines)

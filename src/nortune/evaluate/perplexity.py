@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from nortune import markup
 from nortune.jsonl import DataError
 from nortune.runs import atomic_write_text
 
@@ -198,41 +199,46 @@ def compare(base: dict[str, Any], tuned: dict[str, Any], settings: Any, samples:
 
 def markdown(result: dict[str, Any]) -> str:
     conf = f"{result['confidence']:.0%}"
-    lines = [f"# Held-out perplexity: {result['tuned']} vs {result['base']}", ""]
+    tuned, base = markup.text(result["tuned"]), markup.text(result["base"])
+    lines = [f"# Held-out perplexity: {tuned} vs {base}", ""]
     if result["forgetting"]:
-        lines += [f'<p style="color:#b00020"><b>FORGETTING: {", ".join(result["forgetting"])}</b> '
-                  f"(significant rise; {'allowed by the recipe' if result['allow_forgetting'] else 'the run fails'})"
-                  "</p>", ""]
+        lines += [f"> **FORGETTING: {', '.join(map(markup.text, result['forgetting']))}** "
+                  f"(significant rise; {'allowed by the recipe' if result['allow_forgetting'] else 'the run fails'})",
+                  ""]
     lines += [table(result), "",
-              f"Change = {result['tuned']}/{result['base']} perplexity - 1; {conf} paired bootstrap over texts "
-              f"({result['bootstrap_samples']} resamples). Trained toward: {', '.join(result['trained']) or 'none'}; "
+              f"Change = {tuned}/{base} perplexity - 1; {conf} paired bootstrap over texts "
+              f"({result['bootstrap_samples']} resamples). Trained toward: "
+              f"{', '.join(map(markup.text, result['trained'])) or 'none'}; "
               f"other sets may rise by at most {result['tolerance']:.0%}. Seconds: "
-              + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()) + "."]
+              + ", ".join(f"{markup.text(k)} {markup.text(v)}" for k, v in result["seconds"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
 def table(result: dict[str, Any], red: bool = True) -> str:
-    """The per-set markdown table (base ppl, tuned ppl, change with interval, verdict)."""
-    lines = [f"| set | texts | {result['base']} ppl | {result['tuned']} ppl | change [{result['confidence']:.0%} CI] "
-             "| verdict |", "|---|---:|---:|---:|---:|---|"]
+    """The per-set markdown table (base ppl, tuned ppl, change with interval, verdict; ``red``: a flagged
+    verdict in bold)."""
+    lines = [f"| set | texts | {markup.text(result['base'])} ppl | {markup.text(result['tuned'])} ppl "
+             f"| change [{result['confidence']:.0%} CI] | verdict |", "|---|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
-        text = f'<span style="color:#b00020"><b>{r["verdict"]}</b></span>' if r["forgetting"] and red else r["verdict"]
-        lines.append(f"| {r['set']}{' (trained)' if r['trained'] else ''} | {r['texts']} | {r['base_ppl']:.2f} | "
-                     f"{r['tuned_ppl']:.2f} | {r['change']:+.1%} [{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}] | {text} |")
+        verdict = f"**{markup.text(r['verdict'])}**" if r["forgetting"] and red else markup.text(r["verdict"])
+        lines.append(f"| {markup.text(r['set'])}{' (trained)' if r['trained'] else ''} | {r['texts']} | "
+                     f"{r['base_ppl']:.2f} | {r['tuned_ppl']:.2f} | {r['change']:+.1%} "
+                     f"[{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}] | {verdict} |")
     return "\n".join(lines)
 
 
 def label_markdown(result: dict[str, Any], noreval_seconds: float | None = None) -> str:
     """The section of ``evaluate/<label>/report.md``: perplexity per set of this one model, and its cost."""
     lines = ["", "## Held-out perplexity", "", "| set | texts | tokens | perplexity |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {s['texts']} | {s['tokens']} | {s['ppl']:.2f} |" for name, s in result["sets"].items()]
+    lines += [f"| {markup.text(name)} | {s['texts']} | {s['tokens']} | {s['ppl']:.2f} |"
+              for name, s in result["sets"].items()]
     took = result["seconds"]
     cost = f"{took['total']} s ({took['load']} s loading, {took['score']} s scoring)"
     if noreval_seconds:
         cost += f", against {noreval_seconds} s for the NorEval pass"
     lines += ["", f"Each text scored on its own (first {result['max_tokens_per_text']} tokens at most), "
-                  f"{result['device']}, {result['dtype']}: {cost}. The comparison with the model it was trained "
-                  "from is in compare/perplexity.md.", ""]
+                  f"{markup.text(result['device'])}, {markup.text(result['dtype'])}: {cost}. The comparison with "
+                  "the model it was trained from is in compare/perplexity.md.", ""]
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from nortune.evaluate.stats import SMALL_SET, z_of
 from nortune.evaluate.tasks import CATALOGUE, REFERENCE_AVERAGES, REFERENCE_COLUMNS
+from nortune.markup import code, text
 
 
 def _pct(value: float | None) -> str:
@@ -14,18 +15,19 @@ def _pct(value: float | None) -> str:
 
 
 def _note_lines(note: str | None) -> list[str]:
-    return [f"> **{note}**", ""] if note else []
+    return [f"> **{text(note)}**", ""] if note else []
 
 
 def _execution_lines(run: dict[str, Any] | None) -> list[str]:
     """How the evaluation ran: batch settings, wall time and peak memory (results.json: nortune.execution)."""
     if not run:
         return []
-    batch = ", ".join(f"{k} {run[k]}" for k in ("batch_tokens", "memory_gib", "batch_size") if k in run)
+    batch = ", ".join(f"{k} {text(run[k])}" for k in ("batch_tokens", "memory_gib", "batch_size") if k in run)
     cuda = f", peak CUDA allocated {run['peak_cuda_allocated_gib']:.2f} GiB" \
         if run.get("peak_cuda_allocated_gib") is not None else ""
-    return [f"Ran on {run['device']} ({run.get('dtype') or 'model dtype'}), {batch}: {run['wall_s']:.0f} s including "
-            f"model load, peak resident memory {run['peak_rss_gib']:.2f} GiB{cuda}.", ""]
+    return [f"Ran on {text(run['device'])} ({text(run.get('dtype') or 'model dtype')}), {batch}: "
+            f"{run['wall_s']:.0f} s including model load, peak resident memory {run['peak_rss_gib']:.2f} GiB"
+            f"{cuda}.", ""]
 
 
 def _refs(family: str) -> str:
@@ -54,7 +56,7 @@ def small_set_lines(summary: dict[str, Any]) -> list[str]:
     small = summary.get("small_sets") or {f: s["n_items"] for f, s in summary["tasks"].items() if s.get("small")}
     if not small:
         return []
-    names = ", ".join(f"{summary['tasks'][f]['label']} ({n})" for f, n in small.items())
+    names = ", ".join(f"{text(summary['tasks'][f]['label'])} ({n})" for f, n in small.items())
     return [f"> **Small test sets (< 100 items): {names}.** Their ± intervals are wide; a difference inside "
             "the interval is noise, not a finding.", ""]
 
@@ -63,7 +65,7 @@ def not_computed_lines(not_computed: dict[str, str] | None) -> list[str]:
     """The tasks whose metric could not be computed here, with the reason (never dropped silently)."""
     if not not_computed:
         return []
-    return ["## Not computed", "", *(f"- `{name}`: {reason}" for name, reason in not_computed.items()), ""]
+    return ["## Not computed", "", *(f"- {code(name)}: {text(reason)}" for name, reason in not_computed.items()), ""]
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -71,16 +73,17 @@ def markdown(summary: dict[str, Any]) -> str:
     normalised scores, references; the recipe headlines; per-category and overall averages; per prompt."""
     tasks = summary["tasks"]
     head = summary["headline"]
-    label = summary["label"]
+    label = text(summary["label"])
     confidence = summary.get("confidence", 0.95)
     z = z_of(confidence)
     lines = [f"# NorEval: {label}", "", *_note_lines(summary.get("note"))]
-    lines += [f"Multiple-choice metric: `{summary['metric']}` (truthfulness has acc only); other tasks use the "
+    lines += [f"Multiple-choice metric: {code(summary['metric'])} (truthfulness has acc only); other tasks use the "
               f"metric their lm-eval task declares. lm-evaluation-harness's `noreval` tasks; backend "
-              f"`{summary['backend']}`. Scores 0..100; ± is {confidence:.0%} (±{z:.2f} combined SE).", ""]
+              f"{code(summary['backend'])}. Scores 0..100; ± is {confidence:.0%} (±{z:.2f} combined SE).", ""]
     lines += _execution_lines(summary.get("execution"))
     if summary.get("limit"):
-        lines += [f"> limit={summary['limit']} items per task: a smoke run, not comparable to published numbers.", ""]
+        lines += [f"> limit={text(summary['limit'])} items per task: a smoke run, not comparable to published "
+                  "numbers.", ""]
     lines += small_set_lines(summary)
     ref = " | ".join(REFERENCE_COLUMNS)
     lines += [f"| task | category | metric | shots | n | {label} best (prompt) ± CI | mean ± CI | median | min | "
@@ -90,17 +93,17 @@ def markdown(summary: dict[str, Any]) -> str:
         s = tasks[family]
         norm = " / ".join(_pct(s.get(k)) for k in ("normalised_best", "normalised_mean"))
         n_cell = f"{s['n_items']} (small)" if s.get("small") else str(s["n_items"])
-        lines.append(f"| {s['label']} | {s.get('category') or '-'} | {s['metric']} | "
+        lines.append(f"| {text(s['label'])} | {text(s.get('category') or '-')} | {text(s['metric'])} | "
                      f"{summary['num_fewshot'].get(family, 0)} | {n_cell} | "
-                     f"**{_pm(s['best'], s.get('ci'))}** ({s['best_prompt']}) | {_pm(s['mean'], s.get('ci'))} | "
+                     f"**{_pm(s['best'], s.get('ci'))}** ({text(s['best_prompt'])}) | {_pm(s['mean'], s.get('ci'))} | "
                      f"{_pct(s.get('median'))} | {_pct(s['min'])} | {s['std']:.1f} | "
                      f"{_pct(s.get('se'))} | {norm} | {_refs(family)} |")
     refs = " | ".join(_pct(r) for r in REFERENCE_AVERAGES)
     lines += ["", "| headline | value | " + ref + " |", "|---|---|" + "---|" * len(REFERENCE_COLUMNS),
               f"| best of prompts | **{_pct(head['best_of_prompts'])}** | {refs} |",
               f"| mean of prompts | **{_pct(head['mean_of_prompts'])}** | |" + " |" * (len(REFERENCE_COLUMNS) - 1)]
-    lines += ["", f"- **{_pct(head['best_of_prompts'])}**: {head['best_of_prompts_label']}.",
-              f"- **{_pct(head['mean_of_prompts'])}**: {head['mean_of_prompts_label']}.", ""]
+    lines += ["", f"- **{_pct(head['best_of_prompts'])}**: {text(head['best_of_prompts_label'])}.",
+              f"- **{_pct(head['mean_of_prompts'])}**: {text(head['mean_of_prompts_label'])}.", ""]
     if head.get("categories"):
         lines += ["## Per category and overall", "",
                   "Unweighted means over the tasks summarised (task count in brackets); ± from the tasks' combined "
@@ -108,7 +111,8 @@ def markdown(summary: dict[str, Any]) -> str:
                   "100 = perfect) are comparable across tasks.", "",
                   "| category | best of prompts | mean of prompts | normalised best | normalised mean |",
                   "|---|---|---|---|---|"]
-        for name, group in [*head["categories"].items(), ("**overall**", head.get("overall"))]:
+        for name, group in [*((text(c), g) for c, g in head["categories"].items()),
+                            ("**overall**", head.get("overall"))]:
             lines.append(f"| {name} | " + " | ".join(_avg_cell(group, k, z) for k in (
                 "best", "mean", "normalised_best", "normalised_mean")) + " |")
         lines.append("")
@@ -118,41 +122,42 @@ def markdown(summary: dict[str, Any]) -> str:
         name = tasks[family]["metric"]
         for prompt, metrics in sorted(summary["scores"].get(family, {}).items()):
             cell = metrics.get(name, {})
-            others = ", ".join(f"{m} {v['value']:.1f}" for m, v in metrics.items() if m != name)
-            lines.append(f"| {tasks[family]['label']} | {prompt} | {name} "
+            others = ", ".join(f"{text(m)} {v['value']:.1f}" for m, v in metrics.items() if m != name)
+            lines.append(f"| {text(tasks[family]['label'])} | {text(prompt)} | {text(name)} "
                          f"{_pm(cell.get('value'), cell.get('stderr'))} | {others or '-'} |")
     lines += ["", *not_computed_lines(summary.get("not_computed"))]
     if summary.get("extra_tasks"):
         lines += ["## Extra lm-eval tasks (not in the average)", ""]
         for name, result in summary["extra_tasks"].items():
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float))
-            lines.append(f"- `{name}`: {shown}")
+            shown = ", ".join(f"{text(k)} {v:.4f}" for k, v in result.items() if isinstance(v, float))
+            lines.append(f"- {code(name)}: {shown}")
     lines += ["", *_note_lines(summary.get("note"))]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def compare_markdown(base: dict[str, Any], tuned: dict[str, Any], deltas, overall: dict[str, Any],
                      confidence: float) -> str:
-    lines = [f"# NorEval: {tuned['label']} vs {base['label']} (baseline)", "",
+    base_label, tuned_label = text(base["label"]), text(tuned["label"])
+    lines = [f"# NorEval: {tuned_label} vs {base_label} (baseline)", "",
              *_note_lines(tuned.get("note") or base.get("note"))]
     regressions = [d for d in deltas if d.regression()]
     if regressions or overall.get("regression"):
-        names = ", ".join(tuned["tasks"].get(d.family, {}).get("label", d.family) for d in regressions) \
+        names = ", ".join(text(tuned["tasks"].get(d.family, {}).get("label", d.family)) for d in regressions) \
             or "the average"
         lines += [f"> **SIGNIFICANT REGRESSION: {names}** — the {confidence:.0%} paired bootstrap interval of "
-                  f"{tuned['label']} - {base['label']} lies entirely below zero.", ""]
+                  f"{tuned_label} - {base_label} lies entirely below zero.", ""]
     lines += small_set_lines(tuned) if tuned.get("tasks") else []
     pct = f"{confidence:.0%}"
     ref = " | ".join(REFERENCE_COLUMNS)
-    lines += [f"| task | metric | n | {base['label']} | {tuned['label']} | delta best-of-prompts [{pct} CI] | "
+    lines += [f"| task | metric | n | {base_label} | {tuned_label} | delta best-of-prompts [{pct} CI] | "
               f"delta mean-of-prompts [{pct} CI] | {ref} | verdict |",
               "|" + "---|" * (8 + len(REFERENCE_COLUMNS))]
     for d in deltas:
         verdict = "**REGRESSION**" if d.regression() else ("gain" if d.gain() else "no significant change")
-        label = tuned["tasks"].get(d.family, {}).get("label", d.family)
+        label = text(tuned["tasks"].get(d.family, {}).get("label", d.family))
         method = " (corpus metric recomputed)" if d.method == "corpus" else ""
         n_cell = f"{d.n_items} (small)" if d.n_items < SMALL_SET else str(d.n_items)
-        lines.append(f"| {label} | {d.metric}{method} | {n_cell} | "
+        lines.append(f"| {label} | {text(d.metric)}{method} | {n_cell} | "
                      f"{_pct(base['tasks'].get(d.family, {}).get('best'))} | "
                      f"{_pct(tuned['tasks'].get(d.family, {}).get('best'))} | "
                      f"{d.best:+.1f} [{d.best_ci[0]:+.1f}, {d.best_ci[1]:+.1f}] | "
@@ -166,7 +171,8 @@ def compare_markdown(base: dict[str, Any], tuned: dict[str, Any], deltas, overal
                      f"[{overall['mean_ci'][0]:+.1f}, {overall['mean_ci'][1]:+.1f}] | {refs} | {verdict} |")
     if overall.get("no_paired_ci"):
         lines += ["", "**No paired interval** (these tasks are not compared):", "",
-                  *(f"- {tuned['tasks'].get(f, {}).get('label', f)}: {why}" for f, why in overall["no_paired_ci"].items())]
+                  *(f"- {text(tuned['tasks'].get(f, {}).get('label', f))}: {text(why)}"
+                    for f, why in overall["no_paired_ci"].items())]
     lines += ["", "Deltas in points (0..100 scale). Intervals: paired bootstrap over items (the same resampled items "
               "for both models and all prompts); best-of-prompts is re-picked inside every resample; corpus metrics "
               "(BLEU, chrF) are recomputed on every resample.", "",

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nortune.markup import text
 from nortune.runs import RESOLVED_RECIPE, STAGE_FOLDERS, RunLayout, read_failure, read_manifest
 
 
@@ -80,9 +81,14 @@ def forgetting(run_dir: Path) -> list[str]:
     return found
 
 
-def _ppl_cell(row: dict[str, Any]) -> str:
+def _ppl_change(row: dict[str, Any]) -> str:
+    """A set's relative perplexity change with its interval, and the mark when it is flagged (Markdown)."""
     mark = " **FORGETTING**" if row.get("forgetting") else ""
-    return f"{row['set']} {row['change']:+.1%} [{row['ci'][0]:+.1%}, {row['ci'][1]:+.1%}]{mark}"
+    return f"{row['change']:+.1%} [{row['ci'][0]:+.1%}, {row['ci'][1]:+.1%}]{mark}"
+
+
+def _ppl_cell(row: dict[str, Any]) -> str:
+    return f"{text(row['set'])} {_ppl_change(row)}"
 
 
 _PROBLEM = {"not_checked": "NOT CHECKED", "other_file": "REPORT FOR ANOTHER FILE", "stale": "STALE REPORT",
@@ -201,12 +207,12 @@ def format_runs(summaries: list[RunSummary]) -> str:
     lines = [header, "|" + "---|" * 11]
     for s in summaries:
         delta = "-" if s.delta_vs_base is None else f"{s.delta_vs_base:+.1f} pp"
-        lines.append(f"| {s.recipe or Path(s.run).name} | {s.base_model or '-'} | "
+        lines.append(f"| {text(s.recipe or Path(s.run).name)} | {text(s.base_model or '-')} | "
                      f"{'-' if s.trainable_params is None else f'{s.trainable_params:,}'} | "
-                     f"{'-' if s.data_records is None else s.data_records} | {s.contamination} | "
+                     f"{'-' if s.data_records is None else s.data_records} | {text(s.contamination)} | "
                      f"{_pct(s.noreval_tuned)}{_chat_mark(s.chat_template)} | {_pct(s.noreval_base)} | {delta} | "
-                     f"{'; '.join(s.regressions) or 'none'} | "
-                     f"{'; '.join(_ppl_cell(r) for r in s.perplexity) or '-'} | {s.export} |")
+                     f"{text('; '.join(s.regressions) or 'none')} | "
+                     f"{'; '.join(_ppl_cell(r) for r in s.perplexity) or '-'} | {text(s.export)} |")
     return "\n".join(lines)
 
 
@@ -240,7 +246,7 @@ def compare_runs(run_dirs: list[Path], force: bool = False) -> str:
         deltas = {d["family"]: d for d in compare.get("deltas", [])}
         columns.append((run_dir.name, tuned, deltas, compare.get("confidence")))
         no_paired[run_dir.name] = compare.get("no_paired_ci") or {}
-    header = "| task | " + " | ".join(name for name, *_ in columns) + " |"
+    header = "| task | " + " | ".join(text(name) for name, *_ in columns) + " |"
     lines = [header, "|---|" + "---|" * len(columns)]
 
     def cell(tuned: dict, deltas: dict, family: str | None) -> str:
@@ -261,13 +267,13 @@ def compare_runs(run_dirs: list[Path], force: bool = False) -> str:
     present = {f for _, t, _, _ in columns for f in t.get("tasks", {})}
     for family in [f for f in CATALOGUE if f in present] + sorted(present - set(CATALOGUE)):
         label = CATALOGUE[family].label if family in CATALOGUE else family
-        lines.append(f"| {label} | " + " | ".join(cell(t, d, family) for _, t, d, _ in columns) + " |")
+        lines.append(f"| {text(label)} | " + " | ".join(cell(t, d, family) for _, t, d, _ in columns) + " |")
     lines.append("| **average (best of prompts)** | " + " | ".join(cell(t, d, None) for _, t, d, _ in columns) + " |")
     lines.append("| average (mean of prompts) | " + " | ".join(
         _pct(t.get("mean_of_prompts")) for _, t, _, _ in columns) + " |")
     categories = list(dict.fromkeys(c for _, t, _, _ in columns for c in t.get("normalised_categories", {})))
     for category in categories:
-        lines.append(f"| {category}, normalised (best of prompts) | " + " | ".join(
+        lines.append(f"| {text(category)}, normalised (best of prompts) | " + " | ".join(
             _pct(t.get("normalised_categories", {}).get(category)) for _, t, _, _ in columns) + " |")
     lines.append("| all tasks, normalised (best of prompts) | " + " | ".join(
         _pct(t.get("normalised_overall")) for _, t, _, _ in columns) + " |")
@@ -277,10 +283,10 @@ def compare_runs(run_dirs: list[Path], force: bool = False) -> str:
                   "the recipe's tasks; normalised: 0 = chance, 100 = perfect, over every task summarised."]
     skipped = [f"{name}: {family} ({why})" for name, no_ci in no_paired.items() for family, why in no_ci.items()]
     if skipped:
-        lines += ["", "No paired interval: " + "; ".join(skipped) + "."]
+        lines += ["", "No paired interval: " + text("; ".join(skipped)) + "."]
     not_computed = [f"{name}: {task} ({why})" for name, t, *_ in columns for task, why in t.get("not_computed", {}).items()]
     if not_computed:
-        lines += ["", "Not computed: " + "; ".join(not_computed) + "."]
+        lines += ["", "Not computed: " + text("; ".join(not_computed)) + "."]
     return forced_markdown(forced) + "\n".join(lines) + _compare_perplexity(run_dirs)
 
 
@@ -290,14 +296,14 @@ def _compare_perplexity(run_dirs: list[Path]) -> str:
     sets = list(dict.fromkeys(r["set"] for _, res in results for r in res.get("rows", [])))
     if not sets:
         return ""
-    lines = ["", "", "| held-out perplexity | " + " | ".join(name for name, _ in results) + " |",
+    lines = ["", "", "| held-out perplexity | " + " | ".join(text(name) for name, _ in results) + " |",
              "|---|" + "---|" * len(results)]
     for name in sets:
         cells = []
         for _, res in results:
             row = next((r for r in res.get("rows", []) if r["set"] == name), None)
-            cells.append("-" if row is None else f"{row['tuned_ppl']:.2f} ({_ppl_cell(row).split(' ', 1)[1]})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            cells.append("-" if row is None else f"{row['tuned_ppl']:.2f} ({_ppl_change(row)})")
+        lines.append(f"| {text(name)} | " + " | ".join(cells) + " |")
     lines += ["", "Cells: tuned perplexity, then its relative change vs that run's own base with the paired "
                   "bootstrap interval over texts; FORGETTING: a significant rise the recipe's rule flags."]
     return "\n".join(lines)

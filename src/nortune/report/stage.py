@@ -1,8 +1,10 @@
 """One self-contained HTML page (and a Markdown summary) per run.
 
 Everything comes from the run folder: stage manifests, their Markdown reports (rendered
-with Python-Markdown) and PNG charts (embedded as data URIs, so the page needs no network
-and survives being mailed around). Every artifact is linked, relative to the page.
+by ``markup.to_html``: raw HTML in them shows as text) and PNG charts (embedded as data URIs,
+so the page needs no network and survives being mailed around). Every artifact is linked,
+relative to the page. The page forbids scripts (``CSP``), and the browser check fails the stage
+when a dialog, a script error or a policy violation shows up anyway.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nortune import markup
 from nortune.config import Recipe
 from nortune.report.ledger import RunSummary, format_runs, summarize
 from nortune.runs import EXTRA_FOLDERS, FAILED, MANIFEST, STAGE_FOLDERS, Options, RunLayout, atomic_write_text, \
@@ -32,11 +35,14 @@ CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.8em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+td[align=right],th[align=right]{text-align:right} td[align=center],th[align=center]{text-align:center}
 th{background:#f3f3f3} img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .warn{background:#fde2e1;border:2px solid #c0392b;padding:.8em;font-weight:bold}
 .ok{background:#e4f6e7;border:1px solid #2e8b57;padding:.6em}
 .files{font-size:.9em} code{background:#f6f6f6;padding:0 .2em} details{margin:.5em 0}
 """
+# No script of any kind, no fetch, no plugin, no form: the charts are data-URI images, the CSS is inline.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
 def _stage_dirs(run_dir: Path) -> list[str]:
@@ -46,10 +52,11 @@ def _stage_dirs(run_dir: Path) -> list[str]:
             if (layout.stage_dir(s) / MANIFEST).is_file() or (layout.stage_dir(s) / FAILED).is_file()]
 
 
-def _markdown(text: str) -> str:
-    import markdown
-
-    return markdown.markdown(text, extensions=["tables", "fenced_code"])
+def _head(title: str) -> str:
+    """From ``<!doctype html>`` to ``<body>``: the policy first, before anything it governs."""
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>")
 
 
 def _image(path: Path) -> str:
@@ -89,7 +96,7 @@ def _section(run_dir: Path, stage: str, page_dir: Path) -> str:
     for md in sorted(stage_dir.glob("*.md")):
         if md.name.lower() != "readme.md" or stage == "export":
             parts.append(f"<details open><summary>{html.escape(md.name)}</summary>"
-                         f"{_markdown(md.read_text(encoding='utf-8'))}</details>")
+                         f"{markup.to_html(md.read_text(encoding='utf-8'))}</details>")
     for png in sorted(stage_dir.glob("*.png")):
         parts.append(_image(png))
     parts.append(_files(stage_dir, page_dir))
@@ -125,8 +132,8 @@ def _perplexity_table(summary: RunSummary) -> str:
 
 
 def standalone_page(title: str, markdown_text: str) -> str:
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{_markdown(markdown_text)}</body></html>")
+    """One Markdown text as a self-contained page, with the report's policy and style."""
+    return f"{_head(title)}<h1>{html.escape(title)}</h1>{markup.to_html(markdown_text)}</body></html>"
 
 
 def _data_notes(run_dir: Path) -> str:
@@ -156,19 +163,18 @@ def _data_notes(run_dir: Path) -> str:
 def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
     summary = summarize(run_dir)
     stages = _stage_dirs(run_dir)
-    overview = _markdown(format_runs([summary]))
+    overview = markup.to_html(format_runs([summary]))
     nav = " · ".join(f"<a href='#{s}'>{html.escape(TITLES.get(s, s))}</a>" for s in stages)
     body = "\n".join(_section(run_dir, s, page_dir) for s in stages)
-    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>nortune run "
-            f"{html.escape(summary.recipe or run_dir.name)}</title><style>{CSS}</style></head><body>"
+    page = (f"{_head(f'nortune run {summary.recipe or run_dir.name}')}"
             f"<h1>nortune run: {html.escape(summary.recipe or run_dir.name)}</h1>"
             f"<p>Run folder <code>{html.escape(str(run_dir))}</code>; stages finished: "
             f"{html.escape(', '.join(summary.stages_done) or 'none')}.</p>"
             f"{_banner(summary)}{_data_notes(run_dir)}{overview}<p>{nav}</p>{body}</body></html>")
-    markdown_summary = "\n".join([f"# nortune run: {summary.recipe or run_dir.name}", "",
+    markdown_summary = "\n".join([f"# nortune run: {markup.text(summary.recipe or run_dir.name)}", "",
                                   format_runs([summary]), "",
-                                  *(f"- **{r}**" for r in summary.regressions),
-                                  *(f"- **FORGETTING: {f}**" for f in summary.forgetting), ""])
+                                  *(f"- **{markup.text(r)}**" for r in summary.regressions),
+                                  *(f"- **FORGETTING: {markup.text(f)}**" for f in summary.forgetting), ""])
     return page, markdown_summary
 
 
@@ -200,6 +206,10 @@ def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
         raise stage.fail(browser.MISSING)
     else:
         checked = browser.check_page(layout.report_page, page_dir / "screenshot.png")
+        problems = browser.problems(checked)
+        if problems:  # the page stays on disk for inspection; the stage has no result
+            raise stage.fail(f"{layout.report_page}: the browser check found {'; '.join(problems)}",
+                             details={"browser_check": {k: checked[k] for k in browser.FINDINGS}})
         metrics.update(console_errors=len(checked["console_errors"]), images=checked["images"],
                        broken_images=len(checked["broken_images"]))
         outputs.append(page_dir / "screenshot.png")
