@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from nortune import markup
 from nortune.config import Recipe
 from nortune.runs import RunLayout, read_manifest
 
@@ -23,7 +24,7 @@ def _composition(layout: RunLayout) -> str:
     train = read_manifest(layout.model_dir("train")) or {}
     data = train.get("data") or {}
     if data:
-        return (f"Training file `{data.get('path')}`: {data.get('used')} records used, "
+        return (f"Training file {markup.code(data.get('path'))}: {data.get('used')} records used, "
                 f"{data.get('tokens')} tokens. No curate report in this run, so no language mix is recorded.")
     return "Not recorded in this run folder."
 
@@ -39,7 +40,8 @@ def _contamination(layout: RunLayout) -> str:
     gate = ((read_manifest(layout.model_dir("train")) or {}).get("contamination_gate")) or {}
     if gate:
         note = gate.get("override") or gate.get("reason") or ""
-        return f"No decontam report in this run folder; the train gate recorded: {json.dumps(gate)} {note}".strip()
+        return (f"No decontam report in this run folder; the train gate recorded: {markup.code(json.dumps(gate))} "
+                f"{markup.text(note)}").strip()
     return "No contamination check is recorded in this run folder."
 
 
@@ -50,7 +52,7 @@ def _evaluation(layout: RunLayout) -> str:
     for path in candidates:
         if path.is_file():
             body = path.read_text(encoding="utf-8").strip()
-            return f"From `{path.relative_to(layout.root)}`:\n\n{body}"
+            return f"From {markup.code(path.relative_to(layout.root))}:\n\n{body}"
     return "No evaluation in this run folder (run `nortune evaluate`)."
 
 
@@ -67,8 +69,8 @@ def model_card(recipe: Recipe, checks: list[dict[str, Any]], files: dict[str, st
     layers = (", ".join(adapter.layers.layer_types) if adapter.layers.layer_types
               else adapter.layers.indices or "all")
     languages = "\n".join(f"- {code}" for code in card.language)
-    gguf_lines = "\n".join(f"- `{f}` ({t})" for t, f in files.items()) or "- none"
-    failed = [c["file"] for c in checks if not c["passed"]]
+    gguf_lines = "\n".join(f"- {markup.code(f)} ({t})" for t, f in files.items()) or "- none"
+    failed = [markup.text(c["file"]) for c in checks if not c["passed"]]
     warning = (f"\n> **Verification failed for {', '.join(failed)}**: do not ship those files.\n"
                if failed else "")
     return f"""---
@@ -79,14 +81,14 @@ base_model: {recipe.model.source}
 tags: [nortune, norwegian, gguf, pissa, lora]
 ---
 
-# {name}
+# {markup.text(name)}
 
-A Norwegian (Bokmål and Nynorsk) fine-tune of `{recipe.model.source}` made with nortune.
+A Norwegian (Bokmål and Nynorsk) fine-tune of {markup.code(recipe.model.source)} made with nortune.
 {warning}
 ## Files
 - `merged/`: the merged checkpoint (safetensors, config, tokenizer with chat template)
 {gguf_lines}
-- `Modelfile`: for Ollama (`ollama create {name} -f Modelfile`)
+- `Modelfile`: for Ollama ({markup.code(f"ollama create {name} -f Modelfile")})
 
 ## Recipe
 | item | value |
@@ -110,7 +112,7 @@ A Norwegian (Bokmål and Nynorsk) fine-tune of `{recipe.model.source}` made with
 
 ## GGUF verification
 Every GGUF file was loaded in llama.cpp and compared with the merged model (transformers, float32)
-on held-out Norwegian text (`{recipe.export.verify.text}`), same token ids for both:
+on held-out Norwegian text ({markup.code(recipe.export.verify.text)}), same token ids for both:
 
 {verification_table}
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nortune import markup
 from nortune.config import ExportThreshold
 
 
@@ -145,8 +146,8 @@ def markdown_table(checks: list[dict[str, Any]]) -> str:
     lines = ["| file | type | size | top-1 agreement | ppl HF | ppl GGUF | ratio | tokenizer match | result |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for c in checks:
-        result = "passed" if c["passed"] else "FAILED: " + "; ".join(c["reasons"])
-        lines.append(f"| {c['file']} | {c['gguf_type']} | {human_bytes(c['bytes'])} | {100 * c['top1']:.2f} % "
+        result = "passed" if c["passed"] else "FAILED: " + "; ".join(markup.text(r) for r in c["reasons"])
+        lines.append(f"| {markup.text(c['file'])} | {c['gguf_type']} | {human_bytes(c['bytes'])} | {100 * c['top1']:.2f} % "
                      f"| {c['ppl_hf']:.3f} | {c['ppl_gguf']:.3f} | {c['ppl_ratio']:.4f} "
                      f"| {100 * c['tokenizer_match']:.0f} % | {result} |")
     return "\n".join(lines)

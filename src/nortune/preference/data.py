@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nortune import markup
 from nortune.jsonl import DataError, Drops, iter_jsonl
 from nortune.runs import atomic_writer
 from nortune.chat_records import check_messages
@@ -36,9 +37,10 @@ class PairReport(Drops):
 
     def markdown(self) -> str:
         rows = [f"| {lang} | {n} | {100 * n / max(self.used, 1):.1f} % |" for lang, n in self.languages.most_common()]
-        drops = [f"| {reason} | {n} | {self.dropped_lines[reason][:10]} |" for reason, n in self.dropped.items()]
+        drops = [f"| {markup.text(reason)} | {n} | {markup.text(self.dropped_lines[reason][:10])} |"
+                 for reason, n in self.dropped.items()]
         return "\n".join([
-            f"# Preference pairs: {self.path}", "",
+            f"# Preference pairs: {markup.text(self.path)}", "",
             f"{self.records} records read, {self.used} pairs used ({self.synthetic} synthetic, "
             f"{self.used - self.synthetic} human), {sum(self.dropped.values())} dropped.", "",
             "| language (of chosen) | pairs | share |", "|---|---|---|", *rows, "",
