@@ -103,6 +103,8 @@ def check_page(page: Path, screenshot: Path) -> dict[str, Any]:
     from selenium.common.exceptions import UnexpectedAlertPresentException
     from selenium.webdriver.chrome.service import Service
 
+    from nortune import children
+
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for flag in CHROMIUM_FLAGS:
@@ -111,7 +113,8 @@ def check_page(page: Path, screenshot: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as profile:
         options.add_argument(f"--user-data-dir={profile}")
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+        service = Service(shutil.which("chromedriver"), popen_kw=children.popen_kwargs())  # ends with nortune
+        driver = webdriver.Chrome(service=service, options=options)
         dialogs: list[str] = []
         try:
             driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _WATCH})

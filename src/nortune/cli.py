@@ -391,6 +391,9 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user's mistake is one line, ``nortune: <message>``, exit 2; a bug keeps its traceback."""
+    from nortune import children
+
+    children.install()  # SIGTERM/SIGINT end nortune and its children in order; a kill -9 ends them too
     args = _parse(build_parser(), argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

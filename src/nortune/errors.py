@@ -34,3 +34,27 @@ class DiskFull(NortuneError):
 
 class IncompleteUpstream(NortuneError):
     """A stage's input comes from an upstream stage that has no manifest, or whose outputs changed since."""
+
+
+class Interrupted(KeyboardInterrupt, SystemExit):
+    """nortune was asked to stop by a signal (SIGTERM, SIGINT or SIGHUP); see ``nortune.children``.
+
+    Raised in the main thread by the signal handler, so every ``finally`` runs. A KeyboardInterrupt,
+    so code that handles Ctrl-C handles SIGTERM the same way; and a SystemExit whose code is
+    128 + the signal number (130 for Ctrl-C, 143 for SIGTERM), so when nothing catches it the
+    process exits with that status and no traceback, as a shell expects of a signalled program.
+    """
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signum)
+        self.signum = signum
+        self.code = 128 + signum  # SystemExit's exit status (KeyboardInterrupt's __init__ leaves it unset)
+        try:
+            self.signal_name = signal.Signals(signum).name
+        except ValueError:
+            self.signal_name = f"signal {signum}"
+
+    def __str__(self) -> str:
+        return f"interrupted by {self.signal_name}"

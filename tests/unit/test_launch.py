@@ -91,7 +91,7 @@ def test_cli_train_launches_the_generated_command(monkeypatch, tmp_path, capsys)
     from nortune.cli import main
 
     seen = []
-    monkeypatch.setattr(subprocess, "call", lambda command: seen.append(command) or 0)
+    monkeypatch.setattr(subprocess, "call", lambda command, **kwargs: seen.append(command) or 0)
     args = ["train", "configs/norskgemma4-31b.yaml", "train.device=cuda", "--gpus", "4", "--nodes", "3",
             "--node-rank", "2", "--main-address", "10.0.0.1:6000"]
     assert main(args) == 0
@@ -113,7 +113,7 @@ def test_a_failed_launch_fails_the_stage_without_a_manifest(monkeypatch, tmp_pat
     stage = run_dir / "norskgemma4-31b" / "train"
     stage.mkdir(parents=True)
     (stage / "manifest.json").write_text("{}")  # an older run's: it must not stand beside a failed one
-    monkeypatch.setattr(subprocess, "call", lambda command: 1)
+    monkeypatch.setattr(subprocess, "call", lambda command, **kwargs: 1)
     assert main(["train", "configs/norskgemma4-31b.yaml", f"runs_dir={run_dir}", "--gpus", "2"]) == 1
     assert "nortune: train failed: a training process exited with status 1" in capsys.readouterr().err
     assert not (stage / "manifest.json").exists()
@@ -134,7 +134,7 @@ def test_the_documented_slurm_script_gives_each_node_its_launch_command(tmp_path
         # srun runs its command once per node, as Slurm would, with that node's SLURM_NODEID.
         "srun": "#!/bin/sh\nshift\nfor id in 0 1; do SLURM_NODEID=$id \"$@\" || exit 1; done\n",
         "nortune": (f"#!{sys.executable}\nimport json, subprocess, sys\n"
-                    "subprocess.call = lambda command: print(json.dumps(command)) or 0\n"
+                    "subprocess.call = lambda command, **kwargs: print(json.dumps(command)) or 0\n"
                     "from nortune.cli import main\nsys.exit(main(sys.argv[1:]))\n"),
     }
     for name, text in scripts.items():

@@ -62,6 +62,9 @@ def run_stages(cfg: ExecutorSection, stages: list[tuple[str, list[Any], int]], l
     for name, pipeline, tasks in stages:
         logging_dir = str(logs / name)
         if cfg.type == "local":
+            from nortune.children import preload_forkservers
+
+            preload_forkservers()  # each pool worker ends when nortune does, kill -9 included
             executor = _local_executor()(pipeline, tasks=tasks, workers=min(tasks, worker_count(cfg)),
                                          logging_dir=logging_dir, skip_completed=False)
             executor.run()  # local stages run one after another in this process

@@ -13,10 +13,10 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from nortune import children
 from nortune.export.formats import CONVERTER_TYPES, QUANTIZER_FTYPES
 from nortune.export.toolchain import Toolchain
 from nortune.runs import atomic_output, atomic_write_text
@@ -142,7 +142,7 @@ def convert(chain: Toolchain, model_dir: Path, out: Path, outtype: str) -> Path:
         log.info("running: %s", " ".join(command))
         env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
         env["HF_HUB_OFFLINE"] = "1"
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        result = children.run(command, capture_output=True, text=True, env=env)
         if result.returncode or not tmp.is_file():
             raise ConversionError(f"convert_hf_to_gguf.py failed for {model_dir} -> {outtype} "
                                   f"(exit {result.returncode}):\n{result.stderr[-3000:]}")

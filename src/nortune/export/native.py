@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nortune import children
+
 FAULT_ENV = "NORTUNE_NATIVE_FAULT"
 HINT = ("Try: `python -m nortune.export.toolchain` to reinstall nortune's portable llama.cpp build "
         "(a `NORTUNE_LLAMA_CPP_BUILD=native` build is the usual suspect), `nortune export --force` to "
@@ -56,11 +58,11 @@ def call(job: str, path: Path, target: str, *args: Any, interactive: bool = Fals
         job_file.write_bytes(pickle.dumps((job, target, args)))
         command = [sys.executable, "-m", "nortune.export.native", str(job_file), str(result_file)]
         if interactive:
-            code = subprocess.call(command)
+            code = children.call(command)
             output = ""
         else:
-            done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  errors="replace")
+            done = children.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
             code, output = done.returncode, done.stdout
         if code < 0:
             log_file = None

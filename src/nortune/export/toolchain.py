@@ -32,7 +32,6 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -40,6 +39,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nortune import children
 from nortune.errors import NortuneError
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def installed_build() -> dict[str, str] | None:
 def _pip(python: str, *args: str, env: dict[str, str] | None = None) -> None:
     command = [python, "-m", "pip", *args]
     log.info("running: %s", " ".join(command))
-    result = subprocess.run(command, env=env)
+    result = children.run(command, env=env)
     if result.returncode:
         raise ToolchainError(f"`{' '.join(command)}` failed with exit code {result.returncode}")
 
@@ -274,7 +274,7 @@ def _write_marker(python: str, build: Build, version: str) -> None:
             "path = pathlib.Path(list(spec.submodule_search_locations)[0]) / sys.argv[1]; "
             "path.write_text(sys.argv[2])")
     payload = json.dumps({**build.to_json(), "version": version})
-    result = subprocess.run([python, "-c", code, MARKER, payload], capture_output=True, text=True)
+    result = children.run([python, "-c", code, MARKER, payload], capture_output=True, text=True)
     if result.returncode:
         raise ToolchainError(f"could not mark the llama_cpp install in {python}: {result.stderr[-500:]}")
 

@@ -76,12 +76,11 @@ def run_launched(recipe: Recipe, command: list[str]) -> int:
     last, after all ranks finished; so a failed launch has no new manifest. This makes sure
     none is left from before either and records why, like a failed single-process stage.
     """
-    import subprocess
-
+    from nortune import children
     from nortune.runs import MANIFEST, RunLayout, StageRun
 
     print("launching:", " ".join(command), flush=True)
-    status = subprocess.call(command)
+    status = children.call(command)  # the launcher gets SIGTERM if nortune dies, and stops its ranks
     if status == 0:
         return 0
     stage_dir = RunLayout.of(recipe).model_dir("train")
