@@ -413,10 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     except (StageFailed, NativeCrash) as exc:  # a stage's folder holds failed.json; the report shows it in red
         print(f"nortune: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as exc:  # the stage it stopped is recorded as interrupted (runner.run_stage)
-        print(f"nortune: interrupted{f' ({exc})' if str(exc) else ''}; the stage it stopped has no manifest, "
-              "rerun to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (errors.Interrupted); runner.run_stage recorded the stage
+        print(f"nortune: {exc or 'interrupted'}; the stage it stopped has no manifest, rerun to continue",
+              file=sys.stderr)
+        return getattr(exc, "code", None) or 130
 
 
 if __name__ == "__main__":

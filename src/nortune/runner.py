@@ -115,8 +115,8 @@ def record_failure(name: str, directory: Path, exc: BaseException, started: floa
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt):
-        return f"interrupted ({exc})" if str(exc) else "interrupted (SIGINT)"
+    if isinstance(exc, KeyboardInterrupt):  # errors.Interrupted names its signal
+        return str(exc) or "interrupted (SIGINT)"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 

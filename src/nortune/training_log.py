@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.jsonl import iter_jsonl
+from nortune.runs import atomic_writer
 
 
 def step_progress(log_path: Path) -> Any:
@@ -55,5 +56,6 @@ def plot_loss(log_path: Path, png: Path) -> None:
     ax.set_title("nortune train")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    with atomic_writer(png, binary=True) as handle:
+        fig.savefig(handle, dpi=110, format="png")
     plt.close(fig)

@@ -139,6 +139,9 @@ def test_sigterm_stops_curate_and_its_children_without_a_traceback(curate_recipe
         assert code == 128 + signal.SIGTERM, (code, stderr[-3000:])  # the shell's convention, not a crash
         assert "Traceback" not in stderr, stderr[-3000:]
         assert "nortune: interrupted by SIGTERM" in stderr, stderr[-3000:]
+        failure = json.loads((tmp_path / "runs" / "x" / "curate" / "failed.json").read_text(encoding="utf-8"))
+        assert failure["interrupted"] and failure["error"] == "interrupted by SIGTERM", failure
+        assert not (tmp_path / "runs" / "x" / "curate" / "manifest.json").exists()
     finally:
         end_group(proc)
 

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from nortune.markup import code, text
+from nortune.runs import atomic_write_text, atomic_writer
 
 
 def _table(title: str, counts: Counter, total: int, targets: dict[str, float] | None = None) -> list[str]:
@@ -46,7 +47,7 @@ def write_markdown(path: Path, *, inputs: int, by_lang: Counter, by_source: Coun
     lines += [f"| **total** | **{sum(drops.values())}** |", ""]
     if malformed:
         lines += ["## Malformed records (first 20)", ""] + [f"- {code(m)}" for m in malformed[:20]] + [""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines))
 
 
 def write_chart(path: Path, *, by_lang: Counter, by_source: Counter, by_task: Counter, drops: Counter) -> bool:
@@ -69,6 +70,7 @@ def write_chart(path: Path, *, by_lang: Counter, by_source: Counter, by_task: Co
             ax.text(counts[key], i, f" {counts[key]}", va="center", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_writer(path, binary=True) as handle:
+        fig.savefig(handle, dpi=110, format="png")
     plt.close(fig)
     return True

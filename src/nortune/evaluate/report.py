@@ -8,6 +8,7 @@ from typing import Any
 from nortune.evaluate.stats import SMALL_SET, z_of
 from nortune.evaluate.tasks import CATALOGUE, REFERENCE_AVERAGES, REFERENCE_COLUMNS
 from nortune.markup import code, text
+from nortune.runs import atomic_writer
 
 
 def _pct(value: float | None) -> str:
@@ -213,9 +214,7 @@ def chart(path: Path, runs: dict[str, dict[str, Any]], note: str | None) -> Path
     ax.legend(fontsize=8, ncol=len(series), loc="upper center")
     ax.set_title("NorEval" + (" — SAMPLE SETS, NOT NorEval" if note and note.startswith("SAMPLE") else ""))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_writer(path, binary=True) as handle:
+        fig.savefig(handle, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -19,7 +19,7 @@ from pathlib import Path
 from nortune import children
 from nortune.export.formats import CONVERTER_TYPES, QUANTIZER_FTYPES
 from nortune.export.toolchain import Toolchain
-from nortune.runs import atomic_output, atomic_write_text
+from nortune.runs import atomic_output, atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def sentencepiece_from_gguf(gguf_path: Path, out: Path) -> dict[str, int]:
         if value is not None and int(value.contents()) < len(tokens):
             setattr(proto.trainer_spec, f"{name}_id", int(value.contents()))
             setattr(proto.trainer_spec, f"{name}_piece", tokens[int(value.contents())])
-    out.write_bytes(proto.SerializeToString())
+    atomic_write_bytes(out, proto.SerializeToString())
     return {p.piece: i for i, p in enumerate(proto.pieces) if p.type == spm.ModelProto.SentencePiece.USER_DEFINED}
 
 

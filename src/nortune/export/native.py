@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune import children
+from nortune.runs import atomic_write_text
 
 FAULT_ENV = "NORTUNE_NATIVE_FAULT"
 HINT = ("Try: `python -m nortune.export.toolchain` to reinstall nortune's portable llama.cpp build "
@@ -69,7 +70,7 @@ def call(job: str, path: Path, target: str, *args: Any, interactive: bool = Fals
             if output:
                 log_file = path.with_name(f"{path.name}.{job}-crash.log")
                 try:
-                    log_file.write_text(output[-20000:], encoding="utf-8")
+                    atomic_write_text(log_file, output[-20000:])
                 except OSError:
                     log_file = None
             raise NativeCrash(job, path, -code, log_file)
