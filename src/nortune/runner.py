@@ -40,8 +40,6 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
     A second writer is refused at once with the holder's pid and command. The kernel drops the lock
     when the holder dies, however it dies, so a stale lock cannot block the next run.
     """
-    from nortune.errors import NortuneError
-
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
