@@ -207,7 +207,7 @@ def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
     else:
         checked = browser.check_page(layout.report_page, page_dir / "screenshot.png")
         problems = browser.problems(checked)
-        if problems:  # the page stays on disk for inspection; the stage has no result
+        if problems:  # no result; the runner moves the page to report/.partial/ for inspection
             raise stage.fail(f"{layout.report_page}: the browser check found {'; '.join(problems)}",
                              details={"browser_check": {k: checked[k] for k in browser.FINDINGS}})
         metrics.update(console_errors=len(checked["console_errors"]), images=checked["images"],
