@@ -18,8 +18,9 @@ _ALWAYS = frozenset("\\`*[]|")
 # "<" opens every tag, comment and autolink: always an entity (Python-Markdown has no backslash escape
 # for it). "&" only where it would start an entity; a lone "&" or ">" is shown as it is.
 _ENTITY_LIKE = re.compile(r"&(?=#[0-9]+;|#[xX][0-9a-fA-F]+;|[a-zA-Z0-9]+;)")
-# What would start a block (heading, quote, list, numbered list, setext rule) when the text begins a line.
-_BLOCK_START = re.compile(r"[#>+\-=]|\d+\.")
+# What would start a block when the text begins a line: a quote, a setext rule, a heading (Python-Markdown
+# needs no space after "#"), or a list or numbered item, which need one ("10.21" and "-3" stay as they are).
+_BLOCK_START = re.compile(r"[>=#]|(?:[+\-]|\d+\\?\.)(?=\s|$)")
 _BACKTICKS = re.compile(r"`+")
 
 

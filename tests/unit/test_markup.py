@@ -65,6 +65,7 @@ def test_text_escapes_markdown_and_html_but_keeps_plain_names_readable():
     assert markup.text("_x_ *y*") == "\\_x\\_ \\*y\\*"
     assert markup.text("# h") == "\\# h" and markup.text("- i") == "\\- i" and markup.text("3. n") == "3\\. n"
     assert markup.text("=== ") == "&#61;=="
+    assert markup.text(10.21) == "10.21" and markup.text(-3) == "-3" and markup.text("#1") == "\\#1"
     assert markup.text("a\nb") == "a b"
     assert markup.text(None) == "None" and markup.text(3) == "3"
 
