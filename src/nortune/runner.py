@@ -99,10 +99,11 @@ def record_failure(name: str, directory: Path, exc: BaseException, started: floa
     try:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / MANIFEST).unlink(missing_ok=True)
-        _quarantine(name, directory)  # first: it frees no space, but it needs none either
         own = directory / FAILED
-        if own.is_file() and own.stat().st_mtime >= started - 1:
-            return  # the stage recorded this failure itself, with details (StageRun.fail)
+        if own.is_file() and own.stat().st_mtime >= started - 1:  # the stage recorded it, with details
+            _quarantine(name, directory, named=_files_named(own, directory))  # StageRun.fail: they stay
+            return
+        _quarantine(name, directory)  # before failed.json: it needs no space
         interrupted = isinstance(exc, KeyboardInterrupt)
         record = {"stage": name, "error": _describe(exc), "type": type(exc).__name__,
                   "user_error": isinstance(exc, NortuneError), "interrupted": interrupted,
@@ -119,9 +120,21 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _quarantine(name: str, directory: Path) -> None:
-    """Move what the failed attempt left into ``.partial/``: nothing downstream can pick it up."""
-    keep = {FAILED, RESOLVED_RECIPE, PARTIAL, *RESUMABLE.get(name.split("-")[0], ())}
+def _files_named(record: Path, directory: Path) -> set[str]:
+    """The entries of ``directory`` that a stage's own failure record points to (a crash log, say)."""
+    try:
+        values = json.loads(record.read_text(encoding="utf-8")).values()
+    except (OSError, ValueError, AttributeError):
+        return set()
+    inside = (Path(v) for v in values if isinstance(v, str) and v.startswith(str(directory) + os.sep))
+    return {p.relative_to(directory).parts[0] for p in inside}
+
+
+def _quarantine(name: str, directory: Path, named: set[str] = frozenset()) -> None:
+    """Move what the failed attempt left into ``.partial/``: nothing downstream can pick it up.
+
+    What a resumable stage continues from stays, and so do the files its failure record names."""
+    keep = {FAILED, RESOLVED_RECIPE, PARTIAL, *RESUMABLE.get(name.split("-")[0], ()), *named}
     leftovers = [p for p in directory.iterdir() if p.name not in keep]
     if not leftovers:
         return
