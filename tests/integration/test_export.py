@@ -316,6 +316,25 @@ def test_a_llama_cpp_crash_fails_export_loudly_and_leaves_the_run_intact(job, tm
     assert (export / "manifest.json").is_file() and not (export / "failed.json").exists()
 
 
+def test_a_changed_or_unfinished_adapter_is_refused_by_export_and_evaluate(tmp_path, exported, capsys):
+    """The train stage's outputs only as its manifest records them: an edited adapter, or no manifest, is one line."""
+    from nortune.cli import main
+
+    kind, recipe, _, _ = exported
+    if kind != "gemma3":
+        pytest.skip("once is enough")
+    path, run_dir = _copied_run(recipe, tmp_path)
+    weights = run_dir / "train" / "adapter_lora" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # same size, other bytes
+    for argv in (["export", str(path)], ["evaluate", str(path), "--model", "tuned"]):
+        assert main(argv) == 2
+        assert "changed since the train stage finished" in capsys.readouterr().err
+    (run_dir / "train" / "manifest.json").unlink()
+    assert main(["export", str(path)]) == 2
+    assert "manifest.json is missing" in capsys.readouterr().err
+    assert not (run_dir / "export" / "manifest.json").exists()
+
+
 def test_the_installed_llama_cpp_is_the_portable_build():
     """No AVX-512 or AMX instruction in the CPU kernels: the wheel runs on any x86-64 from AVX2 up."""
     import platform

@@ -14,7 +14,8 @@ from typing import Any
 from nortune.config import CurateSection, Recipe
 from nortune.config.names import CURATE_BUCKETS as BUCKETS
 from nortune.jsonl import DataError
-from nortune.runs import Options, RunLayout, atomic_write_text, atomic_writer, begin_stage, file_sha256, inputs_fingerprint, is_current, read_manifest
+from nortune.runs import Options, RunLayout, atomic_write_text, atomic_writer, begin_stage, file_sha256, \
+    inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger("nortune.curate")
 REPORT = "composition.md"

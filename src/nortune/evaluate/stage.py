@@ -23,7 +23,7 @@ from nortune.evaluate.stats import family_summary, headlines, missing_metrics, r
 from nortune.evaluate.tasks import SAMPLE_MARKER, family_and_prompt, not_computed, task_specs
 from nortune.jsonl import DataError
 from nortune.runs import MODEL_STAGE_OF_LABEL, Options, RunLayout, atomic_write_text, begin_stage, \
-    inputs_fingerprint, is_current, read_manifest
+    inputs_fingerprint, is_current, read_manifest, require_complete
 
 log = logging.getLogger(__name__)
 # base: the untouched model; tuned: + the SFT adapter; preference: + SFT and preference.
@@ -83,11 +83,13 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
             merged = layout.merged(made_by)
             if not (merged / "config.json").is_file():
                 raise DataError(f"{merged}: no merged model (set train.merge: true, or evaluate.tuned: adapter)")
+            require_complete(train_dir, merged, "the merged model")
             args = {"pretrained": str(merged)}
         else:
             adapter = layout.adapter_lora(made_by)
             if not (adapter / "adapter_config.json").is_file():
                 raise DataError(f"{adapter / 'adapter_config.json'}: file not found")
+            require_complete(train_dir, adapter, "the adapter")
             identity["adapter"] = inputs_fingerprint([adapter])
             key = "lora_local_path" if settings.backend == "vllm" else "peft"
             args[key] = str(adapter)

@@ -147,8 +147,8 @@ def markdown_table(checks: list[dict[str, Any]]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for c in checks:
         result = "passed" if c["passed"] else "FAILED: " + "; ".join(markup.text(r) for r in c["reasons"])
-        lines.append(f"| {markup.text(c['file'])} | {c['gguf_type']} | {human_bytes(c['bytes'])} | {100 * c['top1']:.2f} % "
-                     f"| {c['ppl_hf']:.3f} | {c['ppl_gguf']:.3f} | {c['ppl_ratio']:.4f} "
+        lines.append(f"| {markup.text(c['file'])} | {c['gguf_type']} | {human_bytes(c['bytes'])} "
+                     f"| {100 * c['top1']:.2f} % | {c['ppl_hf']:.3f} | {c['ppl_gguf']:.3f} | {c['ppl_ratio']:.4f} "
                      f"| {100 * c['tokenizer_match']:.0f} % | {result} |")
     return "\n".join(lines)
 

@@ -20,8 +20,8 @@ from typing import Any
 from nortune import adapters
 from nortune.config import Recipe
 from nortune.jsonl import DataError, iter_jsonl
-from nortune.runs import (Options, RunLayout, atomic_write_text, atomic_writer, begin_stage, inputs_fingerprint, is_current,
-                          read_manifest)
+from nortune.runs import (Options, RunLayout, atomic_write_text, atomic_writer, begin_stage, inputs_fingerprint,
+                          is_current, read_manifest, require_complete)
 
 log = logging.getLogger(__name__)
 STAGE = "preference"
@@ -71,6 +71,9 @@ def fingerprint(recipe: Recipe) -> dict[str, Any]:
     if sft_manifest is None:
         raise DataError(f"the preference stage needs a finished SFT run in {sft_dir}; "
                         "run `nortune train` first")
+    layout = RunLayout.of(recipe)
+    for built_on in (layout.adapter("train"), layout.adapter_init("train"), layout.adapter_lora("train")):
+        require_complete(sft_dir, built_on, "the SFT adapter")
     pairs = [recipe.preference.data] if recipe.preference.data is not None else []
     return {"recipe": recipe.section_fingerprint("model", "adapter", "train", "preference", "decontam"),
             "sft": sft_manifest["fingerprint"], "sft_finished": sft_manifest["finished"],
