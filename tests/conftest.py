@@ -21,6 +21,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join([_SRC, *filter(None, [os.environ.get(
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
 LAYER_TYPES = ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]
+# A Gemma 3 config.json as a model folder holds it: what the CLI's bad-input tests plan and check.
+TINY_CONFIG = {"model_type": "gemma3_text", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
+               "num_hidden_layers": 4, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+               "sliding_window": 16, "max_position_embeddings": 512,
+               "layer_types": ["sliding_attention", "full_attention"] * 2}
 
 
 def tiny_tokenizer():

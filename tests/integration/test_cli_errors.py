@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TINY_CONFIG
+
 REPO = Path(__file__).resolve().parents[2]
 NB = "Oslo er hovedstaden i Norge og ligger innerst i Oslofjorden omgitt av skog og åser."
-TINY_CONFIG = {"model_type": "gemma3_text", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
-               "num_hidden_layers": 4, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
-               "sliding_window": 16, "max_position_embeddings": 512,
-               "layer_types": ["sliding_attention", "full_attention"] * 2}
 
 
 def nortune(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
