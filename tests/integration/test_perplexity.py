@@ -11,6 +11,7 @@ import pytest
 from conftest import write_recipe
 from nortune.config import load_recipe
 from nortune.evaluate import perplexity
+from nortune.runs import StageRun
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["Hei.", "Eg veit ikkje kva tid bussen går i morgon tidleg.",
@@ -135,7 +136,7 @@ def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tin
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_gemma3),
                            LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     model.save_pretrained(train / "adapter_lora")
-    (train / "manifest.json").write_text(json.dumps({"fingerprint": {"x": 1}, "finished": 1.0}))
+    StageRun("train", train, {"x": 1}).complete([train / "adapter_lora"])  # as a finished train stage records it
     assert main(["evaluate", str(recipe_path)]) == 0
     compared = json.loads((run / "tuned" / "compare" / "perplexity.json").read_text())
     assert compared["forgetting"] == [] and {r["set"] for r in compared["rows"]} == {"nb", "nn", "en"}
@@ -190,7 +191,7 @@ def test_tuned_loads_the_adapter_like_evaluate(tiny_gemma3, tmp_path):
                                            init_lora_weights=False))
     train = tmp_path / "runs" / "tiny" / "train"
     peft_model.save_pretrained(train / "adapter_lora")
-    (train / "manifest.json").write_text(json.dumps({"fingerprint": {"x": 1}, "finished": 1.0}))
+    StageRun("train", train, {"x": 1}).complete([train / "adapter_lora"])  # as a finished train stage records it
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs",
                                       evaluate={"perplexity": {"texts": {"nn": str(REPO / "data/demo/heldout/nn.txt")}}}))
     tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
@@ -205,6 +206,7 @@ def test_tuned_loads_the_adapter_like_evaluate(tiny_gemma3, tmp_path):
     # evaluate.tuned: merged reads train/merged instead, and scores the same
     peft_model.merge_and_unload().save_pretrained(train / "merged")
     tokenizer.save_pretrained(train / "merged")
+    StageRun("train", train, {"x": 1}).complete([train / "adapter_lora", train / "merged"])
     merged_recipe = recipe.model_copy(update={"evaluate": recipe.evaluate.model_copy(update={"tuned": "merged"})})
     args = model_spec(merged_recipe, "tuned")[0]
     assert args["pretrained"] == str(train / "merged") and "peft" not in args

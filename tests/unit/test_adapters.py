@@ -183,11 +183,12 @@ def _vllm_recipe_with_adapter(tmp_path, rank):
     from nortune.runs import RunLayout
 
     layout = RunLayout.of(recipe)
-    layout.model_dir("train").mkdir(parents=True)
-    (layout.model_dir("train") / "manifest.json").write_text(json.dumps({"fingerprint": {}, "finished": 1.0}))
+    from nortune.runs import StageRun
+
     lora = layout.adapter_lora("train")
-    lora.mkdir()
+    lora.mkdir(parents=True)
     (lora / adapters.CONFIG).write_text(json.dumps({"r": rank, "lora_alpha": rank}))
+    StageRun("train", layout.model_dir("train"), {}).complete([lora])  # as a finished train stage records it
     return recipe, lora
 
 
