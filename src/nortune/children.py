@@ -183,6 +183,16 @@ def install() -> None:
             os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
+def _quiet_while_stopping(args: Any) -> None:
+    """Once nortune is stopping, a library's helper thread that fails because its processes are being
+    ended (multiprocessing's pool refilling itself from a forkserver that is gone) is expected: one
+    debug line, not a traceback after the one-line message."""
+    import logging
+
+    logging.getLogger(__name__).debug("while stopping: thread %s ended with %s: %s",
+                                      getattr(args.thread, "name", "?"), args.exc_type.__name__, args.exc_value)
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     from nortune.errors import Interrupted
 
@@ -196,6 +206,7 @@ def _on_signal(signum: int, frame: Any) -> None:
         signal.signal(sig, handler)
     if LINUX and _libc_prctl() is not None:
         _libc_prctl()(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # children a dying launcher leaves come to us
+    threading.excepthook = _quiet_while_stopping
     interrupted = Interrupted(signum)
     try:  # not sys.stderr: the main thread may be inside a write to it
         os.write(2, f"nortune: {interrupted}; stopping (again to force)\n".encode())
