@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nortune-setup
 
-.PHONY: setup system-packages test-packages demo test bench clean-runs
+.PHONY: setup system-packages test-packages demo test test-fast bench clean-runs
 
 # The portable llama.cpp build is defined in toolchain.py: a change there must reinstall it.
 $(STAMP): pyproject.toml src/nortune/export/toolchain.py
@@ -32,8 +32,14 @@ setup: $(STAMP) system-packages
 demo: setup
 	$(VENV)/bin/nortune run configs/demo.yaml
 
+# The whole suite (what CI runs) and the fast lane (no training, conversion, llama.cpp, browser or
+# rank launch; it needs no Debian packages): tests/README.md.
+# Each lane leaves its JUnit file in .cache/; `python scripts/test_lanes.py` writes their figures into the README.
 test: setup test-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15 --junitxml=.cache/junit-whole.xml
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q --fast --durations=15 --junitxml=.cache/junit-fast.xml
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py

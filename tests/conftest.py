@@ -1,6 +1,7 @@
 """Shared fixtures: tiny real-architecture Gemma 3 / Gemma 4 models and a tiny tokenizer.
 
-Everything is built from configs in seconds; nothing is downloaded.
+Everything is built from configs in seconds; nothing is downloaded. The two lanes (fast and whole)
+and the markers that choose between them are in tests/README.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,36 @@ sys.path.insert(0, _SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join([_SRC, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 FIXTURES = Path(__file__).parent / "fixtures"
+FAST_LANE_GUARD = Path(__file__).parent / "fast_lane"
+# A test with any of these markers does heavy work and is slow too, so `--fast` leaves it out.
+HEAVY_MARKERS = ("browser", "distributed", "llama_cpp")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help="the fast lane: leave out slow tests, and make training, GGUF conversion, "
+                          "llama.cpp builds, the browser and rank launches raise (tests/README.md)")
+
+
+def pytest_configure(config):
+    if not config.getoption("fast"):
+        return
+    import importlib.util
+
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(FAST_LANE_GUARD), os.environ["PYTHONPATH"]])
+    spec = importlib.util.spec_from_file_location("nortune_fast_lane_guard", FAST_LANE_GUARD / "sitecustomize.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # guards this process; its children load it
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(name) for name in HEAVY_MARKERS):
+            item.add_marker(pytest.mark.slow)
+    if config.getoption("fast"):
+        slow = [item for item in items if item.get_closest_marker("slow")]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if not item.get_closest_marker("slow")]
 REPO = Path(__file__).resolve().parents[1]
 LAYER_TYPES = ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]
 # A Gemma 3 config.json as a model folder holds it: what the CLI's bad-input tests plan and check.
@@ -106,6 +137,25 @@ def write_recipe(path: Path, model: Path, runs: Path, **sections) -> Path:
         tree.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(tree))
     return path
+
+
+def write_manifest(folder: Path, stage: str, **fields) -> Path:
+    """A stand-in stage's manifest, well-formed as a finished stage writes it (empty fingerprint and
+    outputs unless given), for tests that need a stage's record and not its work."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "manifest.json"
+    path.write_text(json.dumps({"stage": stage, "fingerprint": {}, "outputs": {}, "metrics": {}, **fields}),
+                    encoding="utf-8")
+    return path
+
+
+def finish_train_stage(recipe, outputs: list[Path]) -> None:
+    """Record ``outputs`` as a finished train stage of ``recipe`` would (its current fingerprint and hashes),
+    for tests that build the adapter themselves instead of training it."""
+    from nortune.lineage import train_fingerprint
+    from nortune.runs import RunLayout, StageRun
+
+    StageRun("train", RunLayout.of(recipe).model_dir("train"), train_fingerprint(recipe)).complete(outputs)
 
 
 def logits(model, ids):

@@ -128,6 +128,7 @@ def test_bad_input_is_one_named_line(bad, argv, expected):
         assert "config error" not in result.stderr  # a command-line mistake, not a recipe one
 
 
+@pytest.mark.slow  # on an empty cache, turns the embedded demo GGUF into a checkpoint (a minute)
 def test_dry_run_on_a_fresh_folder_says_what_waits(bad):
     result = nortune("run", "configs/demo.yaml", f"runs_dir={bad}/fresh", "--dry-run", "-v")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -154,6 +155,7 @@ def test_demo_recipe_loads_from_configs_and_data_alone(tmp_path):
     assert "tests/" not in result.stdout
 
 
+@pytest.mark.slow  # runs curate to the end through the CLI
 def test_curate_through_the_cli_counts_every_record(tmp_path):
     """Bad byte on line 3 of 20, a BOM CSV and an empty source: exit 0, every record counted, the empty one named."""
     chat = {"messages": [{"role": "user", "content": "Hva er hovedstaden?"}, {"role": "assistant", "content": NB}]}

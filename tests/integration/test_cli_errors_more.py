@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 NB = "Oslo er hovedstaden i Norge og ligger innerst i Oslofjorden omgitt av skog og åser."
@@ -99,8 +99,7 @@ def bad(tmp_path_factory) -> Path:
     # 6. runs_dir: a file, and a folder that would have to be made under a file
     (d / "a_file").write_text("not a folder\n", encoding="utf-8")
     # 8. a run whose plan finished but that was never evaluated
-    (runs / "noeval" / "plan").mkdir(parents=True)
-    (runs / "noeval" / "plan" / "manifest.json").write_text(json.dumps({"stage": "plan", "metrics": {}}))
+    write_manifest(runs / "noeval" / "plan", "plan")
     return d
 
 
@@ -176,6 +175,7 @@ def test_read_only_runs_dir_is_named(bad, tmp_path):
     assert f"runs_dir: {locked}/runs cannot be created: {locked} is read-only" in result.stderr
 
 
+@pytest.mark.slow  # runs stages to the end through the CLI
 def test_whole_files_pass_the_checks(bad):
     """The checks refuse only broken files: the same files whole (and GGUFWriter's output) pass."""
     from nortune.cli_checks import _torch_bin_file, gguf_file, model_weights
@@ -206,6 +206,7 @@ def _records(n: int) -> list[bytes]:
                        ensure_ascii=False).encode() for i in range(n)]
 
 
+@pytest.mark.slow  # runs stages to the end through the CLI
 def test_curate_counts_deep_and_surrogate_lines_as_malformed(tmp_path):
     """A line nested too deeply and one with a lone surrogate are malformed: each costs its own line."""
     lines = _records(12)
@@ -219,6 +220,7 @@ def test_curate_counts_deep_and_surrogate_lines_as_malformed(tmp_path):
     assert f"{tmp_path / 'a.jsonl'}:6: lone surrogate \\udfff in a string" in malformed
 
 
+@pytest.mark.slow  # runs stages to the end through the CLI
 @pytest.mark.parametrize("workers", [1, 2])
 def test_curate_drops_a_too_large_line_unread(tmp_path, workers):
     """A 64 MiB line over a 1 MiB curate.max_record_bytes is dropped as too_large, counted as read. On 2
@@ -258,6 +260,7 @@ def test_a_huge_line_is_never_read_whole(tmp_path):
         assert sum(1 for *_, blank in sources._bounded_lines(handle) if not blank) == 3
 
 
+@pytest.mark.slow  # trains a tiny model first
 def test_export_names_base_weights_cut_short_after_training(tmp_path):
     """export loads the base model again to merge: weights truncated since training are one line, exit 2."""
     from conftest import save_tiny_model, write_recipe

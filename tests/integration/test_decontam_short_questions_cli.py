@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -19,6 +21,7 @@ def _chat(rid: str, user: str, assistant: str) -> str:
                                                {"role": "assistant", "content": assistant}]}, ensure_ascii=False)
 
 
+@pytest.mark.slow  # runs decontam to the end through the CLI
 def test_cli_flags_a_copied_short_quiz_item(tmp_path: Path) -> None:
     data = tmp_path / "x.jsonl"
     data.write_text("\n".join([

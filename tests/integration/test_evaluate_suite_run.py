@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from conftest import REPO, write_recipe
 
 
+@pytest.mark.slow  # evaluates a tiny model through lm-eval
 def test_generation_and_classification_tasks_run_and_the_rest_is_named(tmp_path, tiny_gemma3, monkeypatch):
     import nortune.evaluate.tasks as tasks
     from nortune.config import load_recipe

@@ -8,7 +8,7 @@ from conftest import FIXTURES, write_recipe
 from nortune import browser
 from nortune.cli import main
 from nortune.config import ConfigError, load_recipe
-from nortune.pipeline import Options, run_pipeline, select
+from nortune.pipeline import run_pipeline, select
 
 pytestmark = pytest.mark.slow
 NAMES = ["curate", "decontam", "plan", "train", "preference", "evaluate-base", "evaluate-tuned",

@@ -18,10 +18,13 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import write_manifest
 import yaml
 
 from nortune import browser
 
+pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[2]
 NOREVAL = REPO / "tests" / "fixtures" / "noreval_mini"
 SCRIPT, HANDLER, TICKS, LINK = ("<script>alert(1)</script>", "<img src=x onerror=alert(2)>", "`tick``s`",
@@ -67,8 +70,7 @@ def _evaluate_stage(run: Path) -> None:
     (out / "report.md").write_text(report.markdown(summary) + card.markdown(eval_card), encoding="utf-8")
     metrics = {"best_of_prompts": 75.0, "mean_of_prompts": 75.0, "tasks": {SCRIPT: 75.0}, "tasks_ci": {SCRIPT: 9.0},
                "small_sets": {SCRIPT: 4}, "normalised_categories": {ALL: 10.0}, "not_computed": {HANDLER: ALL}}
-    (out / "manifest.json").write_text(json.dumps({"stage": "evaluate-tuned", "metrics": metrics,
-                                                   "finished": 1.0}), encoding="utf-8")
+    write_manifest(out, "evaluate-tuned", metrics=metrics, finished=1.0)
 
 
 @pytest.fixture(scope="module")

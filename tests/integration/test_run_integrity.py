@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the demo's curate and later stages through the CLI, and kills them
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = "configs/demo.yaml"
 

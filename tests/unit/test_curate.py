@@ -133,6 +133,7 @@ def test_quality_filters():
     assert check([{"role": "user", "content": "Hva?"}, {"role": "assistant", "content": boiler}]) == "filter:boilerplate"
 
 
+@pytest.mark.slow  # runs the curate stage on datatrove's worker pool
 def test_near_duplicates_keep_the_earliest_and_are_counted(tmp_path):
     """datatrove's MinHash finds the near copies; the earliest record of each cluster stays."""
     base = " ".join(NB)
@@ -176,6 +177,7 @@ def test_source_quota():
 
 # -- the whole stage -----------------------------------------------------------------------------
 
+@pytest.mark.slow  # runs the curate stage on datatrove's worker pool
 def test_stage_accounts_for_every_record_and_skips_when_unchanged(tmp_path, caplog):
     src = corpus(tmp_path)
     r = recipe(tmp_path, [{"name": "s", "path": str(src), "tags": ["t1"]}],
@@ -197,6 +199,7 @@ def test_stage_accounts_for_every_record_and_skips_when_unchanged(tmp_path, capl
     assert "skipping" in caplog.text
 
 
+@pytest.mark.slow  # the curate stage on datatrove, four times
 def test_stage_is_deterministic_for_a_seed(tmp_path):
     src = corpus(tmp_path)
     shares = {"nb": 0.6, "nn": 0.4}
@@ -210,6 +213,7 @@ def test_stage_is_deterministic_for_a_seed(tmp_path):
     assert outputs[0] != outputs[2]
 
 
+@pytest.mark.slow  # runs the curate stage on datatrove's worker pool
 def test_stage_infeasible_fails_before_writing(tmp_path):
     src = corpus(tmp_path)
     r = recipe(tmp_path, [{"name": "s", "path": str(src)}], target_size=100)
@@ -219,6 +223,7 @@ def test_stage_infeasible_fails_before_writing(tmp_path):
     assert not (tmp_path / "runs/t/curate/manifest.json").exists()
 
 
+@pytest.mark.slow  # runs the curate stage on datatrove's worker pool
 def test_csv_parquet_text_sources(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa

@@ -32,6 +32,7 @@ def recipe(tmp_path: Path, sources: list[dict], **curate) -> Recipe:
                                              "dedup": {"near": False}, **curate}})
 
 
+@pytest.mark.slow  # runs the curate stage on datatrove's worker pool
 @pytest.mark.parametrize("bad_line", [1, 500, 1000])
 def test_a_bad_byte_costs_exactly_its_own_line(tmp_path, bad_line):
     lines = [chat(i) for i in range(1, 1001)]
@@ -52,6 +53,7 @@ def test_a_bad_byte_costs_exactly_its_own_line(tmp_path, bad_line):
     assert f"big.jsonl:{bad_line}: not UTF-8 (byte 0xff at column 11)" in report
 
 
+@pytest.mark.slow  # runs the curate stage on datatrove's worker pool
 def test_strict_names_the_right_line(tmp_path):
     lines = [chat(i) for i in range(1, 21)]
     lines[2] = with_bad_byte(lines[2])
@@ -62,6 +64,7 @@ def test_strict_names_the_right_line(tmp_path):
     assert not (tmp_path / "runs/t/curate/.work").exists()  # no shards left behind
 
 
+@pytest.mark.slow  # runs the curate stage on datatrove's worker pool
 def test_bad_byte_in_csv_and_text_sources(tmp_path):
     NB = globals()["NB"].replace(",", "")  # noqa: N806 - one CSV field
     csv_path = tmp_path / "a.csv"
@@ -82,6 +85,7 @@ def test_bad_byte_in_csv_and_text_sources(tmp_path):
     assert m["output_records"] + sum(m["dropped"].values()) == 7
 
 
+@pytest.mark.slow  # runs the curate stage on datatrove's worker pool
 def test_byte_order_mark_is_accepted(tmp_path):
     NB = globals()["NB"].replace(",", "")  # noqa: N806 - one CSV field
     csv_path = tmp_path / "bom.csv"
@@ -95,6 +99,7 @@ def test_byte_order_mark_is_accepted(tmp_path):
     assert m["dropped"].get("malformed", 0) == 0 and m["output_records"] == 3
 
 
+@pytest.mark.slow  # runs the curate stage on datatrove's worker pool
 def test_empty_source_is_reported_and_only_empty_sources_fail(tmp_path, caplog):
     good = tmp_path / "good.jsonl"
     good.write_bytes(chat(1) + b"\n" + chat(2) + b"\n")
@@ -130,6 +135,7 @@ def test_a_source_with_no_usable_record_names_file_and_reason(tmp_path):
         run(recipe(tmp_path, [{"name": "s", "path": str(path)}]))
 
 
+@pytest.mark.slow  # runs the curate stage on datatrove's worker pool
 def test_infeasible_mix_leaves_no_spool(tmp_path):
     from nortune.curate.compose import InfeasibleMix
 

@@ -9,6 +9,7 @@ from test_curate_workers import corpus, curate_with
 ray = pytest.importorskip("ray")
 
 
+@pytest.mark.slow  # starts a local Ray instance and curates twice
 def test_ray_executor_gives_the_same_files_as_local(tmp_path):
     pa, pb, _ = corpus(tmp_path)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the test's own local instance

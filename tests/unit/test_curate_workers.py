@@ -6,6 +6,8 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from nortune.config import Recipe
 from nortune.curate.stage import run
 
@@ -56,6 +58,7 @@ def curate(tmp_path: Path, pa: Path, pb: Path, workers: int) -> tuple[dict, dict
     return curate_with(tmp_path / f"w{workers}", pa, pb, {"type": "local", "workers": workers})
 
 
+@pytest.mark.slow  # the curate stage on a pool of two worker processes, and on one
 def test_one_and_two_workers_give_identical_files(tmp_path):
     pa, pb, original = corpus(tmp_path)
     m1, files1 = curate(tmp_path, pa, pb, 1)
@@ -87,7 +90,6 @@ def test_a_slice_seeks_to_its_checkpoint_and_reads_the_same_items(tmp_path):
 
 
 def test_executor_setting_is_checked_and_not_part_of_the_fingerprint(tmp_path):
-    import pytest
     from pydantic import ValidationError
 
     from nortune.curate.stage import fingerprint

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write_manifest
 from nortune.config import Recipe
 from nortune.decontam import require_clean, run
 from nortune.decontam.gate import ContaminationGateError
@@ -37,6 +38,7 @@ def recipe_for(tmp_path: Path, data: Path, noreval: Path = FIXTURE, evaluate: di
 
 
 # ---- a report made another way is stale ------------------------------------------------------------------
+@pytest.mark.slow  # the decontam stage twice per setting, seven settings
 @pytest.mark.parametrize("weaker", [{"methods": ["exact"]}, {"char_ngrams": [50]}, {"word_ngram": 20},
                                     {"substring_min_chars": 60}, {"question_min_words": 9},
                                     {"allow": ["Hvor legger man"]},
@@ -104,8 +106,7 @@ def test_another_hub_revision_makes_the_report_stale(tmp_path: Path, monkeypatch
 def _trained(recipe: Recipe, gate: dict) -> Path:
     """What train writes: its manifest with the gate record (the rest of training is not needed here)."""
     folder = recipe.run_dir / "train"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").write_text(json.dumps({"stage": "train", "contamination_gate": gate}))
+    write_manifest(folder, "train", contamination_gate=gate)
     return recipe.run_dir
 
 
@@ -170,14 +171,13 @@ def test_preference_gate_counts_too(tmp_path: Path) -> None:
     recipe = recipe_for(tmp_path, data)
     run(recipe)
     run_dir = _trained(recipe, require_clean(recipe, data))
-    (run_dir / "preference").mkdir()
-    (run_dir / "preference" / "manifest.json").write_text(json.dumps({"contamination_gate": require_clean(
-        recipe, data, override_reason=REASON, folder="decontam-preference")}))
+    write_manifest(run_dir / "preference", "preference", contamination_gate=require_clean(
+        recipe, data, override_reason=REASON, folder="decontam-preference"))
     summary = summarize(run_dir)
     assert summary.contamination_ok is False
     assert summary.contamination.startswith("NOT CHECKED") and summary.contamination.endswith("[preference pairs]")
     shutil.copytree(run_dir / "decontam", run_dir / "decontam-preference")
-    (run_dir / "preference" / "manifest.json").write_text(json.dumps({"contamination_gate": require_clean(
-        recipe, data, folder="decontam-preference")}))
+    write_manifest(run_dir / "preference", "preference", contamination_gate=require_clean(
+        recipe, data, folder="decontam-preference"))
     both = summarize(run_dir)
     assert both.contamination_ok is True and both.contamination.startswith("clean (SFT data: 0 records hit")

@@ -65,6 +65,7 @@ def test_stage_finds_a_copied_question_and_writes_everything(tmp_path: Path) -> 
     assert set(manifest["outputs"]) == {"contamination.json", "summary.md", "train.clean.jsonl"}
 
 
+@pytest.mark.slow  # runs the decontam stage on datatrove's worker pool, more than once
 def test_stage_skips_when_unchanged_and_reruns_when_data_changes(tmp_path: Path, caplog) -> None:
     data = write_train(tmp_path / "train.jsonl", contaminated=False)
     recipe = recipe_for(tmp_path, data)
@@ -77,6 +78,7 @@ def test_stage_skips_when_unchanged_and_reruns_when_data_changes(tmp_path: Path,
     assert third["metrics"]["contaminated_records"] == 1
 
 
+@pytest.mark.slow  # runs the decontam stage on datatrove's worker pool, more than once
 def test_gate_contract(tmp_path: Path) -> None:
     data = write_train(tmp_path / "train.jsonl", contaminated=True)
     recipe = recipe_for(tmp_path, data)
@@ -173,6 +175,7 @@ def test_hf_loader_reads_what_evaluate_scores_at_its_revision(monkeypatch) -> No
     assert "nortruthfulqa_mc_nob/validation/row1/mc1_targets.choices/1" in uids
 
 
+@pytest.mark.slow  # runs the decontam stage on datatrove's worker pool, more than once
 def test_cli_exit_code_says_pass_or_fail(tmp_path: Path, capsys) -> None:
     data = write_train(tmp_path / "train.jsonl", contaminated=True)
     recipe_file = tmp_path / "r.yaml"

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 
+from conftest import write_manifest
 from nortune.config.names import NorEvalTask
 from nortune.evaluate import report
 from nortune.evaluate.paired import paired_bootstrap
@@ -192,8 +193,7 @@ def test_run_report_and_ledger_show_intervals_small_sets_and_not_computed(tmp_pa
                "tasks_ci": {"nrk_quiz_qa_nno": 9.4}, "small_sets": {"nrk_quiz_qa_nno": 57},
                "not_computed": {"ask_gec": "errant is not installed"}}
     for label in ("base", "tuned"):
-        layout.evaluate_dir(label).mkdir(parents=True)
-        (layout.evaluate_dir(label) / "manifest.json").write_text(json.dumps({"metrics": metrics}))
+        write_manifest(layout.evaluate_dir(label), f"evaluate-{label}", metrics=metrics)
     layout.compare_dir("tuned").mkdir(parents=True)
     (layout.compare_dir("tuned") / "compare.json").write_text(json.dumps({
         "confidence": 0.95, "deltas": [], "no_paired_ci": {"norec_sentence": "macro F1 is corpus-level"}}))

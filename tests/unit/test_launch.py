@@ -120,6 +120,7 @@ def test_a_failed_launch_fails_the_stage_without_a_manifest(monkeypatch, tmp_pat
     assert json.loads((stage / "failed.json").read_text())["launcher_exit_status"] == 1
 
 
+@pytest.mark.slow  # runs the Slurm script's launch on every node
 def test_the_documented_slurm_script_gives_each_node_its_launch_command(tmp_path):
     """docs/train.sbatch under fake srun/scontrol: two nodes, each running the real CLI (launch replaced)."""
     import json
