@@ -32,6 +32,10 @@ class DiskFull(NortuneError):
     """No space left while a stage wrote its outputs; the message names the stage and the path."""
 
 
+class UnsafeOutput(NortuneError):
+    """A file nortune creates fresh already exists (a link or file another process planted): not written."""
+
+
 class IncompleteUpstream(NortuneError):
     """A stage's input comes from an upstream stage that has no manifest, or whose outputs changed since."""
 

@@ -22,7 +22,7 @@ from nortune.config import ConfigError, Recipe
 from nortune.errors import IncompleteUpstream, NortuneError
 from nortune.jsonl import DataError
 from nortune.runner import run_lock, run_stage
-from nortune.runs import STAGE_FOLDERS, Options, RunLayout, StageFailed, atomic_write_text, read_manifest
+from nortune.runs import STAGE_FOLDERS, Options, RunLayout, StageFailed, atomic_write_text, changed_keys, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,7 @@ def status(stage: Stage, recipe: Recipe) -> tuple[str, str]:
     old = manifest.get("fingerprint") or {}
     if old == fingerprint:
         return "skip", "manifest matches the recipe and inputs"
-    changed = sorted(k for k in set(old) | set(fingerprint)
-                     if k not in old or k not in fingerprint or old[k] != fingerprint[k])
-    return "run", f"changed since the last run: {', '.join(changed)}"
+    return "run", f"changed since the last run: {', '.join(changed_keys(old, fingerprint))}"
 
 
 def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = None,

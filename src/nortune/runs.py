@@ -148,19 +148,6 @@ class RunLayout:
     def pipeline_record(self) -> Path:
         return self.root / "pipeline.json"
 
-    def training_data(self, *chosen: Path | None) -> Path:
-        """The first file the recipe names (e.g. decontam.data, train.data), else the curate output."""
-        for candidate in chosen:
-            if candidate is not None:
-                return Path(candidate)
-        if not self.curate_output.is_file():
-            from nortune.jsonl import DataError
-
-            raise DataError(f"no training data: train.data is not set and the curate stage has no output at "
-                            f"{self.curate_output}; run `nortune curate` first or set train.data")
-        require_complete(self.curate_dir, self.curate_output, "the training data")
-        return self.curate_output
-
 
 @dataclass(frozen=True)
 class Options:
@@ -206,6 +193,24 @@ def atomic_writer(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def create_new(path: Path, binary: bool = False) -> IO[Any]:
+    """Open ``path`` for writing only if nothing is there yet, never through a link (``O_EXCL | O_NOFOLLOW``).
+
+    For files that worker processes write into a folder made fresh for the run: a file or link that
+    another process planted there makes this fail (``UnsafeOutput``), so no existing file is overwritten.
+    """
+    from nortune.errors import UnsafeOutput
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except FileExistsError:
+        raise UnsafeOutput(f"{path} already exists{' as a link' if os.path.islink(path) else ''} in a folder "
+                           "made fresh for this run: another process is writing there; nothing was "
+                           "written through it (rerun once it has stopped)") from None
+    return os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"}))
 
 
 @contextmanager
@@ -402,19 +407,49 @@ def read_failure(directory: Path) -> dict[str, Any] | None:
     return _read_record(path) or {"stage": directory.name, "error": f"{path} is unreadable (truncated or not JSON)"}
 
 
+def _manifest_shape_problem(record: dict[str, Any]) -> str | None:
+    """Why a record is not a manifest ``StageRun.complete`` could have written, or None."""
+    if not isinstance(record.get("stage"), str):
+        return "its stage is not a name"
+    if not isinstance(record.get("fingerprint"), dict):
+        return "its fingerprint is not a mapping"
+    outputs = record.get("outputs")
+    if not isinstance(outputs, dict) or not all(isinstance(v, dict) for v in outputs.values()):
+        return "its outputs are not a mapping of file descriptions"
+    if not isinstance(record.get("metrics", {}), dict):
+        return "its metrics are not a mapping"
+    return None
+
+
 def read_manifest(directory: Path) -> dict[str, Any] | None:
-    """The stage's manifest; None when it has none, or when it is corrupt (then the stage is incomplete)."""
+    """The stage's manifest; None when it has none, or when it is corrupt or malformed (then the stage
+    is incomplete): a manifest whose fingerprint or outputs are not what a finished stage writes
+    proves nothing."""
     path = directory / MANIFEST
     if not path.is_file():
         return None
-    return _read_record(path)
+    record = _read_record(path)
+    if record is None or (problem := _manifest_shape_problem(record)) is None:
+        return record
+    if str(path) not in _WARNED:
+        _WARNED.add(str(path))
+        log.warning("%s is malformed (%s): the stage counts as incomplete; rerun it", path, problem)
+    return None
 
 
-def require_complete(directory: Path, output: Path, what: str) -> None:
-    """Accept ``output`` of the stage in ``directory`` only with that stage's manifest, unchanged since.
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The fingerprint entries that differ between a stage's last run and what the recipe asks for now."""
+    return sorted(k for k in set(old) | set(new) if k not in old or k not in new or old[k] != new[k])
+
+
+def require_complete(directory: Path, output: Path, what: str, fingerprint: dict[str, Any] | None = None,
+                     accept: str | None = None) -> None:
+    """Accept ``output`` of the stage in ``directory`` only with that stage's manifest, unchanged since,
+    and, given the ``fingerprint`` the current recipe implies for that stage, only when it is current.
 
     A stage that failed or was interrupted has no manifest, so whatever it left is refused here,
-    before any work; an output edited after its manifest was written is refused too.
+    before any work; an output edited after its manifest was written is refused too, and so is
+    one made from other inputs or settings (``accept`` says how to use it knowingly anyway).
     """
     from nortune.errors import IncompleteUpstream
 
@@ -423,6 +458,11 @@ def require_complete(directory: Path, output: Path, what: str) -> None:
     if manifest is None:
         raise IncompleteUpstream(f"{output}: the {stage} stage that writes {what} has no manifest in {directory} "
                                  f"(its last run failed or did not finish); rerun `nortune {stage}` first")
+    if fingerprint is not None and manifest["fingerprint"] != fingerprint:
+        changed = ", ".join(changed_keys(manifest["fingerprint"], fingerprint))
+        raise IncompleteUpstream(f"{output}: stale, the {stage} stage made it before a change to its inputs or "
+                                 f"settings (changed: {changed}); rerun `nortune {stage}` (or `nortune run`)"
+                                 + (f", or {accept}" if accept else ""))
     recorded = (manifest.get("outputs") or {}).get(str(output.relative_to(directory)))
     if recorded is None or not output.exists():
         raise IncompleteUpstream(f"{output}: not among the outputs of the finished {stage} stage "

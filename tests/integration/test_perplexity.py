@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_recipe
+from conftest import finish_train_stage, write_recipe
 from nortune.config import load_recipe
 from nortune.evaluate import perplexity
-from nortune.runs import StageRun
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["Hei.", "Eg veit ikkje kva tid bussen går i morgon tidleg.",
@@ -107,6 +106,7 @@ def test_damaged_model_is_flagged(tiny_gemma3, tmp_path):
     assert perplexity.compare(as_run("base", base), as_run("tuned", base), Settings(), 500, 0.95)["forgetting"] == []
 
 
+@pytest.mark.slow  # evaluates a tiny model through lm-eval, twice
 def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tiny_gemma3, tmp_path, capsys):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -136,7 +136,7 @@ def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tin
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_gemma3),
                            LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     model.save_pretrained(train / "adapter_lora")
-    StageRun("train", train, {"x": 1}).complete([train / "adapter_lora"])  # as a finished train stage records it
+    finish_train_stage(load_recipe(recipe_path), [train / "adapter_lora"])
     assert main(["evaluate", str(recipe_path)]) == 0
     compared = json.loads((run / "tuned" / "compare" / "perplexity.json").read_text())
     assert compared["forgetting"] == [] and {r["set"] for r in compared["rows"]} == {"nb", "nn", "en"}
@@ -191,9 +191,9 @@ def test_tuned_loads_the_adapter_like_evaluate(tiny_gemma3, tmp_path):
                                            init_lora_weights=False))
     train = tmp_path / "runs" / "tiny" / "train"
     peft_model.save_pretrained(train / "adapter_lora")
-    StageRun("train", train, {"x": 1}).complete([train / "adapter_lora"])  # as a finished train stage records it
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs",
                                       evaluate={"perplexity": {"texts": {"nn": str(REPO / "data/demo/heldout/nn.txt")}}}))
+    finish_train_stage(recipe, [train / "adapter_lora"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
     model, _, device = perplexity.load_model(recipe, model_spec(recipe, "tuned")[0])
     base, _, _ = perplexity.load_model(recipe, model_spec(recipe, "base")[0])
@@ -206,7 +206,7 @@ def test_tuned_loads_the_adapter_like_evaluate(tiny_gemma3, tmp_path):
     # evaluate.tuned: merged reads train/merged instead, and scores the same
     peft_model.merge_and_unload().save_pretrained(train / "merged")
     tokenizer.save_pretrained(train / "merged")
-    StageRun("train", train, {"x": 1}).complete([train / "adapter_lora", train / "merged"])
+    finish_train_stage(recipe, [train / "adapter_lora", train / "merged"])
     merged_recipe = recipe.model_copy(update={"evaluate": recipe.evaluate.model_copy(update={"tuned": "merged"})})
     args = model_spec(merged_recipe, "tuned")[0]
     assert args["pretrained"] == str(train / "merged") and "peft" not in args

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_recipe
+from conftest import REPO, finish_train_stage, write_recipe
 from nortune import adapters
 from nortune.config import load_recipe
 from nortune.errors import ConfigError
@@ -183,12 +183,10 @@ def _vllm_recipe_with_adapter(tmp_path, rank):
     from nortune.runs import RunLayout
 
     layout = RunLayout.of(recipe)
-    from nortune.runs import StageRun
-
     lora = layout.adapter_lora("train")
     lora.mkdir(parents=True)
     (lora / adapters.CONFIG).write_text(json.dumps({"r": rank, "lora_alpha": rank}))
-    StageRun("train", layout.model_dir("train"), {}).complete([lora])  # as a finished train stage records it
+    finish_train_stage(recipe, [lora])
     return recipe, lora
 
 

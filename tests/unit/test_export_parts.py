@@ -1,13 +1,11 @@
 """Export pieces that need no llama.cpp: config, type names, windows, Modelfile, tokenizer.model, card."""
 
-import json
-
 import pytest
 
-from conftest import REPO, tiny_tokenizer
+from conftest import REPO, tiny_tokenizer, write_manifest
 from nortune.config import ConfigError, load_recipe
 from nortune.config.export import check_types
-from nortune.export.formats import gguf_filename
+from nortune.export.formats import gguf_path
 from nortune.export.merge import ExportInputError, train_inputs
 from nortune.export.modelfile import U1, derive_turns, go_template, modelfile
 from nortune.export.verify import markdown_table, windows_of
@@ -45,7 +43,7 @@ def test_bad_export_settings_fail_early_with_the_key(tmp_path, monkeypatch, bad,
 
 def test_type_names_are_normalised_and_deduplicated():
     assert check_types(["q8_0", "Q4_K_M", "q4_k_m", "bf16"]) == ["Q8_0", "Q4_K_M", "BF16"]
-    assert gguf_filename("demo", "Q4_K_M") == "demo-Q4_K_M.gguf"
+    assert gguf_path(REPO, "demo", "Q4_K_M").name == "demo-Q4_K_M.gguf"
 
 
 def test_windows_start_with_bos_and_stop_at_max_tokens():
@@ -147,8 +145,7 @@ def test_model_card_reports_what_the_run_folder_holds(tmp_path, monkeypatch):
         "decontam": {"metrics": {"passed": True, "contaminated_records": 0, "records": 100, "test_texts": 46,
                                  "hits_exact": 0, "hits_char_50gram": 0}},
     }.items():
-        (run / stage).mkdir(parents=True)
-        (run / stage / "manifest.json").write_text(json.dumps(manifest))
+        write_manifest(run / stage, stage, **manifest)
     from nortune.runs import RunLayout
 
     compare = RunLayout.of(recipe).compare_dir("tuned")  # where evaluate writes tuned vs base

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from nortune.config.base import Section, load_validated
+from nortune.config.base import PlainName, Section, load_validated
 from nortune.config.curate import CurateDedup, CurateFilters, CurateSection, CurateSource, ExecutorSection
 from nortune.config.decontam import DecontamExtra, DecontamNormalize, DecontamSection, follow_evaluate
 from nortune.config.evaluate import EvaluateSection
@@ -50,7 +50,7 @@ __all__ = [
 
 
 class Recipe(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*$")
+    name: PlainName  # the run folder's name under runs_dir
     # Where runs go; the run folder is <runs_dir>/<name>.
     runs_dir: Path = Path("runs")
     model: ModelSection = Field(default_factory=ModelSection)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Annotated, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from nortune.config.yaml_io import apply_override, format_errors, read_yaml
 from nortune.errors import ConfigError
@@ -28,6 +28,19 @@ def existing_file(value: Path | None) -> Path | None:
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A recipe string that becomes a file or folder name (the run name, the exported model's name): one
+# path component, no separators, no leading dot, so it can neither climb out of nor hide in a folder.
+FILE_NAME = r"^[A-Za-z0-9][\w.-]*$"
+
+
+def _plain_name(value: str) -> str:
+    if not re.fullmatch(FILE_NAME, value):
+        raise ValueError("must be a plain name that a file is named by: letters, digits, '_', '.' and '-', "
+                         "starting with a letter or digit (no '/')")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
 
 M = TypeVar("M", bound=BaseModel)
 

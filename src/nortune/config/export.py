@@ -7,8 +7,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from nortune.config.base import Section, existing_file
-from nortune.config.names import NEEDS_IMATRIX, QUANTIZER_FTYPES
+import math
+import re
+
+from nortune.config.base import PlainName, Section, existing_file
+from nortune.config.names import NEEDS_IMATRIX, OLLAMA_PARAMETERS, QUANTIZER_FTYPES
+
+# The card's metadata, as the Hub reads it: a license id (SPDX-like: apache-2.0, cc-by-4.0, llama3.1,
+# other) and language codes (ISO 639 with optional BCP-47 subtags: no, nb, nn, en, nb-NO).
+LICENSE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,63}$")
+LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 def check_types(names: list[str]) -> list[str]:
@@ -63,19 +71,85 @@ class ExportVerify(Section):
         return existing_file(value)  # type: ignore[return-value]
 
 
+def _modelfile_value(value: str | float | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a finite number")
+        return repr(value) if isinstance(value, float) else str(value)
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{value!r} holds a control character (a newline would start a Modelfile line of its own)")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def modelfile_parameter(key: str, value: str | float | int | bool) -> str:
+    """One ``PARAMETER`` line: a name Ollama knows, a number bare or a one-line string in double quotes.
+
+    The recipe's parameters are checked with it when the recipe loads, and export writes every
+    line with it (the tokenizer's stop strings too), so no value can add a directive of its own.
+    """
+    if key not in OLLAMA_PARAMETERS:
+        raise ValueError(f"{key!r} is not a parameter Ollama knows; known: {sorted(OLLAMA_PARAMETERS)}")
+    return f"PARAMETER {key} {_modelfile_value(value)}"
+
+
+def modelfile_block(instruction: str, text: str) -> str:
+    """A ``TEMPLATE`` or ``SYSTEM`` block in Ollama's triple quotes; refused when its text would end it early."""
+    if '"""' in text or text.endswith('"'):
+        raise ValueError(f'the {instruction} text holds """ or ends in a quote, which would end its block '
+                         "in the Modelfile early")
+    return f'{instruction} """{text}"""'
+
+
 class ExportModelfile(Section):
     """Ollama Modelfile: which GGUF it points at and its sampling parameters."""
 
     gguf_type: str = "Q4_K_M"
+    # PARAMETER lines; keys are Ollama's parameter names (num_ctx, temperature, top_k, ...).
     parameters: dict[str, float | int | str] = Field(default_factory=lambda: {
         "temperature": 1.0, "top_k": 64, "top_p": 0.95, "num_ctx": 4096})
+    # The SYSTEM message, written inside Ollama's triple quotes, so it may not contain three quotes itself.
     system: str | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _known_parameters(cls, value: dict[str, float | int | str]) -> dict[str, float | int | str]:
+        for key, item in value.items():
+            modelfile_parameter(key, item)
+        return value
+
+    @field_validator("system")
+    @classmethod
+    def _system_stays_in_its_block(cls, value: str | None) -> str | None:
+        if value is not None:
+            modelfile_block("SYSTEM", value)
+        return value
 
 
 class ExportCard(Section):
-    model_name: str | None = None  # None: the recipe name
-    license: str = "apache-2.0"
-    language: list[str] = Field(default_factory=lambda: ["no", "nb", "nn"])
+    """The model card's title and metadata (README.md front matter, as the Hub reads it)."""
+
+    # The exported model's name: the card's title and the GGUF file names. None: the recipe name.
+    model_name: PlainName | None = None
+    license: str = "apache-2.0"  # a license id as the Hub lists them (apache-2.0, gemma, other)
+    language: list[str] = Field(default_factory=lambda: ["no", "nb", "nn"])  # ISO 639 codes
+
+    @field_validator("license")
+    @classmethod
+    def _license_id(cls, value: str) -> str:
+        if not LICENSE_ID.match(value):
+            raise ValueError(f"{value!r} is not a license id (letters, digits, '.', '+' and '-', "
+                             "as the Hub lists them: apache-2.0, cc-by-4.0, other)")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language_codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if not LANGUAGE_CODE.match(code):
+                raise ValueError(f"{code!r} is not a language code (ISO 639, optionally with subtags: nb, nn, nb-NO)")
+        return value
 
 
 class ExportSection(Section):

@@ -3,7 +3,7 @@
 - NorEval: the task catalogue (family, dataset, split, the fields a row needs, the published
   scores, category, headline metric, decontam's text fields), the prompt names, the suites, the default shots, and where a local copy of a split lives;
 - curate: the output buckets;
-- export: the GGUF type names llama.cpp knows (with their ``LLAMA_FTYPE_*`` values);
+- export: the GGUF type names llama.cpp knows (with their ``LLAMA_FTYPE_*`` values), Ollama's parameter names;
 - models: the embedded model names and the ``embedded:`` prefix.
 
 The recipe validates against these, and the modules that own the behaviour (evaluate, decontam,
@@ -190,6 +190,16 @@ QUANTIZER_FTYPES = {
 }
 # Without an importance matrix llama.cpp refuses (or ruins) these; nortune does not make one.
 NEEDS_IMATRIX = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "Q2_K_S"}
+
+# --- export: what an Ollama Modelfile may set -----------------------------------------------------
+
+# The PARAMETER names Ollama reads (its api.Options and Runner fields, as its Modelfile docs list them);
+# a recipe naming another is refused, so a key can never carry a directive of its own.
+OLLAMA_PARAMETERS = frozenset({
+    "mirostat", "mirostat_eta", "mirostat_tau", "num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread",
+    "num_keep", "num_predict", "repeat_last_n", "repeat_penalty", "presence_penalty", "frequency_penalty",
+    "temperature", "seed", "stop", "top_k", "top_p", "min_p", "typical_p", "use_mmap",
+})
 
 # --- models: the demo models shipped on PyPI (nortune.models knows how to fetch each) -------------
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,14 @@ def _curate(cfg: CurateSection, layout: RunLayout) -> dict[str, Any]:
 
     tasks = worker_count(cfg.executor)
     work = layout.curate_dir / WORK
-    pool, read, inputs, notes = _candidates(cfg, tasks, work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shards = Path(tempfile.mkdtemp(prefix="shards-", dir=work))  # fresh and private: the workers' record shards
+    pool, read, inputs, notes = _candidates(cfg, tasks, work, shards)
     drops = pool.drops
     alive = _deduplicate(cfg, pool, work, tasks, drops)
     chosen, composition_notes = _select(cfg, pool, alive, drops)
-    counts = _write(layout.curate_output, work, pool, chosen)
+    counts = _write(layout.curate_output, shards, pool, chosen)
     result = _report(cfg, layout.curate_dir, inputs, notes + composition_notes, read, drops, pool.malformed, counts)
     # Not a metric: the same inputs give the same metrics on any executor; this says where it ran.
     result["executor"] = {**cfg.executor.model_dump(mode="json"), "tasks": tasks,
@@ -86,7 +90,7 @@ def _curate(cfg: CurateSection, layout: RunLayout) -> dict[str, Any]:
     return result
 
 
-def _candidates(cfg: CurateSection, tasks: int, work: Path) -> tuple[Any, Counter, int, list[str]]:
+def _candidates(cfg: CurateSection, tasks: int, work: Path, shards: Path) -> tuple[Any, Counter, int, list[str]]:
     """Every record read, normalised, labelled and filtered on the executor; counted apart from parsing."""
     from nortune.curate.executor import run_stages
     from nortune.curate.merge import load_pool
@@ -100,9 +104,8 @@ def _candidates(cfg: CurateSection, tasks: int, work: Path) -> tuple[Any, Counte
             count, points = count_records(source), None
         counted.append(count)
         checkpoints.append(points)
-    shutil.rmtree(work, ignore_errors=True)
-    run_stages(cfg.executor, _stages(cfg, counted, checkpoints, tasks, work), work / "logs")
-    pool = load_pool(work / "shards", tasks)
+    run_stages(cfg.executor, _stages(cfg, counted, checkpoints, tasks, work, shards), work / "logs")
+    pool = load_pool(shards, tasks)
     read = Counter({source.name: pool.read.get(i, 0) for i, source in enumerate(cfg.sources)})
     inputs, notes = _check_inputs(cfg, read, {s.name: n for s, n in zip(cfg.sources, counted)})
     if not len(pool.rows):  # name the files and reasons, not "a bucket is empty"
@@ -129,13 +132,14 @@ def _deduplicate(cfg: CurateSection, pool: Any, work: Path, tasks: int, drops: C
     return alive
 
 
-def _stages(cfg: CurateSection, counted: list[int | None], checkpoints: list, tasks: int, work: Path) -> list:
+def _stages(cfg: CurateSection, counted: list[int | None], checkpoints: list, tasks: int, work: Path,
+            shards: Path) -> list:
     """The datatrove stages: per-record work + MinHash signatures on every task, then buckets, clusters."""
     from nortune.curate.steps import (Candidates, LanguageLabel, Normalise, QualityFilters, ReadSources,
                                       ShingleWords, TranslationTag)
 
     steps = [ReadSources(cfg, counted, checkpoints), Normalise(cfg), LanguageLabel(cfg), TranslationTag(cfg),
-             QualityFilters(cfg), Candidates(cfg, work / "shards")]
+             QualityFilters(cfg), Candidates(cfg, shards)]
     if not cfg.dedup.near:
         return [("records", steps, tasks)]
     from datatrove.pipeline.dedup.minhash import (MinhashDedupBuckets, MinhashDedupCluster,
@@ -206,13 +210,13 @@ def _select(cfg: CurateSection, pool: Any, alive: Any, drops: Counter) -> tuple[
     return keep[comp.selected], comp.notes
 
 
-def _write(output: Path, work: Path, pool: Any, chosen: Any) -> dict[str, Counter]:
+def _write(output: Path, shards: Path, pool: Any, chosen: Any) -> dict[str, Counter]:
     """Write the chosen records (atomically) and count them by language, source and task."""
     from nortune.curate.merge import read_records
 
     counts: dict[str, Counter] = {"by_lang": Counter(), "by_source": Counter(), "by_task": Counter()}
     with atomic_writer(output) as out:
-        for record, bucket in zip(read_records(work / "shards", pool, chosen), pool.rows["bucket"][chosen]):
+        for record, bucket in zip(read_records(shards, pool, chosen), pool.rows["bucket"][chosen]):
             counts["by_lang"][BUCKETS[bucket]] += 1
             counts["by_source"][record["source"]] += 1
             counts["by_task"][record["task"]] += 1

@@ -27,6 +27,7 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 from nortune.config import CurateSection
 from nortune.config.names import CURATE_BUCKETS as BUCKETS
 from nortune.jsonl import DataError
+from nortune.runs import create_new
 
 # Per candidate in ``<rank>.idx``: source, record index, exact digest, bucket, quality score, byte offset.
 INDEX_FORMAT = "<HQQBdQ"
@@ -190,13 +191,11 @@ class Candidates(PipelineStep):
         from nortune.curate.dedup import content_digest
 
         started = time.process_time()  # this task's CPU time: everything upstream and the signatures downstream
-        folder = Path(self.folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = Path(self.folder)  # made fresh (mkdtemp) by the driver; the files are created, never reopened
         read: Counter = Counter()
         drops: Counter = Counter()
         malformed: list[tuple[int, int, str]] = []
-        with open(folder / f"{rank:05d}.jsonl", "w", encoding="utf-8") as shard, \
-                open(folder / f"{rank:05d}.idx", "wb") as index:
+        with create_new(folder / f"{rank:05d}.jsonl") as shard, create_new(folder / f"{rank:05d}.idx", True) as index:
             for doc in data:
                 meta = doc.metadata
                 read[meta["src"]] += 1

@@ -3,7 +3,8 @@
 Contract: ``require_clean(recipe, data_path, override_reason=None) -> dict``
 
 - Reads ``<run_dir>/decontam/contamination.json`` (written by ``nortune decontam``; a report
-  without a completed stage manifest beside it does not count).
+  without a well-formed, completed stage manifest beside it that records its sha256 does not count,
+  so an edited report is refused like a missing one).
 - Refuses (raises ``ContaminationGateError``, a ``DataError``) when the report is missing, is for
   another file (sha256 of ``data_path`` differs from the one recorded), is stale (made with other
   methods, n-grams, floors, normalisation, allow-list, tasks, or test documents from another
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.jsonl import DataError
-from nortune.runs import RunLayout, file_sha256, read_manifest
+from nortune.runs import RunLayout, file_sha256, read_manifest, require_complete
 
 from nortune.decontam.sources import describe_sources, test_sources
 
@@ -63,6 +64,17 @@ def stale_because(report: dict[str, Any], recipe) -> str | None:
     return None
 
 
+def _unproven(directory: Path, report_path: Path) -> str | None:
+    """Why the report is not the one decontam's manifest records (edited or replaced since), or None."""
+    from nortune.errors import IncompleteUpstream
+
+    try:
+        require_complete(directory, report_path, "the contamination report")
+    except IncompleteUpstream as exc:
+        return f"the contamination report cannot be trusted: {exc}"
+    return None
+
+
 def require_clean(recipe, data_path: Path, override_reason: str | None = None,
                   folder: str = "decontam") -> dict[str, Any]:
     layout = RunLayout.of(recipe)
@@ -74,13 +86,14 @@ def require_clean(recipe, data_path: Path, override_reason: str | None = None,
     problem, kind = None, None
     sha = file_sha256(Path(data_path)) if Path(data_path).is_file() else None
     result["data_sha256"] = sha
-    manifest = read_manifest(directory)
     if sha is None:
         problem, kind = f"training data not found: {data_path}", "not_checked"
-    elif not report_path.is_file() or manifest is None:
+    elif not report_path.is_file() or read_manifest(directory) is None:
         problem = (f"no completed contamination report at {report_path}; "
                    f"run `nortune decontam <recipe>` on {data_path} first")
         kind = "not_checked"
+    elif (unproven := _unproven(directory, report_path)) is not None:
+        problem, kind = unproven, "not_checked"
     else:
         report = json.loads(report_path.read_text(encoding="utf-8"))
         result["report_sha256"] = file_sha256(report_path)

@@ -1,16 +1,18 @@
 """Decontam across workers: one test-side index, the training file cut into record ranges.
 
-The driver builds the ``Scanner`` once and pickles it; every datatrove task loads that pickle,
-scans one contiguous range of training records and writes its partial result. The driver adds
-the partials up in range order, so the report equals a single scan's (the record numbers, the
-per-task sets of test texts, the first 1,000 allowed examples), whatever the worker count.
+The driver builds the ``Scanner`` once; it travels to every datatrove task inside the task's
+pipeline step (the executor ships it, no file is written for it). Each task scans one contiguous
+range of training records and writes its partial result as JSON into a folder made fresh for the
+run. The driver adds the partials up in range order, so the report equals a single scan's (the
+record numbers, the per-task sets of test texts, the first 1,000 allowed examples), whatever the
+worker count. Nothing read back from the run folder is unpickled: a file swapped there can change
+numbers, never run code.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,9 @@ from typing import Any
 
 from datatrove.pipeline.base import PipelineStep
 
-from nortune.decontam.scan import Scanner
+from nortune.decontam.scan import MethodTally, Scanner
 from nortune.decontam.sources import TrainRecord
+from nortune.runs import create_new
 
 ALLOWED_EXAMPLES = 1000  # = the cap in Scanner._evaluate
 
@@ -91,23 +94,27 @@ def plan_shards(path: Path, tasks: int) -> list[Shard]:
 
 
 class ScanShard(PipelineStep):
-    """One task: load the index, scan its record range, write ``<rank>.part`` (and a clean part)."""
+    """One task: scan its record range with the driver's index, write ``<rank>.part.json`` (and a clean part)."""
 
     type = "nortune"
     name = "decontam scan"
 
-    def __init__(self, index: Path, data: Path, fields: list[str] | None, shards: list[Shard], out: Path,
+    def __init__(self, scanner: Scanner, data: Path, fields: list[str] | None, shards: list[Shard], out: Path,
                  clean: bool) -> None:
         super().__init__()
-        self.index, self.data, self.out = str(index), str(data), str(out)
+        self.scanner, self.data, self.out = scanner, str(data), str(out)
         self.fields, self.shards, self.clean = fields, shards, clean
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
+        import copy
+
         from nortune.decontam.sources import iter_training
 
         shard = self.shards[rank]
-        with open(self.index, "rb") as handle:
-            scanner: Scanner = pickle.load(handle)
+        scanner = copy.copy(self.scanner)  # fresh tallies below; the driver's own scanner (same process) stays unscanned
+        scanner.tallies = {key: MethodTally() for key in scanner.tallies}
+        scanner.contaminated, scanner.allowed_examples, scanner.allowed_phrases = [], [], {}
+        scanner.empty_records = scanner.chars = 0
         scanner.records = shard.record  # record numbers in the report are the file's, not the shard's
         out = Path(self.out)
         records = iter_training(Path(self.data), self.fields, offset=shard.offset, first_line=shard.line,
@@ -119,10 +126,14 @@ class ScanShard(PipelineStep):
         else:
             scanner.scan(records)
         part = {"records": scanner.records - shard.record, "empty": scanner.empty_records, "chars": scanner.chars,
-                "tallies": scanner.tallies, "contaminated": scanner.contaminated,
-                "allowed_examples": scanner.allowed_examples, "allowed_phrases": scanner.allowed_phrases}
-        with open(out / f"{rank:05d}.part", "wb") as handle:
-            pickle.dump(part, handle)
+                "tallies": {key: {"hits": t.hits, "allowed": t.allowed, "records": t.records, "longest": t.longest,
+                                  "by_task": {task: {**e, "test_texts": sorted(e["test_texts"])}
+                                              for task, e in t.by_task.items()}}
+                            for key, t in scanner.tallies.items()},
+                "contaminated": scanner.contaminated, "allowed_examples": scanner.allowed_examples,
+                "allowed_phrases": scanner.allowed_phrases}
+        with create_new(out / f"{rank:05d}.part.json") as handle:
+            json.dump(part, handle, ensure_ascii=False)
         return
         yield  # a generator, as datatrove expects of a step
 
@@ -130,8 +141,8 @@ class ScanShard(PipelineStep):
 def merge_parts(scanner: Scanner, out: Path, tasks: int) -> None:
     """Add the tasks' partial results into ``scanner`` (built by the driver, nothing scanned yet)."""
     for rank in range(tasks):
-        with open(out / f"{rank:05d}.part", "rb") as handle:
-            part: dict[str, Any] = pickle.load(handle)
+        with open(out / f"{rank:05d}.part.json", encoding="utf-8") as handle:
+            part: dict[str, Any] = json.load(handle)
         scanner.records += part["records"]
         scanner.empty_records += part["empty"]
         scanner.chars += part["chars"]
@@ -142,13 +153,13 @@ def merge_parts(scanner: Scanner, out: Path, tasks: int) -> None:
             scanner.allowed_phrases[phrase] = scanner.allowed_phrases.get(phrase, 0) + count
         for key, tally in part["tallies"].items():
             mine = scanner.tallies[key]
-            mine.hits += tally.hits
-            mine.allowed += tally.allowed
-            mine.records += tally.records
-            mine.longest = max(mine.longest, tally.longest)
-            for task, entry in tally.by_task.items():
+            mine.hits += tally["hits"]
+            mine.allowed += tally["allowed"]
+            mine.records += tally["records"]
+            mine.longest = max(mine.longest, tally["longest"])
+            for task, entry in tally["by_task"].items():
                 into = mine.by_task.setdefault(task, {"hits": 0, "records": 0, "test_texts": set(), "longest": 0})
                 into["hits"] += entry["hits"]
                 into["records"] += entry["records"]
-                into["test_texts"] |= entry["test_texts"]
+                into["test_texts"] |= set(entry["test_texts"])
                 into["longest"] = max(into["longest"], entry["longest"])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from nortune.curate import training_data
 from nortune.jsonl import DataError
 from nortune.runs import Options, RunLayout, atomic_writer, begin_stage, file_sha256, is_current, read_manifest
 
@@ -18,12 +19,12 @@ from nortune.decontam.sources import describe_sources, iter_training, load_test_
 
 log = logging.getLogger(__name__)
 STAGE = "decontam"
-WORK = ".work"  # the pickled index and the workers' partial results; removed when the scan ends
+WORK = ".work"  # the workers' partial results and logs; removed when the scan ends
 
 
 def training_path(recipe, data: Path | None = None) -> Path:
     """The file to check: explicit, then decontam.data, then train.data, then the curate output."""
-    return RunLayout.of(recipe).training_data(data, recipe.decontam.data, recipe.train.data)
+    return training_data(recipe, data, recipe.decontam.data, recipe.train.data)
 
 
 def _fingerprint(recipe, path: Path, sha: str, clean: bool) -> dict[str, Any]:
@@ -45,24 +46,23 @@ def fingerprint(recipe, data: Path | None = None, write_clean: bool | None = Non
 
 def _scan_in_parallel(recipe, scanner: Scanner, path: Path, fields: list[str] | None, clean: bool,
                       work: Path) -> dict[str, Any] | None:
-    """Scan record ranges on curate.executor's workers against one pickled index; add the parts up."""
+    """Scan record ranges on curate.executor's workers against the one index; add the parts up."""
     from nortune.curate.executor import run_stages, worker_count
     from nortune.decontam.shards import CleanWriter, ScanShard, merge_parts, plan_shards
 
     shutil.rmtree(work, ignore_errors=True)
-    (work / "parts").mkdir(parents=True)
-    with open(work / "index.pkl", "wb") as handle:
-        pickle.dump(scanner, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    work.mkdir(parents=True)
+    parts = Path(tempfile.mkdtemp(prefix="parts-", dir=work))  # fresh and private: the tasks' partial results
     tasks = worker_count(recipe.curate.executor)
-    step = ScanShard(work / "index.pkl", path, fields, plan_shards(path, tasks), work / "parts", clean)
+    step = ScanShard(scanner, path, fields, plan_shards(path, tasks), parts, clean)
     run_stages(recipe.curate.executor, [("scan", [step], tasks)], work / "logs")
-    merge_parts(scanner, work / "parts", tasks)
+    merge_parts(scanner, parts, tasks)
     if not clean:
         return None
     clean_path = CleanWriter.output_path(path, work.parent)
     with atomic_writer(clean_path, binary=True) as out:
         for rank in range(tasks):
-            with open(work / "parts" / f"{rank:05d}.clean", "rb") as part:
+            with open(parts / f"{rank:05d}.clean", "rb") as part:
                 shutil.copyfileobj(part, out)
     removed = len(scanner.contaminated)
     return {"path": str(clean_path), "kept": scanner.records - removed, "removed": removed}

@@ -23,7 +23,7 @@ from nortune.evaluate.stats import family_summary, headlines, missing_metrics, r
 from nortune.evaluate.tasks import SAMPLE_MARKER, family_and_prompt, not_computed, task_specs
 from nortune.jsonl import DataError
 from nortune.runs import MODEL_STAGE_OF_LABEL, Options, RunLayout, atomic_write_text, begin_stage, \
-    inputs_fingerprint, is_current, read_manifest, require_complete
+    inputs_fingerprint, is_current, read_manifest
 
 log = logging.getLogger(__name__)
 # base: the untouched model; tuned: + the SFT adapter; preference: + SFT and preference.
@@ -71,6 +71,8 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
     if recipe.model.revision:
         args["revision"] = recipe.model.revision
     if label in MODEL_STAGE_OF_LABEL:
+        from nortune.lineage import require_current_model
+
         layout, made_by = RunLayout.of(recipe), MODEL_STAGE_OF_LABEL[label]
         train_dir = layout.model_dir(made_by)
         manifest = read_manifest(train_dir)
@@ -83,13 +85,13 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
             merged = layout.merged(made_by)
             if not (merged / "config.json").is_file():
                 raise DataError(f"{merged}: no merged model (set train.merge: true, or evaluate.tuned: adapter)")
-            require_complete(train_dir, merged, "the merged model")
+            require_current_model(recipe, made_by, merged, "the merged model")
             args = {"pretrained": str(merged)}
         else:
             adapter = layout.adapter_lora(made_by)
             if not (adapter / "adapter_config.json").is_file():
                 raise DataError(f"{adapter / 'adapter_config.json'}: file not found")
-            require_complete(train_dir, adapter, "the adapter")
+            require_current_model(recipe, made_by, adapter, "the adapter")
             identity["adapter"] = inputs_fingerprint([adapter])
             key = "lora_local_path" if settings.backend == "vllm" else "peft"
             args[key] = str(adapter)

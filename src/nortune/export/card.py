@@ -56,6 +56,16 @@ def _evaluation(layout: RunLayout) -> str:
     return "No evaluation in this run folder (run `nortune evaluate`)."
 
 
+def front_matter(recipe: Recipe) -> str:
+    """The card's metadata as YAML, written by huggingface_hub's own serialiser (never by formatting
+    strings), so a recipe value stays one value however it is spelled."""
+    from huggingface_hub import ModelCardData
+
+    card = recipe.export.card
+    return ModelCardData(license=card.license, language=list(card.language), base_model=recipe.model.source,
+                         tags=["nortune", "norwegian", "gguf", "pissa", "lora"]).to_yaml()
+
+
 def model_card(recipe: Recipe, checks: list[dict[str, Any]], files: dict[str, str],
                merge_info: dict[str, Any], verification_table: str) -> str:
     layout = RunLayout.of(recipe)
@@ -66,19 +76,14 @@ def model_card(recipe: Recipe, checks: list[dict[str, Any]], files: dict[str, st
     trainable, total = metrics.get("trainable_params"), metrics.get("total_params")
     share = f" ({100 * trainable / total:.4f} % of {total:,})" if trainable and total else ""
     adapter, tr = recipe.adapter, recipe.train
-    layers = (", ".join(adapter.layers.layer_types) if adapter.layers.layer_types
-              else adapter.layers.indices or "all")
-    languages = "\n".join(f"- {code}" for code in card.language)
+    layers = markup.text(", ".join(adapter.layers.layer_types) if adapter.layers.layer_types
+                         else adapter.layers.indices or "all")
     gguf_lines = "\n".join(f"- {markup.code(f)} ({t})" for t, f in files.items()) or "- none"
     failed = [markup.text(c["file"]) for c in checks if not c["passed"]]
     warning = (f"\n> **Verification failed for {', '.join(failed)}**: do not ship those files.\n"
                if failed else "")
     return f"""---
-license: {card.license}
-language:
-{languages}
-base_model: {recipe.model.source}
-tags: [nortune, norwegian, gguf, pissa, lora]
+{front_matter(recipe)}
 ---
 
 # {markup.text(name)}
@@ -94,7 +99,7 @@ A Norwegian (Bokmål and Nynorsk) fine-tune of {markup.code(recipe.model.source)
 | item | value |
 |---|---|
 | adapter | LoRA, {adapter.init} init, r = {adapter.r}, alpha = {adapter.alpha:g} |
-| target modules | {", ".join(adapter.target_modules)} |
+| target modules | {markup.text(", ".join(adapter.target_modules))} |
 | target layers | {layers} |
 | trainable parameters | {f"{trainable:,}" if trainable else "not recorded"}{share} |
 | optimiser | LR {tr.lr:g}, weight decay {tr.weight_decay:g}, NEFTune alpha {tr.neftune_noise_alpha} |
@@ -117,5 +122,5 @@ on held-out Norwegian text ({markup.code(recipe.export.verify.text)}), same toke
 {verification_table}
 
 ## License
-{card.license}. The base model's own license and terms of use also apply.
+{markup.text(card.license)}. The base model's own license and terms of use also apply.
 """

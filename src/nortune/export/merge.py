@@ -18,7 +18,7 @@ from typing import Any
 from nortune import adapters
 from nortune.config import Recipe
 from nortune.jsonl import DataError
-from nortune.runs import MANIFEST, RESOLVED_RECIPE, RunLayout, require_complete
+from nortune.runs import MANIFEST, RESOLVED_RECIPE, RunLayout
 
 log = logging.getLogger(__name__)
 CHECKED_MODULES = 8  # the identity check reads this many adapted weights (cheap even at 31B)
@@ -50,9 +50,11 @@ def train_inputs(recipe: Recipe) -> dict[str, Path]:
     for key in ("adapter", "adapter_lora"):
         if not (needed[key] / adapters.WEIGHTS).is_file():
             raise ExportInputError(f"{needed[key] / adapters.WEIGHTS} is missing: the {stage} run is incomplete")
-    for key, path in needed.items():  # only as the finished stage wrote them
+    from nortune.lineage import require_current_model
+
+    for key, path in needed.items():  # only as the finished stage wrote them, for this recipe
         if key != "manifest":
-            require_complete(path.parent, path, f"the {key.replace('_', ' ')}")
+            require_current_model(recipe, path.parent.name, path, f"the {key.replace('_', ' ')}")
     return needed
 
 

@@ -9,8 +9,12 @@ A template whose turns are not plain wrappers around the content is refused, not
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
+
+from nortune.config.base import FILE_NAME
+from nortune.config.export import modelfile_block, modelfile_parameter
 
 U1, A1, U2, S = "\x01USER-ONE\x01", "\x01ASSISTANT-ONE\x01", "\x01USER-TWO\x01", "\x01SYSTEM\x01"
 
@@ -111,22 +115,23 @@ def go_template(turns: Turns) -> str:
     )
 
 
-def _quote(value: Any) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return str(value)
-
-
 def modelfile(gguf_name: str, tokenizer: Any, parameters: dict[str, Any], system: str | None) -> str:
+    """The Modelfile: every value is written by ``modelfile_parameter`` / ``modelfile_block`` or refused
+    (the tokenizer's own strings reach it too, not only the recipe's, which were checked at load)."""
     turns = derive_turns(tokenizer)
     stops = turns.stops()
     eos = tokenizer.eos_token
     if eos and eos not in stops:
         stops.append(eos)
-    lines = ["# Ollama Modelfile written by nortune. Use: ollama create NAME -f Modelfile",
-             f"FROM ./{gguf_name}", "", 'TEMPLATE """' + go_template(turns) + '"""', ""]
-    lines += [f"PARAMETER stop {_quote(stop)}" for stop in stops]
-    lines += [f"PARAMETER {key} {_quote(value)}" for key, value in parameters.items()]
-    if system:
-        lines += ["", 'SYSTEM """' + system + '"""']
+    if not re.fullmatch(FILE_NAME, gguf_name):
+        raise TemplateError(f"{gguf_name!r} is not a plain file name")
+    try:
+        lines = ["# Ollama Modelfile written by nortune. Use: ollama create NAME -f Modelfile",
+                 f"FROM ./{gguf_name}", "", modelfile_block("TEMPLATE", go_template(turns)), ""]
+        lines += [modelfile_parameter("stop", stop) for stop in stops]
+        lines += [modelfile_parameter(key, value) for key, value in parameters.items()]
+        if system:
+            lines += ["", modelfile_block("SYSTEM", system)]
+    except ValueError as exc:
+        raise TemplateError(f"the Modelfile: {exc}") from None
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config import Recipe
-from nortune.export.formats import gguf_filename, made_by_converter
+from nortune.export.formats import gguf_path, made_by_converter
 from nortune.export.merge import train_inputs
 from nortune.export.toolchain import Toolchain
 from nortune.runs import Options, RunLayout, StageRun, atomic_write_text, begin_stage, inputs_fingerprint, \
@@ -95,12 +95,12 @@ def _export(recipe: Recipe, chain: Toolchain, stage: StageRun, out_dir: Path) ->
         old.unlink()
     files: dict[str, str] = {}
     t0 = time.time()
-    intermediate = out_dir / gguf_filename(name, settings.intermediate)
+    intermediate = gguf_path(out_dir, name, settings.intermediate)
     needs_quantiser = [t for t in settings.gguf_types if not made_by_converter(t)]
     if needs_quantiser or settings.keep_intermediate or settings.intermediate in settings.gguf_types:
         convert(chain, model_dir, intermediate, settings.intermediate)
     for gguf_type in settings.gguf_types:
-        path = out_dir / gguf_filename(name, gguf_type)
+        path = gguf_path(out_dir, name, gguf_type)
         if gguf_type != settings.intermediate:  # the intermediate is already written above
             if made_by_converter(gguf_type):
                 convert(chain, model_dir, path, gguf_type)

@@ -19,9 +19,9 @@ from typing import Any
 
 from nortune import adapters
 from nortune.config import Recipe
-from nortune.jsonl import DataError, iter_jsonl
-from nortune.runs import (Options, RunLayout, atomic_write_text, atomic_writer, begin_stage, inputs_fingerprint,
-                          is_current, read_manifest, require_complete)
+from nortune.jsonl import iter_jsonl
+from nortune.lineage import preference_fingerprint as fingerprint
+from nortune.runs import (Options, RunLayout, atomic_write_text, atomic_writer, begin_stage, is_current, read_manifest)
 
 log = logging.getLogger(__name__)
 STAGE = "preference"
@@ -62,22 +62,6 @@ def dpo_config(recipe: Recipe, output_dir: Path, device: str) -> Any:
                      weight_decay=pref.weight_decay, num_train_epochs=pref.epochs, max_steps=pref.max_steps,
                      per_device_train_batch_size=pref.batch_size, gradient_accumulation_steps=pref.grad_accum,
                      max_length=pref.max_len, save_strategy="no", **adapters.trainer_arguments(recipe, device))
-
-
-def fingerprint(recipe: Recipe) -> dict[str, Any]:
-    """The recipe sections, the finished SFT run it builds on, and the pairs file's hash."""
-    sft_dir = RunLayout.of(recipe).model_dir("train")
-    sft_manifest = read_manifest(sft_dir)
-    if sft_manifest is None:
-        raise DataError(f"the preference stage needs a finished SFT run in {sft_dir}; "
-                        "run `nortune train` first")
-    layout = RunLayout.of(recipe)
-    for built_on in (layout.adapter("train"), layout.adapter_init("train"), layout.adapter_lora("train")):
-        require_complete(sft_dir, built_on, "the SFT adapter")
-    pairs = [recipe.preference.data] if recipe.preference.data is not None else []
-    return {"recipe": recipe.section_fingerprint("model", "adapter", "train", "preference", "decontam"),
-            "sft": sft_manifest["fingerprint"], "sft_finished": sft_manifest["finished"],
-            "inputs": inputs_fingerprint(pairs)}
 
 
 def _pairs_source(recipe: Recipe, stage_dir: Path) -> Path:

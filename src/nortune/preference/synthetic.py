@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config import Recipe
+from nortune.curate import training_data
 from nortune.jsonl import iter_jsonl
-from nortune.runs import RunLayout, atomic_writer
+from nortune.runs import atomic_writer
 from nortune.chat_records import check_messages
 
 
 def synthetic_source(recipe: Recipe) -> Path:
     """``preference.synthetic.source``, else the SFT training data (train.data, else the curate output)."""
-    return recipe.preference.synthetic.source or RunLayout.of(recipe).training_data(recipe.train.data)
+    return recipe.preference.synthetic.source or training_data(recipe, recipe.train.data)
 
 
 def build_pairs(recipe: Recipe, base: Any, tokenizer: Any, out: Path) -> int:

@@ -13,3 +13,4 @@ The adapter itself (LoRA config, PiSSA save and conversion, trainer arguments) i
 from nortune.train.stage import fingerprint, run
 
 __all__ = ["fingerprint", "run"]
+

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from nortune import adapters, ranks
+from nortune.curate import training_data
+from nortune.lineage import train_fingerprint as fingerprint
 from nortune.config import Recipe
 from nortune.plan import AdapterPlan, build_plan, check_adapter
 from nortune.errors import UsageError
-from nortune.runs import (Options, RunLayout, atomic_write_text, begin_stage, inputs_fingerprint, is_current,
+from nortune.runs import (Options, RunLayout, atomic_write_text, begin_stage, is_current,
                           read_manifest)
 from nortune.training_log import plot_loss, step_progress
 
@@ -43,12 +45,6 @@ def sft_config(recipe: Recipe, output_dir: Path, device: str) -> Any:
     )
 
 
-def fingerprint(recipe: Recipe) -> dict[str, Any]:
-    """What decides whether a finished train stage is still current: its recipe sections and data."""
-    return {"recipe": recipe.section_fingerprint("model", "adapter", "train"),
-            "inputs": inputs_fingerprint([RunLayout.of(recipe).training_data(recipe.train.data)])}
-
-
 @dataclass
 class Prepared:
     """Everything checked before any weights load: data path, plan, tokenizer, dataset, gate."""
@@ -68,7 +64,7 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     # Cheapest first: the data and its contamination gate (a hash, before torch is even imported), then
     # the plan (a cached config.json on the meta device); only then the tokenizer, which may convert
     # the embedded model (a minute).
-    data_path = RunLayout.of(recipe).training_data(recipe.train.data)
+    data_path = training_data(recipe, recipe.train.data)
     gate = require_clean(recipe, data_path, allow_contaminated)
     check_adapter(recipe)
 
