@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from typing import Any
 
 from nortune.errors import DiskFull, NortuneError, RunLocked
 from nortune.runs import FAILED, MANIFEST, PARTIAL, RESOLVED_RECIPE, RESUMABLE, RunLayout, atomic_write_text, \
-    git_commit
+    git_commit, refuse_linked_stage
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"
@@ -44,6 +45,8 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NortuneError(f"runs_dir: cannot create the run folder {run_dir}: {exc.strerror}") from None
+    if run_dir.is_symlink():  # a deliberate choice (another disk, say): followed, and said
+        log.info("%s is a link to %s; the run is written there", run_dir, run_dir.resolve())
     path = run_dir / LOCK
     key = str(path.resolve())
     if key in _held or os.environ.get(HELD_ENV) == key:
@@ -55,7 +58,7 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
             if not _held[key]:
                 del _held[key]
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -74,6 +77,24 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _open_lock(path: Path) -> int:
+    """The lock file, opened without following a link or truncating it; refused (one line) when it is a
+    link, a second name of another file (a hard link: truncating it would rewrite that file) or cannot
+    be opened at all (a read-only run folder)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise NortuneError(f"{path}: cannot take the run lock: {why}; nortune writes nothing in {path.parent} "
+                           "until it can") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise NortuneError(f"{path}: cannot take the run lock: it is not a plain file of its own "
+                           f"({info.st_nlink} names); remove it, then run again")
+    return fd
+
+
 def run_stage(name: str, recipe: Any, work: Callable[[], dict[str, Any]], command: str | None = None) -> dict:
     """Run one stage's ``work`` (its ``run``) under the lock; any exception leaves its record, then propagates."""
     from nortune import ranks
@@ -82,6 +103,7 @@ def run_stage(name: str, recipe: Any, work: Callable[[], dict[str, Any]], comman
     directory = layout.stage_dir(name)
     if not ranks.is_main():  # a training rank other than 0 writes nothing in the run folder: no lock, no record
         return work()
+    refuse_linked_stage(directory)  # before the lock and outside the failure record: nothing is written there
     with run_lock(layout.root, command or name):
         started = time.time()
         try:
@@ -96,6 +118,9 @@ def run_stage(name: str, recipe: Any, work: Callable[[], dict[str, Any]], comman
 
 def record_failure(name: str, directory: Path, exc: BaseException, started: float) -> None:
     """No manifest, partial outputs aside, ``failed.json`` (kept if the stage wrote a detailed one itself)."""
+    if directory.is_symlink():  # never write, move or delete through a link
+        log.error("%s: %s is a symbolic link; the failure is not recorded there", name, directory)
+        return
     try:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / MANIFEST).unlink(missing_ok=True)

@@ -404,7 +404,13 @@ def read_failure(directory: Path) -> dict[str, Any] | None:
     path = directory / FAILED
     if not path.is_file() or read_manifest(directory) is not None:
         return None
-    return _read_record(path) or {"stage": directory.name, "error": f"{path} is unreadable (truncated or not JSON)"}
+    record = _read_record(path)
+    if record is None:
+        return {"stage": directory.name, "error": f"{path} is unreadable (truncated or not JSON)"}
+    wrong = [key for key in ("stage", "error", "type") if key in record and not isinstance(record[key], str)]
+    if wrong:
+        return {"stage": directory.name, "error": f"{path} is malformed ({', '.join(wrong)} not text)"}
+    return record
 
 
 def _manifest_shape_problem(record: dict[str, Any]) -> str | None:
@@ -491,10 +497,20 @@ def _remove_links(directory: Path) -> None:
                 item.unlink()
 
 
+def refuse_linked_stage(directory: Path) -> None:
+    """A stage folder that is a symbolic link is refused: nortune would write, move and delete in its target."""
+    from nortune.errors import NortuneError
+
+    if directory.is_symlink():
+        raise NortuneError(f"{directory} is a symbolic link (to {os.readlink(directory)}); nortune writes a stage "
+                           "only into a folder of the run itself: remove the link, then run again")
+
+
 def begin_stage(stage: str, directory: Path, fingerprint: dict[str, Any], recipe_yaml: str) -> StageRun:
     """Invalidate any previous result, save the resolved recipe beside the outputs, start the stage."""
     import shutil
 
+    refuse_linked_stage(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)
     (directory / FAILED).unlink(missing_ok=True)
