@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
-
-import math
-import re
 
 from nortune.config.base import PlainName, Section, existing_file
 from nortune.config.names import NEEDS_IMATRIX, OLLAMA_PARAMETERS, QUANTIZER_FTYPES
