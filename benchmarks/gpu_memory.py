@@ -146,8 +146,7 @@ def main() -> None:
             f"model.source={source}", "model.dtype=bfloat16", "train.precision=bf16", "train.packing=true",
             f"train.max_steps={args.steps}", "train.save_steps=100000", "train.logging_steps=1",
             f"runs_dir={workdir}", f"train.data={REPO / 'data' / 'demo' / 'chat.jsonl'}",
-            "train.gradient_checkpointing=false", f"train.device={args.device}", f"plan.batch_size={t.batch_size}",
-            f"plan.seq_len={t.max_seq_len}", f"plan.max_gpus={processes}", "plan.gradient_checkpointing=false"]
+            "train.gradient_checkpointing=false", f"train.device={args.device}", f"plan.max_gpus={processes}"]
         recipe = load_recipe(args.recipe, overrides)
         estimates = plan_from_recipe(recipe).memory
         estimate = estimates[0]

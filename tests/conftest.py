@@ -131,7 +131,7 @@ def write_recipe(path: Path, model: Path, runs: Path, **sections) -> Path:
         "train": {"data": str(FIXTURES / "chat_tiny.jsonl"), "lr": 5e-3, "max_steps": 6, "batch_size": 2,
                   "max_seq_len": 64, "logging_steps": 1, "save_steps": 3, "warmup_ratio": 0.0,
                   "neftune_noise_alpha": 5, "precision": "fp32", "scheduler": "constant"},
-        "plan": {"batch_size": 1, "seq_len": 64, "max_gpus": 2},
+        "plan": {"max_gpus": 2},
     }
     for section, values in sections.items():
         tree.setdefault(section, {}).update(values)

@@ -46,18 +46,12 @@ def uses_bf16(recipe: Recipe, device: str) -> bool:
     return precision == "bf16" or (precision == "auto" and device == "cuda")
 
 
-def gradient_checkpointing(recipe: Recipe, device: str) -> bool:
-    """``train.gradient_checkpointing``; unset means on for GPUs, off on CPU."""
-    chosen = recipe.train.gradient_checkpointing
-    return chosen if chosen is not None else device == "cuda"
-
-
 def trainer_arguments(recipe: Recipe, device: str) -> dict[str, Any]:
     """The TrainingArguments SFT (SFTConfig) and preference (DPOConfig) training share."""
     t = recipe.train
     return {"seed": t.seed, "data_seed": t.seed, "logging_steps": t.logging_steps, "logging_first_step": True,
             "report_to": "none", "use_cpu": device == "cpu", "bf16": uses_bf16(recipe, device),
-            "gradient_checkpointing": gradient_checkpointing(recipe, device)}
+            "gradient_checkpointing": recipe.train.checkpointing_on(device)}
 
 
 # ---- the adapter from the recipe ----

@@ -301,6 +301,12 @@ def saved_for_backward(model: Any) -> Iterator[dict[int, int]]:
 HOST_RUNTIME_BYTES = 3 * GIB  # per rank: Python, torch + CUDA libraries, tokenizer and dataset
 
 
+def micro_batch(recipe: Recipe) -> tuple[int, int, bool]:
+    """(sequences, tokens each, gradient checkpointing) of one training micro-batch on a GPU: train's own."""
+    t = recipe.train
+    return t.batch_size, t.max_seq_len, t.checkpointing_on("cuda")
+
+
 def estimate_memory(text: Any, total: int, trainable: int, layer_bytes: list[int],
                     recipe: Recipe) -> list[MemoryEstimate]:
     """Per-GPU memory for bf16 weights + fp32 adapter/grads/AdamW + activations, FSDP-sharded.
@@ -310,9 +316,9 @@ def estimate_memory(text: Any, total: int, trainable: int, layer_bytes: list[int
     one layer recomputed at a time. Activations are not sharded across GPUs. An estimate.
     """
     cfg = recipe.plan
-    b, s = cfg.batch_size, cfg.seq_len
+    b, s, checkpointing = micro_batch(recipe)
     h = int(text.hidden_size)
-    if cfg.gradient_checkpointing:
+    if checkpointing:
         activations = len(layer_bytes) * 2 * b * s * h + b * s * max(layer_bytes)
     else:
         activations = b * s * sum(layer_bytes)
@@ -377,7 +383,8 @@ def format_plan(plan: AdapterPlan) -> str:
 
 def fingerprint(recipe: Recipe) -> dict[str, Any]:
     source = recipe.model.config or recipe.model.source
-    return {"recipe": recipe.section_fingerprint("model", "adapter", "plan"), "model": str(source)}
+    return {"recipe": recipe.section_fingerprint("model", "adapter", "plan"), "model": str(source),
+            "micro_batch": list(micro_batch(recipe))}
 
 
 def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:

@@ -39,8 +39,8 @@ def test_gpu_memory_check_from_shape_only(tiny_gemma3, tmp_path):
     assert not list(shape.glob("*.safetensors")) and (shape / "config.json").is_file()
     _, figures = run_script("gpu_memory.py", "--model", str(shape), "--random-weights", "--steps", "1")
     recipe = load_recipe(REPO / "configs" / "demo.yaml", [
-        f"model.source={tiny_gemma3}", "plan.batch_size=2", "plan.seq_len=256", "plan.max_gpus=1",
-        "plan.gradient_checkpointing=false"])
+        f"model.source={tiny_gemma3}", "train.batch_size=2", "train.max_seq_len=256", "plan.max_gpus=1",
+        "train.gradient_checkpointing=false"])
     assert figures["estimate_gib"] == round(plan_from_recipe(recipe).memory[0].total_gib, 3)
     assert figures["tokens_per_s"] > 0
     if figures["peak_allocated_gib"] is None:

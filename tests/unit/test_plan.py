@@ -123,3 +123,24 @@ def test_host_ram_per_node_counts_every_rank_s_full_weights(reference_plan, caps
     table = capsys.readouterr().out.split("host RAM/node\n", 1)[1].splitlines()
     row = next(line for line in table if line.split()[:1] == ["2"])
     assert row.split()[-1] == f"{two.host_ram_gib:.1f}"
+
+
+def test_the_plan_follows_train_and_reruns_when_train_changes_its_micro_batch(tmp_path, tiny_gemma3, capsys):
+    """plan.json's memory estimate is for the micro-batch training runs with: train.batch_size, train.max_seq_len
+    and train.gradient_checkpointing (issue 42); an old recipe's plan.seq_len is refused, naming the new key."""
+    from conftest import write_recipe
+    from nortune.config import ConfigError
+
+    recipe_path = str(write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs"))
+    plan_json = tmp_path / "runs" / "tiny" / "plan" / "plan.json"
+
+    def activations(*overrides: str) -> float:
+        assert main(["plan", recipe_path, *overrides]) == 0
+        return json.loads(plan_json.read_text(encoding="utf-8"))["memory"][0]["activations_gib"]
+
+    base = activations()
+    assert activations("train.max_seq_len=128") == pytest.approx(2 * base)
+    assert activations("train.batch_size=4") == pytest.approx(2 * base)
+    assert activations("train.gradient_checkpointing=false") > base  # unset: on, as training on a GPU runs
+    with pytest.raises(ConfigError, match=r"plan\.seq_len.*train\.max_seq_len"):
+        load_recipe(recipe_path, ["plan.seq_len=128"])

@@ -21,7 +21,7 @@ def test_activation_estimate_matches_saved_tensors(kind, request, tmp_path):
 
     folder = request.getfixturevalue(kind)
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", folder, tmp_path / "runs",
-                                      plan={"batch_size": BATCH, "seq_len": SEQ, "gradient_checkpointing": False}))
+                                      train={"batch_size": BATCH, "max_seq_len": SEQ, "gradient_checkpointing": False}))
     plan = plan_from_recipe(recipe)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
     peft_model = attach_adapter(model, recipe, plan)

@@ -11,6 +11,10 @@ from nortune.config.base import Section, existing_file
 
 
 class TrainSection(Section):
+    def checkpointing_on(self, device: str) -> bool:
+        """``gradient_checkpointing`` as training on ``device`` applies it (unset: on for cuda, off on cpu)."""
+        return self.gradient_checkpointing if self.gradient_checkpointing is not None else device == "cuda"
+
     removed_keys: ClassVar[dict[str, str]] = {
         "stage": "removed; preference runs as its own stage: nortune preference RECIPE "
                  "(nortune run runs it when preference data is configured)",
@@ -31,6 +35,7 @@ class TrainSection(Section):
     seed: int = 42
     packing: bool = False
     # None: on for GPUs (memory), off on CPU (small runs; measured no speed difference on the demo model).
+    # The plan's memory estimate (for GPUs) uses it too.
     gradient_checkpointing: bool | None = None
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     logging_steps: int = Field(10, ge=1)
