@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import FIXTURES, REPO, write_recipe
-from nortune.runs import StageRun
+from conftest import FIXTURES, REPO, finish_train_stage, write_recipe
+from nortune.config import load_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +166,7 @@ def test_stage_resumes_from_cached_requests_and_evaluates_the_adapter(tiny_gemma
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_gemma3),
                            LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     model.save_pretrained(train / "adapter_lora")
-    StageRun("train", train, {"x": 1}).complete([train / "adapter_lora"])  # as a finished train stage records it
+    finish_train_stage(load_recipe(recipe), [train / "adapter_lora"])
     assert main(["evaluate", str(recipe)]) == 0  # both: base skipped, tuned evaluated, compared
     compare = json.loads((tmp_path / "runs" / "tiny" / "evaluate" / "tuned" / "compare" / "compare.json").read_text())
     assert compare["regressions"] == [] and all(d["best"] == 0 for d in compare["deltas"])
