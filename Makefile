@@ -39,7 +39,7 @@ test: setup test-packages
 	$(PY) -m pytest -q --durations=15 --junitxml=.cache/junit-whole.xml
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q --fast --durations=15 --junitxml=.cache/junit-fast.xml
+	$(PY) -m pytest -q --fast -n 2 --durations=15 --junitxml=.cache/junit-fast.xml
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py
