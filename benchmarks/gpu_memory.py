@@ -94,8 +94,10 @@ def several_processes(recipe_path: str, overrides: list[str], workdir: Path, pro
 
     overrides = [o for o in overrides if not o.startswith("runs_dir=")] + [f"runs_dir={workdir / 'several'}"]
     recipe = load_recipe(recipe_path, overrides)
-    run_launched(recipe, launch_command(recipe, recipe_path, overrides, gpus=processes,
-                                        allow_contaminated="GPU memory check on the shipped demo chats"))
+    command = launch_command(recipe, recipe_path, overrides, gpus=processes,
+                             allow_contaminated="GPU memory check on the shipped demo chats")
+    print("launching:", " ".join(command), flush=True)
+    run_launched(recipe, command)
     metrics = json_module.loads((recipe.run_dir / "train" / "manifest.json").read_text())["metrics"]
     estimate = [e for e in estimates if e.gpus == processes][0]
     per_rank = None

@@ -8,14 +8,13 @@ import json
 import logging
 import math
 import sys
-from functools import partial
 from pathlib import Path
 
 from nortune.config import ConfigError, load_recipe
 from nortune.errors import NortuneError, UsageError
 from nortune.jsonl import DataError
 from nortune.export.native import NativeCrash
-from nortune.runner import run_stage
+from nortune.runner import run_guarded, run_stage
 from nortune.runs import Options, RunLayout, StageFailed
 
 
@@ -62,7 +61,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.model is None and not args.json:  # the stage: writes <run>/plan/ and prints the plan
-        run_stage("plan", recipe, lambda: plan.run(recipe, Options(force=args.force)), "plan")
+        run_stage(plan.STAGE, recipe, Options(force=args.force), "plan")
+        print(RunLayout.of(recipe).plan_dir.joinpath("plan.txt").read_text(encoding="utf-8"), end="")
         return 0
     # A what-if for another model, or JSON on stdout: printed only, the run folder is left alone.
     planned = plan_from_recipe(recipe, model=args.model)
@@ -80,11 +80,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  nodes=args.nodes, node_rank=args.node_rank, main_address=args.main_address)
         if args.node_rank > 0:  # rank 0's machine holds the run folder; this node only trains
             return run_launched(recipe, command)
-        return run_stage("train", recipe, lambda: run_launched(recipe, command), "train")
+        return run_guarded("train", recipe, lambda: run_launched(recipe, command), "train")
     from nortune import train
 
-    result = run_stage("train", recipe, lambda: train.run(
-        recipe, Options(resume=args.resume, allow_contaminated=args.allow_contaminated)), "train")
+    result = run_stage(train.STAGE, recipe, Options(resume=args.resume, allow_contaminated=args.allow_contaminated),
+                       "train").manifest
     print(json.dumps(result.get("metrics", {}), indent=2))
     return 0
 
@@ -96,30 +96,30 @@ def cmd_preference(args: argparse.Namespace) -> int:
     if not recipe.preference.configured:
         raise UsageError(f"{args.recipe}: no preference data configured (set preference.data, "
                          "preference.hf_dataset or preference.synthetic.enabled)")
-    result = run_stage("preference", recipe, lambda: preference.run(
-        recipe, Options(allow_contaminated=args.allow_contaminated)), "preference")
+    result = run_stage(preference.STAGE, recipe, Options(allow_contaminated=args.allow_contaminated),
+                       "preference").manifest
     print(json.dumps(result.get("metrics", {}), indent=2))
     return 0
 
 
 def cmd_decontam(args: argparse.Namespace) -> int:
+    from nortune import decontam
     from nortune.cli_checks import existing_file, has_records
-    from nortune.decontam import run
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    data = Path(args.data) if args.data else recipe.decontam.data or recipe.train.data
+    overrides = list(args.overrides) + ([f"decontam.data={Path(args.data).resolve()}"] if args.data else []) \
+        + (["decontam.write_clean=true"] if args.clean else [])
+    recipe = load_recipe(args.recipe, overrides)
+    data = recipe.decontam.data or recipe.train.data
     if data is not None and not has_records(existing_file(Path(data), "a training data file")):
         raise DataError(f"{data}: no records, so there is nothing to check")
-    manifest = run_stage("decontam", recipe, lambda: run(
-        recipe, Options(force=args.force), data=Path(args.data) if args.data else None,
-        write_clean=True if args.clean else None), "decontam")
+    manifest = run_stage(decontam.STAGE, recipe, Options(force=args.force), "decontam").manifest
     print(json.dumps(manifest.get("metrics", {}), indent=2))
     print(f"report: {RunLayout.of(recipe).decontam_dir() / 'summary.md'}")
     return 0 if manifest.get("metrics", {}).get("passed") else 1
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
-    from nortune.curate import run
+    from nortune import curate
 
     overrides = list(args.overrides)
     if args.strict:
@@ -127,7 +127,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
     if args.allow_shortfall:
         overrides.append("curate.allow_shortfall=true")
     recipe = load_recipe(args.recipe, overrides)
-    result = run_stage("curate", recipe, lambda: run(recipe, Options(force=args.force)), "curate")
+    result = run_stage(curate.STAGE, recipe, Options(force=args.force), "curate").manifest
     print(json.dumps(result.get("metrics", {}), indent=2))
     for note in result.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
@@ -164,9 +164,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     failed = forgot = False
     for label in labels:
         baseline = Path(args.compare) if args.compare and label == labels[-1] else None
-        manifest = run_stage(f"evaluate-{label}", recipe, partial(
-            evaluate.run, recipe, Options(force=args.force), label=label, baseline=baseline,
-            force_compare=args.force_compare), "evaluate")
+        manifest = run_stage(evaluate.stage_for(label, baseline, args.force_compare), recipe, Options(force=args.force),
+                             "evaluate").manifest
         print(json.dumps({label: manifest.get("metrics", {})}, indent=2))
         print(f"report: {layout.evaluate_dir(label) / 'report.md'}")
         if "comparison" in manifest:
@@ -200,12 +199,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nortune.export import run
+    from nortune import export
 
     recipe = load_recipe(args.recipe, args.overrides)
-    manifest = run_stage("export", recipe, lambda: run(recipe, Options(force=args.force)), "export")
+    manifest = run_stage(export.STAGE, recipe, Options(force=args.force), "export").manifest
     metrics = manifest.get("metrics", {})
-    print(f"export: {RunLayout.of(recipe).export_dir} (model card README.md, Modelfile, verification.md)")
+    out_dir = RunLayout.of(recipe).export_dir
+    print((out_dir / "verification.md").read_text(encoding="utf-8"), end="")
+    print(f"export: {out_dir} (model card README.md, Modelfile, verification.md)")
     if metrics.get("failed"):
         print(f"nortune: export: verification FAILED for {', '.join(metrics['failed'])}", file=sys.stderr)
         return 1
@@ -224,14 +225,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from nortune import report
     from nortune.cli_checks import finished_stages
-    from nortune.report import run
 
     recipe = load_recipe(args.recipe, args.overrides)
     if not [p for p in finished_stages(recipe.run_dir) if p.name != "report"]:
         raise UsageError(f"{recipe.run_dir}: no stage of this run has finished, so there is nothing to report; "
                          f"run `nortune run {args.recipe}` first")
-    run_stage("report", recipe, lambda: run(recipe), "report")
+    run_stage(report.STAGE, recipe, Options(), "report")
+    print(f"report: {RunLayout.of(recipe).report_page}")
     return 0
 
 

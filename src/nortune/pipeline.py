@@ -1,10 +1,9 @@
-"""`nortune run`: the stages in order, each skipped when its manifest still matches.
+"""`nortune run`: the stages in order, each through the runner, which skips it when its manifest still matches.
 
-Each stage is a (name, fingerprint, run) triple; the fingerprint is cheap (settings and
-input hashes) so ``--dry-run`` can say what would run and why without running anything.
-A stage whose inputs do not exist yet (an upstream stage will make them) is reported as
-"waits for upstream". Killing a run and starting it again resumes at the first stage
-without a matching manifest.
+Each stage is a declaration (``runner.Stage``); its fingerprint is cheap (settings and input
+hashes) so ``--dry-run`` can say what would run and why without running anything. A stage whose
+inputs do not exist yet (an upstream stage will make them) is reported as "waits for upstream".
+Killing a run and starting it again resumes at the first stage without a matching manifest.
 """
 
 from __future__ import annotations
@@ -12,51 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from nortune import curate, decontam, evaluate, export, plan, preference, report, train
 from nortune.config import ConfigError, Recipe
 from nortune.errors import IncompleteUpstream, NortuneError
 from nortune.jsonl import DataError
-from nortune.runner import run_lock, run_stage
-from nortune.runs import STAGE_FOLDERS, Options, RunLayout, StageFailed, atomic_write_text, changed_keys, read_manifest
+from nortune.runner import Stage, decide, run_lock, run_stage
+from nortune.runs import STAGE_FOLDERS, Options, RunLayout, StageFailed, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage of the contract: ``fingerprint(recipe)`` and ``run(recipe, options)``, as the CLI calls them."""
-
-    name: str
-    fingerprint: Callable[[Recipe], dict[str, Any]]
-    run: Callable[[Recipe, Options], dict[str, Any]]
-    enabled: Callable[[Recipe], str | None] = lambda recipe: None  # a reason to leave it out, or None
-
-
-def _preference_enabled(recipe: Recipe) -> str | None:
-    return None if recipe.preference.configured else "no preference data configured"
-
-
-def _curate_enabled(recipe: Recipe) -> str | None:
-    return None if recipe.curate.sources else "no curate.sources (train.data is used as given)"
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("curate", curate.fingerprint, curate.run, _curate_enabled),
-    Stage("decontam", decontam.fingerprint, decontam.run),
-    Stage("plan", plan.fingerprint, plan.run),
-    Stage("train", train.fingerprint, train.run),
-    Stage("preference", preference.fingerprint, preference.run, _preference_enabled),
-    *(Stage(f"evaluate-{label}", partial(evaluate.fingerprint, label=label), partial(evaluate.run, label=label),
-            _preference_enabled if label == "preference" else lambda recipe: None)
-      for label in ("base", "tuned", "preference")),
-    Stage("export", export.fingerprint, export.run),
-    Stage("report", report.fingerprint, report.run),
-)
+STAGES: tuple[Stage, ...] = (curate.STAGE, decontam.STAGE, plan.STAGE, train.STAGE, preference.STAGE,
+                             *evaluate.STAGES, export.STAGE, report.STAGE)
 assert [s.name for s in STAGES] == list(STAGE_FOLDERS), "pipeline.STAGES and runs.STAGE_FOLDERS disagree"
 
 
@@ -83,13 +50,8 @@ def status(stage: Stage, recipe: Recipe) -> tuple[str, str]:
         fingerprint = stage.fingerprint(recipe)
     except (DataError, FileNotFoundError, IncompleteUpstream) as exc:
         return "run", f"waits for upstream ({exc})"
-    manifest = read_manifest(RunLayout.of(recipe).stage_dir(stage.name))
-    if manifest is None:
-        return "run", "no finished result yet"
-    old = manifest.get("fingerprint") or {}
-    if old == fingerprint:
-        return "skip", "manifest matches the recipe and inputs"
-    return "run", f"changed since the last run: {', '.join(changed_keys(old, fingerprint))}"
+    action, why, _ = decide(RunLayout.of(recipe).stage_dir(stage.name), fingerprint)
+    return action, why
 
 
 def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = None,
@@ -131,26 +93,25 @@ def _run_stages(recipe: Recipe, stages: list[Stage], options: Options,
             print(f"{stage.name:<20} {'not run':<11} {why}", flush=True)
             results.append({"stage": stage.name, "action": "not run", "why": why})
             continue
-        verdict, why = status(stage, recipe)
-        line = {"stage": stage.name, "action": verdict, "why": why}
-        if verdict == "off":
-            print(f"{stage.name:<20} {verdict:<11} {why}", flush=True)
-            results.append(line)
+        off = stage.enabled(recipe)
+        if off:
+            print(f"{stage.name:<20} {'off':<11} {off}", flush=True)
+            results.append({"stage": stage.name, "action": "off", "why": off})
             continue
-        log.info("%s: %s (%s)", stage.name, "skipping" if verdict == "skip" else "running", why)
         started = time.time()
         try:
-            manifest = run_stage(stage.name, recipe, partial(stage.run, recipe, options), command="run")
+            outcome = run_stage(stage, recipe, options, command="run")
         except BaseException as exc:  # recorded in the stage's folder by the runner
             interrupted = isinstance(exc, KeyboardInterrupt)
             log.error("%s %s: %s", stage.name, "interrupted" if interrupted else "failed", exc)
             failed.append(stage.name)
-            results.append({**line, "action": "interrupted" if interrupted else "failed",
-                            "error": _failure_line(stage.name, exc),
-                            "seconds": round(time.time() - started, 2)})
+            results.append({"stage": stage.name, "action": "interrupted" if interrupted else "failed",
+                            "error": _failure_line(stage.name, exc), "seconds": round(time.time() - started, 2)})
             if pending is None and not isinstance(exc, StageFailed):
                 pending = exc
             continue
+        manifest = outcome.manifest
+        line: dict[str, Any] = {"stage": stage.name, "action": outcome.action, "why": outcome.why}
         line.update(seconds=round(time.time() - started, 2), metrics=manifest.get("metrics", {}))
         if manifest.get("regressions") or manifest.get("overall_regression"):
             line["regressions"] = manifest.get("regressions") or ["average"]

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nortune.config import ConfigError, LayerSelection, Recipe, parse_index_ranges
-from nortune.runs import Options, RunLayout, atomic_write_text, begin_stage, is_current, read_manifest
+from nortune.runner import Stage, StageContext, StageResult, run_stage
+from nortune.runs import Options, atomic_write_text
 
 _LAYER_NAME = re.compile(r"^(?P<prefix>.*\.layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
 GIB = 1024**3
@@ -387,16 +388,19 @@ def fingerprint(recipe: Recipe) -> dict[str, Any]:
             "micro_batch": list(micro_batch(recipe))}
 
 
-def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
-    """The plan stage: ``plan/plan.json`` and ``plan/plan.txt``, printed too; skipped when current."""
-    directory, stage_fingerprint = RunLayout.of(recipe).plan_dir, fingerprint(recipe)
-    if not options.force and is_current(directory, stage_fingerprint):
-        print((directory / "plan.txt").read_text(encoding="utf-8"), end="", flush=True)
-        return read_manifest(directory)  # type: ignore[return-value]
-    stage = begin_stage("plan", directory, stage_fingerprint, recipe.to_yaml())
-    plan = plan_from_recipe(recipe)
+def work(ctx: StageContext) -> StageResult:
+    """The plan stage: ``plan/plan.json`` and ``plan/plan.txt`` (``nortune plan`` prints the latter)."""
+    directory = ctx.directory
+    plan = plan_from_recipe(ctx.recipe)
     atomic_write_text(directory / "plan.json", json.dumps(plan.to_json(), indent=2))
     atomic_write_text(directory / "plan.txt", format_plan(plan) + "\n")
-    print(format_plan(plan), flush=True)
-    return stage.complete([directory / "plan.json", directory / "plan.txt"],
-                          {"trainable_params": plan.trainable_params, "total_params": plan.total_params})
+    return StageResult([directory / "plan.json", directory / "plan.txt"],
+                       {"trainable_params": plan.trainable_params, "total_params": plan.total_params})
+
+
+STAGE = Stage("plan", fingerprint, work)
+
+
+def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
+    """The stage through the runner (as ``nortune plan`` runs it); returns its manifest."""
+    return run_stage(STAGE, recipe, options).manifest

@@ -19,12 +19,13 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nortune.errors import DiskFull, NortuneError, RunLocked
-from nortune.runs import FAILED, MANIFEST, PARTIAL, RESOLVED_RECIPE, RESUMABLE, RunLayout, atomic_write_text, \
-    git_commit, refuse_linked_stage
+from nortune.errors import DiskFull, IncompleteUpstream, NortuneError, RunLocked
+from nortune.runs import FAILED, MANIFEST, PARTIAL, RESOLVED_RECIPE, RESUMABLE, Options, RunLayout, StageFailed, \
+    atomic_write_text, begin_stage, changed_keys, git_commit, read_manifest, refuse_linked_stage
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"
@@ -95,45 +96,153 @@ def _open_lock(path: Path) -> int:
     return fd
 
 
-def run_stage(name: str, recipe: Any, work: Callable[[], dict[str, Any]], command: str | None = None) -> dict:
-    """Run one stage's ``work`` (its ``run``) under the lock; any exception leaves its record, then propagates."""
+@dataclass(frozen=True)
+class Stage:
+    """A stage declared: what it is and what it does, never how it is opened, skipped, completed or failed.
+
+    ``work`` gets a prepared ``StageContext`` (folder emptied of old results, resolved recipe written)
+    and returns a ``StageResult``; ``run_stage`` does everything around it, for every command.
+    """
+
+    name: str  # the key in runs.STAGE_FOLDERS (or EXTRA_FOLDERS): its folder under the run folder
+    fingerprint: Callable[[Any], dict[str, Any]]  # settings and input hashes: equal means the result is current
+    work: Callable[["StageContext"], "StageResult"]
+    upstream: tuple[str, ...] = ()  # stages whose finished result this one reads (checked before it starts)
+    check: Callable[[Any], None] | None = None  # cheap input validation, before the fingerprint
+    enabled: Callable[[Any], str | None] = lambda recipe: None  # a reason to leave it out of `nortune run`, or None
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage's work receives: the recipe, the command's options and its own prepared folder."""
+
+    recipe: Any
+    options: Options
+    layout: RunLayout
+    directory: Path
+    fingerprint: dict[str, Any]
+    main: bool = True  # False on a training rank other than 0: it writes nothing in the run folder
+
+
+@dataclass
+class StageResult:
+    """What a stage's work produced: every output (listed in the manifest), its metrics, extra manifest keys."""
+
+    outputs: list[Path]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A stage's manifest, and whether this call ran or skipped it, and why."""
+
+    manifest: dict[str, Any]
+    action: str  # "run" or "skip"
+    why: str
+
+
+def run_stage(stage: Stage, recipe: Any, options: Options = Options(), command: str | None = None) -> Outcome:
+    """The whole lifecycle of one stage: upstream present, fingerprint once, skip when current (saying why),
+    else prepare the folder, run the work, and write the manifest last, listing every output; any
+    exception leaves ``failed.json`` instead (``record_failure``) and propagates."""
     from nortune import ranks
 
     layout = RunLayout.of(recipe)
-    directory = layout.stage_dir(name)
+    directory = layout.stage_dir(stage.name)
     if not ranks.is_main():  # a training rank other than 0 writes nothing in the run folder: no lock, no record
-        return work()
+        return _run_on_rank(stage, recipe, options, layout, directory)
     refuse_linked_stage(directory)  # before the lock and outside the failure record: nothing is written there
+    with run_lock(layout.root, command or stage.name):
+        started = time.time()
+        try:
+            _require_upstream(stage, layout)
+            if stage.check is not None:
+                stage.check(recipe)
+            fingerprint = stage.fingerprint(recipe)
+            action, why, manifest = decide(directory, fingerprint, options.force)
+            if action == "skip":
+                log.info("%s: skipped, %s (%s)", stage.name, why, directory)
+                return Outcome(manifest, action, why)  # type: ignore[arg-type]
+            log.info("%s: running (%s)", stage.name, why)
+            run = begin_stage(stage.name, directory, fingerprint, recipe.to_yaml())
+            result = stage.work(StageContext(recipe, options, layout, directory, fingerprint))
+            manifest = run.complete(result.outputs, result.metrics, result.extra)
+        except BaseException as exc:
+            record_failure(stage.name, directory, exc, started)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise DiskFull(f"{stage.name}: no space left on the device writing "
+                               f"{exc.filename or directory}; free some space and run again") from exc
+            raise
+    if ranks.world_size() > 1:  # under a launcher no rank reports success before rank 0 has written the manifest
+        ranks.barrier()
+    return Outcome(manifest, "run", why)
+
+
+def _run_on_rank(stage: Stage, recipe: Any, options: Options, layout: RunLayout, directory: Path) -> Outcome:
+    """A launched rank other than 0: the same decision as rank 0 (which owns the folder), then the work."""
+    from nortune import ranks
+
+    fingerprint = stage.fingerprint(recipe)
+    action, why, manifest = decide(directory, fingerprint, options.force)
+    if action == "skip":
+        return Outcome(manifest, action, why)  # type: ignore[arg-type]
+    result = stage.work(StageContext(recipe, options, layout, directory, fingerprint, main=False))
+    ranks.barrier()
+    return Outcome({"metrics": result.metrics, **result.extra}, "run", "launched rank")
+
+
+def decide(directory: Path, fingerprint: dict[str, Any], force: bool = False) -> tuple[str, str, dict | None]:
+    """("skip" or "run", why, the manifest): skip exactly when the stage finished with this fingerprint."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        return "run", "no finished result yet", None
+    if manifest["fingerprint"] != fingerprint:
+        return "run", "changed since the last run: " + ", ".join(changed_keys(manifest["fingerprint"], fingerprint)), \
+            manifest
+    if force:
+        return "run", "forced", manifest
+    return "skip", "manifest matches the recipe and inputs", manifest
+
+
+def _require_upstream(stage: Stage, layout: RunLayout) -> None:
+    for name in stage.upstream:
+        upstream = layout.stage_dir(name)
+        if read_manifest(upstream) is None:
+            raise IncompleteUpstream(f"{stage.name} needs a finished {name} stage: {upstream / MANIFEST} is missing "
+                                     f"(its last run failed or did not happen); run `nortune {name.split('-')[0]}` "
+                                     "(or `nortune run`) first")
+
+
+def run_guarded(name: str, recipe: Any, work: Callable[[], Any], command: str | None = None) -> Any:
+    """Only the lock and the failure record around ``work``: for a launcher whose ranks run the stage itself."""
+    layout = RunLayout.of(recipe)
+    directory = layout.stage_dir(name)
+    refuse_linked_stage(directory)
     with run_lock(layout.root, command or name):
         started = time.time()
         try:
             return work()
         except BaseException as exc:
             record_failure(name, directory, exc, started)
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise DiskFull(f"{name}: no space left on the device writing "
-                               f"{exc.filename or directory}; free some space and run again") from exc
             raise
 
 
 def record_failure(name: str, directory: Path, exc: BaseException, started: float) -> None:
-    """No manifest, partial outputs aside, ``failed.json`` (kept if the stage wrote a detailed one itself)."""
+    """No manifest, partial outputs aside, ``failed.json`` with the error (and a ``StageFailed``'s details)."""
     if directory.is_symlink():  # never write, move or delete through a link
         log.error("%s: %s is a symbolic link; the failure is not recorded there", name, directory)
         return
+    details = exc.details if isinstance(exc, StageFailed) else {}
     try:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / MANIFEST).unlink(missing_ok=True)
-        own = directory / FAILED
-        if own.is_file() and own.stat().st_mtime >= started - 1:  # the stage recorded it, with details
-            _quarantine(name, directory, named=_files_named(own, directory))  # StageRun.fail: they stay
-            return
-        _quarantine(name, directory)  # before failed.json: it needs no space
+        _quarantine(name, directory, named=_files_named(details, directory))  # before failed.json: needs no space
         interrupted = isinstance(exc, KeyboardInterrupt)
         record = {"stage": name, "error": _describe(exc), "type": type(exc).__name__,
                   "user_error": isinstance(exc, NortuneError), "interrupted": interrupted,
-                  "started": started, "finished": time.time(), "nortune_git_commit": git_commit()}
-        atomic_write_text(own, json.dumps(record, indent=2, sort_keys=True))
+                  "started": started, "finished": time.time(), "nortune_git_commit": git_commit(), **details}
+        atomic_write_text(directory / FAILED, json.dumps(record, indent=2, sort_keys=True))
     except OSError as write_error:  # a full or read-only disk must not hide the stage's own error
         log.error("%s: could not record the failure in %s: %s", name, directory, write_error)
 
@@ -141,17 +250,15 @@ def record_failure(name: str, directory: Path, exc: BaseException, started: floa
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):  # errors.Interrupted names its signal
         return str(exc) or "interrupted (SIGINT)"
+    if isinstance(exc, StageFailed):  # a finished stage's verdict: its own words
+        return exc.message
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _files_named(record: Path, directory: Path) -> set[str]:
-    """The entries of ``directory`` that a stage's own failure record points to (a crash log, say)."""
-    try:
-        values = json.loads(record.read_text(encoding="utf-8")).values()
-    except (OSError, ValueError, AttributeError):
-        return set()
-    inside = (Path(v) for v in values if isinstance(v, str) and v.startswith(str(directory) + os.sep))
+def _files_named(details: dict[str, Any], directory: Path) -> set[str]:
+    """The entries of ``directory`` that a failure's details point to (a crash log, say): they stay in place."""
+    inside = (Path(v) for v in details.values() if isinstance(v, str) and v.startswith(str(directory) + os.sep))
     return {p.relative_to(directory).parts[0] for p in inside}
 
 

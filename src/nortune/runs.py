@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FAILED = "failed.json"  # a stage that failed writes this instead of a manifest
@@ -121,6 +123,11 @@ class RunLayout:
     def training_plan(self, stage: str = "train") -> Path:
         return self.model_dir(stage) / "plan.json"
 
+    @property
+    def preference_pairs(self) -> Path:
+        """The normalised pairs the preference stage trains on (and decontam-preference checks)."""
+        return self.model_dir("preference") / "pairs.jsonl"
+
     # evaluate
     def evaluate_dir(self, label: str) -> Path:
         return self.stage_dir(f"evaluate-{label}")
@@ -163,10 +170,11 @@ class Options:
 
 
 class StageFailed(RuntimeError):
-    """A stage ended without a result; its folder holds ``failed.json`` (and no manifest)."""
+    """A stage ended without a result, with its reason (and ``details`` for ``failed.json``): the runner
+    records it in the stage's folder (no manifest), and the command exits 1."""
 
-    def __init__(self, stage: str, message: str):
-        self.stage = stage
+    def __init__(self, stage: str, message: str, details: dict[str, Any] | None = None):
+        self.stage, self.message, self.details = stage, message, details or {}
         super().__init__(f"{stage} failed: {message}")
 
 
@@ -310,13 +318,6 @@ class StageRun:
         atomic_write_text(self.directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
         return manifest
 
-    def fail(self, message: str, details: dict[str, Any] | None = None) -> StageFailed:
-        """Record why the stage produced nothing (no manifest), for the ledger and the report."""
-        record = {"stage": self.stage, "error": message, "started": self.started, "finished": time.time(),
-                  "nortune_git_commit": git_commit(), **(details or {})}
-        atomic_write_text(self.directory / FAILED, json.dumps(record, indent=2, sort_keys=True))
-        return StageFailed(self.stage, message)
-
 
 HASH_FOLDERS_UP_TO = 2 * 1024**3  # hash folder contents up to this size; above it, sizes only
 
@@ -399,6 +400,41 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     return record
 
 
+class ManifestRecord(BaseModel):
+    """The shape ``StageRun.complete`` writes; every manifest is read back through it."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    stage: str
+    fingerprint: dict[str, Any]
+    outputs: dict[str, dict[str, Any]]
+    metrics: dict[str, Any] = {}
+    started: float | None = None
+    finished: float | None = None
+
+
+class FailureRecord(BaseModel):
+    """The shape ``runner.record_failure`` writes; every failure record is read back through it."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    stage: str
+    error: str
+    type: str | None = None
+    interrupted: bool = False
+    user_error: bool = False
+    started: float | None = None
+    finished: float | None = None
+
+
+def _shape_problem(model: type[BaseModel], record: dict[str, Any]) -> str | None:
+    """The first field of ``record`` that ``model`` does not accept, and why; None when it fits."""
+    try:
+        model.model_validate(record)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return f"{'.'.join(map(str, first['loc'])) or 'the record'}: {first['msg']}"
+    return None
+
+
 def read_failure(directory: Path) -> dict[str, Any] | None:
     """The failure record of a stage whose last attempt failed (None when it has none)."""
     path = directory / FAILED
@@ -407,24 +443,10 @@ def read_failure(directory: Path) -> dict[str, Any] | None:
     record = _read_record(path)
     if record is None:
         return {"stage": directory.name, "error": f"{path} is unreadable (truncated or not JSON)"}
-    wrong = [key for key in ("stage", "error", "type") if key in record and not isinstance(record[key], str)]
-    if wrong:
-        return {"stage": directory.name, "error": f"{path} is malformed ({', '.join(wrong)} not text)"}
+    problem = _shape_problem(FailureRecord, record)
+    if problem is not None:
+        return {"stage": directory.name, "error": f"{path} is malformed ({problem})"}
     return record
-
-
-def _manifest_shape_problem(record: dict[str, Any]) -> str | None:
-    """Why a record is not a manifest ``StageRun.complete`` could have written, or None."""
-    if not isinstance(record.get("stage"), str):
-        return "its stage is not a name"
-    if not isinstance(record.get("fingerprint"), dict):
-        return "its fingerprint is not a mapping"
-    outputs = record.get("outputs")
-    if not isinstance(outputs, dict) or not all(isinstance(v, dict) for v in outputs.values()):
-        return "its outputs are not a mapping of file descriptions"
-    if not isinstance(record.get("metrics", {}), dict):
-        return "its metrics are not a mapping"
-    return None
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:
@@ -435,7 +457,7 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     record = _read_record(path)
-    if record is None or (problem := _manifest_shape_problem(record)) is None:
+    if record is None or (problem := _shape_problem(ManifestRecord, record)) is None:
         return record
     if str(path) not in _WARNED:
         _WARNED.add(str(path))
@@ -476,12 +498,6 @@ def require_complete(directory: Path, output: Path, what: str, fingerprint: dict
     if _describe(output) != recorded:
         raise IncompleteUpstream(f"{output}: changed since the {stage} stage finished (its hash differs from "
                                  f"{directory / MANIFEST}); rerun `nortune {stage}`")
-
-
-def is_current(directory: Path, fingerprint: dict[str, Any]) -> bool:
-    """True when the stage already completed with exactly these inputs and settings."""
-    manifest = read_manifest(directory)
-    return manifest is not None and manifest.get("fingerprint") == fingerprint
 
 
 def _remove_links(directory: Path) -> None:

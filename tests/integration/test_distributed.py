@@ -127,7 +127,7 @@ def two_process_runs(tmp_path_factory, tiny_gemma3, tiny_gemma4):
 @pytest.mark.parametrize("name", ["gemma3", "gemma4"])
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, two_process_runs, name):
     recipe_path, model, done = two_process_runs[name]
-    assert "accelerate.commands.launch" in done.stdout and "--num_processes 2" in done.stdout
+    assert "accelerate.commands.launch" in done.stderr and "--num_processes 2" in done.stderr
     two = load_recipe(recipe_path)
     stage2 = two.run_dir / "train"
     manifest = json.loads((stage2 / "manifest.json").read_text())

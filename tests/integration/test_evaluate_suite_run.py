@@ -15,8 +15,7 @@ from conftest import REPO, write_recipe
 def test_generation_and_classification_tasks_run_and_the_rest_is_named(tmp_path, tiny_gemma3, monkeypatch):
     import nortune.evaluate.tasks as tasks
     from nortune.config import load_recipe
-    from nortune.evaluate import stage
-    from nortune.runs import Options
+    from nortune import evaluate
 
     # norec's utils.py imports sklearn: unimportable here, as bert_score is for norsumm on most machines.
     tasks._why_not_computed.cache_clear()
@@ -26,7 +25,7 @@ def test_generation_and_classification_tasks_run_and_the_rest_is_named(tmp_path,
         recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs", evaluate={
             "source": "local", "data_dir": str(REPO / "data/demo/noreval"), "device": "cpu", "limit": 1,
             "suite": ["ncb", "noridiom_nob", "norec_sentence"], "prompts": ["p0", "p1"], "batch_size": 4}))
-        stage.run(recipe, Options(), "base")
+        evaluate.run(recipe, label="base")
     finally:
         tasks._why_not_computed.cache_clear()
     out = recipe.run_dir / "evaluate" / "base"

@@ -109,13 +109,13 @@ def test_compare_puts_runs_side_by_side_with_paired_deltas(finished_run, tmp_pat
 
 def test_a_missing_browser_fails_the_report_with_the_install_command(finished_run, monkeypatch):
     from nortune import report
-    from nortune.runs import StageFailed, read_failure
+    from nortune.runs import Options, StageFailed, read_failure
 
     recipe, _ = finished_run
     monkeypatch.setattr(browser, "available", lambda: False)
     monkeypatch.delenv(browser.OPT_OUT_ENV, raising=False)
     with pytest.raises(StageFailed, match="apt-get install chromium chromium-driver"):
-        report.run(recipe)
+        report.run(recipe, Options(force=True))  # the page is current: checked in a browser before
     assert "NORTUNE_BROWSER_CHECK=off" in read_failure(recipe.run_dir / "report")["error"]
     assert not (recipe.run_dir / "report" / "manifest.json").exists()
     monkeypatch.setenv(browser.OPT_OUT_ENV, "off")  # the explicit opt-out is recorded, not silent

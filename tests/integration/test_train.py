@@ -142,7 +142,7 @@ def test_rerun_with_unchanged_inputs_is_skipped(tmp_path, tiny_gemma3, caplog):
     first = run(recipe)
     with caplog.at_level("INFO"):
         again = run(recipe)
-    assert again["finished"] == first["finished"] and "up to date" in caplog.text
+    assert again["finished"] == first["finished"] and "train: skipped, manifest matches" in caplog.text
 
 
 def test_recipe_reaches_the_trainer_settings(tmp_path, tiny_gemma3):
@@ -179,7 +179,7 @@ def test_contamination_gate_refuses_unchecked_data_and_records_overrides(tmp_pat
 
 
 def test_contamination_gate_passes_after_a_clean_decontam_run(tmp_path, tiny_gemma3):
-    from nortune.decontam.stage import run as decontam_run
+    from nortune.decontam import run as decontam_run
 
     recipe = _recipe(tmp_path, tiny_gemma3, train={"max_steps": 1},
                      evaluate={"source": "local", "data_dir": str(FIXTURES / "noreval_mini")})

@@ -14,7 +14,7 @@ from nortune.curate.filters import QualityFilter
 from nortune.curate.labels import is_translation, label_record
 from nortune.curate.langid import default_model
 from nortune.curate.normalize import MalformedRecord, normalise_text, to_messages
-from nortune.curate.stage import run
+from nortune.curate import run
 from nortune.jsonl import DataError
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "curate" / "mixed.jsonl"
@@ -196,7 +196,7 @@ def test_stage_accounts_for_every_record_and_skips_when_unchanged(tmp_path, capl
     assert "adds up" in (curate_dir / "composition.md").read_text(encoding="utf-8")
     caplog.set_level("INFO")
     run(r)
-    assert "skipping" in caplog.text
+    assert "curate: skipped" in caplog.text
 
 
 @pytest.mark.slow  # the curate stage on datatrove, four times

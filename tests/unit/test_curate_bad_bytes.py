@@ -10,7 +10,7 @@ import pytest
 from nortune.config import CurateSource, Recipe
 from nortune.curate.normalize import MalformedRecord, to_messages
 from nortune.curate.sources import count_records, iter_source
-from nortune.curate.stage import run
+from nortune.curate import run
 from nortune.jsonl import DataError
 
 NB = "Oslo er hovedstaden i Norge og ligger innerst i Oslofjorden, omgitt av skog og åser."

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nortune.config import Recipe
-from nortune.curate.stage import run
+from nortune.curate import run
 
 from test_curate import NB, NN as NN_BASE  # the same handwritten sentences as the single-process tests
 

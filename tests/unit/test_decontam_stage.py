@@ -108,7 +108,9 @@ def test_bad_training_input_fails_with_file_line_before_work(tmp_path: Path) -> 
     recipe = recipe_for(tmp_path, data)
     with pytest.raises(DataError, match=r"bad.jsonl:2: malformed JSON"):
         run(recipe)
-    assert not (recipe.run_dir / "decontam").exists()
+    failed = json.loads((recipe.run_dir / "decontam" / "failed.json").read_text())  # no index was built
+    assert failed["user_error"] and "bad.jsonl:2" in failed["error"]
+    assert sorted(p.name for p in (recipe.run_dir / "decontam").iterdir()) == ["failed.json", "recipe.resolved.yaml"]
     data.write_text(json.dumps({"messages": [{"role": "user"}]}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"bad.jsonl:1: messages\[0\].content"):
         run(recipe)

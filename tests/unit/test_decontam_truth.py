@@ -155,7 +155,7 @@ def _answer_only_in_question(recipe: Recipe) -> bool:
 @pytest.mark.slow  # decontam over the whole demo data and its benchmark sets
 def test_shipped_demo_data_is_clean_against_the_demo_sets(tmp_path: Path) -> None:
     """The demo runs through the gate: its curated chats carry no test question (chat.jsonl line 16 was fixed)."""
-    from nortune.curate.stage import run as curate
+    from nortune.curate import run as curate
 
     recipe = load_recipe(DEMO, [f"runs_dir={tmp_path}"])
     curate(recipe)

@@ -85,11 +85,12 @@ def test_the_device_setting_changes_only_the_precision_flag():
         "bf16" if recipe.train.precision == "bf16" else "no")
 
 
-def test_cli_train_launches_the_generated_command(monkeypatch, tmp_path, capsys):
+def test_cli_train_launches_the_generated_command(monkeypatch, tmp_path, caplog):
     import subprocess
 
     from nortune.cli import main
 
+    caplog.set_level("INFO", logger="nortune")
     seen = []
     monkeypatch.setattr(subprocess, "call", lambda command, **kwargs: seen.append(command) or 0)
     args = ["train", "configs/norskgemma4-31b.yaml", "train.device=cuda", "--gpus", "4", "--nodes", "3",
@@ -100,7 +101,7 @@ def test_cli_train_launches_the_generated_command(monkeypatch, tmp_path, capsys)
     assert _option(command, "--main_process_ip") == "10.0.0.1" and _option(command, "--main_process_port") == "6000"
     assert command[command.index("nortune.cli"):] == ["nortune.cli", "train", "configs/norskgemma4-31b.yaml",
                                                        "train.device=cuda"]
-    assert "launching:" in capsys.readouterr().out
+    assert "launching:" in caplog.text
 
 
 def test_a_failed_launch_fails_the_stage_without_a_manifest(monkeypatch, tmp_path, capsys):

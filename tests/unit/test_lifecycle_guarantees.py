@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import finish_train_stage, write_recipe
+from conftest import finish_train_stage, write_manifest, write_recipe
 from nortune.config import load_recipe
 from nortune.errors import IncompleteUpstream
 from nortune.runs import RunLayout, atomic_write_text, begin_stage
@@ -69,3 +69,24 @@ def test_preference_refuses_an_sft_adapter_edited_after_training(tmp_path, tiny_
     (layout.adapter("train") / "adapter_model.safetensors").write_bytes(b"other weights")
     with pytest.raises(IncompleteUpstream, match="changed since the train stage finished"):
         fingerprint(recipe)
+
+
+@pytest.mark.parametrize("record, field", [
+    ({"outputs": [1]}, "outputs"), ({"outputs": {"a": 1}}, "outputs.a"), ({"metrics": [1]}, "metrics"),
+    ({"fingerprint": "x"}, "fingerprint"), ({"started": [1]}, "started"), ({"finished": "soon"}, "finished"),
+])
+def test_a_manifest_of_the_wrong_shape_is_no_manifest_and_the_warning_names_the_field(tmp_path, caplog, record, field):
+    from nortune.runs import read_manifest
+
+    write_manifest(tmp_path / "s", "s", **record)
+    assert read_manifest(tmp_path / "s") is None
+    assert f"({field}: " in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize("record, field", [({"error": 5}, "error"), ({"stage": ["x"]}, "stage"),
+                                           ({"interrupted": "yes"}, "interrupted")])
+def test_a_failure_record_of_the_wrong_shape_is_named(tmp_path, record, field):
+    from nortune.runs import read_failure
+
+    (tmp_path / "failed.json").write_text(json.dumps({"stage": "s", "error": "boom", **record}))
+    assert f"is malformed ({field}: " in read_failure(tmp_path)["error"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nortune.runner import Stage, StageContext, StageResult, run_stage
 from nortune.runs import Options, RunLayout, require_complete
 
 
@@ -37,7 +38,25 @@ def training_data(recipe: Any, *chosen: Path | str | None) -> Path:
     return layout.curate_output
 
 
-def run(recipe: Any, options: Options = Options()) -> dict[str, Any]:
-    from nortune.curate.stage import run as run_stage
+def _check(recipe: Any) -> None:
+    from nortune.curate.stage import check
 
-    return run_stage(recipe, options)
+    check(recipe)
+
+
+def _work(ctx: StageContext) -> StageResult:
+    from nortune.curate.stage import work
+
+    return work(ctx)
+
+
+def _enabled(recipe: Any) -> str | None:
+    return None if recipe.curate.sources else "no curate.sources (train.data is used as given)"
+
+
+STAGE = Stage("curate", fingerprint, _work, check=_check, enabled=_enabled)
+
+
+def run(recipe: Any, options: Options = Options()) -> dict[str, Any]:
+    """The stage through the runner (as ``nortune curate`` runs it); returns its manifest."""
+    return run_stage(STAGE, recipe, options).manifest

@@ -15,8 +15,8 @@ from typing import Any
 from nortune.config import CurateSection, Recipe
 from nortune.config.names import CURATE_BUCKETS as BUCKETS
 from nortune.jsonl import DataError
-from nortune.runs import Options, RunLayout, atomic_write_text, atomic_writer, begin_stage, file_sha256, \
-    inputs_fingerprint, is_current, read_manifest
+from nortune.runner import StageContext, StageResult
+from nortune.runs import RunLayout, atomic_write_text, atomic_writer, file_sha256, inputs_fingerprint
 
 log = logging.getLogger("nortune.curate")
 REPORT = "composition.md"
@@ -49,24 +49,19 @@ def fingerprint(recipe: Recipe) -> dict[str, Any]:
             "langid": file_sha256(MODEL_PATH)[:16] + file_sha256(LEXICON_PATH)[:16]}
 
 
-def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
-    """Curate the recipe's sources into ``<run_dir>/curate/train.jsonl``; skip if current."""
-    cfg = recipe.curate
-    _check_sources(cfg)
-    layout = RunLayout.of(recipe)
-    out_dir = layout.curate_dir
-    fp = fingerprint(recipe)
-    if not options.force and is_current(out_dir, fp):
-        log.info("curate: inputs and settings unchanged, skipping (%s)", out_dir)
-        return read_manifest(out_dir) or {}
-    stage = begin_stage("curate", out_dir, fp, recipe.to_yaml())
+def check(recipe: Recipe) -> None:
+    _check_sources(recipe.curate)
+
+
+def work(ctx: StageContext) -> StageResult:
+    """Curate the recipe's sources into ``<run_dir>/curate/train.jsonl``."""
+    layout, out_dir = ctx.layout, ctx.directory
     try:
-        result = _curate(cfg, layout)
+        result = _curate(ctx.recipe.curate, layout)
     finally:
         shutil.rmtree(out_dir / WORK, ignore_errors=True)  # an infeasible mix or a fatal record leaves no shards
     outputs = [layout.curate_output, out_dir / REPORT] + ([out_dir / CHART] if (out_dir / CHART).exists() else [])
-    return stage.complete(outputs, metrics=result["metrics"], extra={"notes": result["notes"],
-                                                                    "executor": result["executor"]})
+    return StageResult(outputs, result["metrics"], {"notes": result["notes"], "executor": result["executor"]})
 
 
 def _curate(cfg: CurateSection, layout: RunLayout) -> dict[str, Any]:

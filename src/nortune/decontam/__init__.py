@@ -20,7 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from nortune.runs import Options
+from nortune.runner import Stage, StageContext, StageResult, run_stage
+from nortune.runs import Options, RunLayout
+
+# The preference pairs' own check: all three texts of every pair, in its own folder.
+PREFERENCE_FIELDS = ["prompt.content", "chosen.content", "rejected.content"]
 
 
 def fingerprint(recipe: Any) -> dict[str, Any]:
@@ -29,12 +33,30 @@ def fingerprint(recipe: Any) -> dict[str, Any]:
     return stage_fingerprint(recipe)
 
 
-def run(recipe: Any, options: Options = Options(), *, data: Any = None, write_clean: bool | None = None,
-        folder: str = "decontam", text_fields: list[str] | None = None) -> dict[str, Any]:
-    """The stage (see ``nortune.decontam.stage.run``); imported lazily so importing the package is free."""
-    from nortune.decontam.stage import run as run_stage
+def _work(ctx: StageContext, data: Any = None, text_fields: list[str] | None = None) -> StageResult:
+    from nortune.decontam.stage import work
 
-    return run_stage(recipe, options, data=data, write_clean=write_clean, folder=folder, text_fields=text_fields)
+    return work(ctx, data, text_fields)
+
+
+def _preference_fingerprint(recipe: Any) -> dict[str, Any]:
+    from nortune.decontam.stage import fingerprint as stage_fingerprint
+
+    return stage_fingerprint(recipe, RunLayout.of(recipe).preference_pairs, text_fields=PREFERENCE_FIELDS)
+
+
+def _preference_work(ctx: StageContext) -> StageResult:
+    return _work(ctx, ctx.layout.preference_pairs, PREFERENCE_FIELDS)
+
+
+STAGE = Stage("decontam", fingerprint, _work)
+# Run by the preference stage once it has written its pairs (they do not exist before it starts).
+PREFERENCE_STAGE = Stage("decontam-preference", _preference_fingerprint, _preference_work)
+
+
+def run(recipe: Any, options: Options = Options()) -> dict[str, Any]:
+    """The stage through the runner (as ``nortune decontam`` runs it); returns its manifest."""
+    return run_stage(STAGE, recipe, options).manifest
 
 
 def require_clean(recipe, data_path, override_reason=None, folder="decontam"):

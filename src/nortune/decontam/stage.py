@@ -11,14 +11,14 @@ from typing import Any
 
 from nortune.curate import training_data
 from nortune.jsonl import DataError
-from nortune.runs import Options, RunLayout, atomic_writer, begin_stage, file_sha256, is_current, read_manifest
+from nortune.runner import StageContext, StageResult
+from nortune.runs import atomic_writer, file_sha256
 
 from nortune.decontam.report import REPORT_VERSION, write_report
 from nortune.decontam.scan import Scanner, ScanSettings
 from nortune.decontam.sources import describe_sources, iter_training, load_test_side, test_sources
 
 log = logging.getLogger(__name__)
-STAGE = "decontam"
 WORK = ".work"  # the workers' partial results and logs; removed when the scan ends
 
 
@@ -68,22 +68,17 @@ def _scan_in_parallel(recipe, scanner: Scanner, path: Path, fields: list[str] | 
     return {"path": str(clean_path), "kept": scanner.records - removed, "removed": removed}
 
 
-def run(recipe, options: Options = Options(), *, data: Path | None = None, write_clean: bool | None = None,
-        folder: str = STAGE, text_fields: list[str] | None = None) -> dict[str, Any]:
-    """Check the training data against every test text; returns the stage manifest.
+def work(ctx: StageContext, data: Path | None = None, text_fields: list[str] | None = None) -> StageResult:
+    """Check the training data against every test text.
 
-    ``folder`` and ``text_fields`` let another stage (preference pairs) keep its own report.
+    ``data`` and ``text_fields`` let another stage's data (preference pairs) have its own check and folder.
     """
+    recipe, directory = ctx.recipe, ctx.directory
     section = recipe.decontam
     path = training_path(recipe, data)
-    clean = section.write_clean if write_clean is None else write_clean
+    clean = ctx.fingerprint["write_clean"]
     fields = text_fields if text_fields is not None else section.text_fields
-    stage_fingerprint = fingerprint(recipe, data, write_clean, text_fields)
-    sha = stage_fingerprint["data"][str(path)]
-    directory = RunLayout.of(recipe).decontam_dir(folder)
-    if not options.force and is_current(directory, stage_fingerprint):
-        log.info("decontam: skipped, %s and the settings are unchanged since the last check", path)
-        return read_manifest(directory)  # type: ignore[return-value]
+    sha = ctx.fingerprint["data"][str(path)]
 
     # Cheap, complete validation before any index is built: test side, then every training record.
     tests, origins = load_test_side(section)
@@ -93,7 +88,6 @@ def run(recipe, options: Options = Options(), *, data: Path | None = None, write
     log.info("decontam: %d test texts from %d tasks; %d training records in %s",
              len(tests), len(origins), records, path)
 
-    stage = begin_stage(folder, directory, stage_fingerprint, recipe.to_yaml())
     started = time.perf_counter()
     scanner = Scanner(tests, ScanSettings.from_section(section))
     index_seconds = time.perf_counter() - started
@@ -126,4 +120,4 @@ def run(recipe, options: Options = Options(), *, data: Path | None = None, write
                **{f"hits_{k}": v["hits"] for k, v in summary["methods"].items()}}
     log.info("decontam: %d contaminated records of %d (%s); report %s", count, summary["training"]["records"],
              "pass" if report["gate"]["passed"] else "FAIL", report_path)
-    return stage.complete(outputs, metrics)
+    return StageResult(outputs, metrics)

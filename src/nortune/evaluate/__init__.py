@@ -1,43 +1,54 @@
 """NorEval evaluation: lm-eval's own ``noreval`` tasks, a prefix-sharing backend, statistics, reports.
 
-The stage contract: ``fingerprint(recipe, label)`` and ``run(recipe, options, label=...)``, which
-evaluates one model and compares it with the model it was trained from (tuned vs base,
-preference vs tuned), for the CLI and the pipeline alike. Nothing heavy is imported here;
-``run`` loads lm-eval and torch when called.
+One stage per evaluated model (``evaluate-base``, ``evaluate-tuned``, ``evaluate-preference``): it
+evaluates that model and compares it with the model it was trained from (tuned vs base, preference
+vs tuned), or with a given baseline, for the CLI and the pipeline alike. Nothing heavy is imported
+here; the work loads lm-eval and torch when called.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from nortune.runs import Options, RunLayout
+from nortune.runner import Stage, StageContext, StageResult, run_stage
+from nortune.runs import MODEL_STAGE_OF_LABEL, Options
 
 
-def fingerprint(recipe: Any, label: str = "base") -> dict[str, Any]:
+def fingerprint(recipe: Any, label: str = "base", baseline: Path | None = None,
+                force_compare: bool = False) -> dict[str, Any]:
     from nortune.evaluate.stage import fingerprint as stage_fingerprint
 
-    return stage_fingerprint(recipe, label)
+    return stage_fingerprint(recipe, label, baseline, force_compare)
+
+
+def _work(ctx: StageContext, label: str, baseline: Path | None, force_compare: bool) -> StageResult:
+    from nortune.evaluate.stage import work
+
+    return work(ctx, label, baseline, force_compare)
+
+
+def _preference_enabled(recipe: Any) -> str | None:
+    return None if recipe.preference.configured else "no preference data configured"
+
+
+def stage_for(label: str, baseline: Path | None = None, force_compare: bool = False) -> Stage:
+    """The evaluation of one model; ``baseline`` (a results.json or its folder) replaces the default one.
+
+    The manifest carries the comparison's verdicts: ``regressions``, ``overall_regression``,
+    ``comparison``, and with ``evaluate.perplexity``, ``forgetting``, ``allow_forgetting`` and
+    ``perplexity_comparison``."""
+    return Stage(f"evaluate-{label}", partial(fingerprint, label=label, baseline=baseline, force_compare=force_compare),
+                 partial(_work, label=label, baseline=baseline, force_compare=force_compare),
+                 upstream=(MODEL_STAGE_OF_LABEL[label],) if label in MODEL_STAGE_OF_LABEL else (),
+                 enabled=_preference_enabled if label == "preference" else lambda recipe: None)
+
+
+STAGES = tuple(stage_for(label) for label in ("base", *MODEL_STAGE_OF_LABEL))
 
 
 def run(recipe: Any, options: Options = Options(), *, label: str = "base",
         baseline: Path | None = None, force_compare: bool = False) -> dict[str, Any]:
-    """The evaluation's manifest plus, when compared (refused for incomparable eval cards unless ``force_compare``),
-    ``regressions``, ``overall_regression``, ``comparison``,
-    and with ``evaluate.perplexity``, ``forgetting`` (the held-out sets flagged), ``allow_forgetting`` and
-    ``perplexity_comparison``."""
-    from nortune.evaluate import perplexity
-    from nortune.evaluate.compare import compare_with_baseline
-    from nortune.evaluate.stage import run as run_stage
-
-    manifest = run_stage(recipe, options, label)
-    result = compare_with_baseline(recipe, label, baseline, force=force_compare)
-    if result is not None:
-        manifest = {**manifest, "regressions": result["regressions"],
-                    "overall_regression": bool(result["overall"].get("regression")),
-                    "comparison": str(RunLayout.of(recipe).compare_dir(label) / "compare.md")}
-    held_out = perplexity.compare_with_baseline(recipe, label, baseline)
-    if held_out is not None:
-        manifest = {**manifest, "forgetting": held_out["forgetting"], "allow_forgetting": held_out["allow_forgetting"],
-                    "perplexity_comparison": str(RunLayout.of(recipe).compare_dir(label) / "perplexity.md")}
-    return manifest
+    """One evaluation through the runner (as ``nortune evaluate`` runs it); returns its manifest."""
+    return run_stage(stage_for(label, baseline, force_compare), recipe, options).manifest

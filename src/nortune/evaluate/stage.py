@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from nortune.evaluate.memory import PeakMemory
 from nortune.evaluate.stats import family_summary, headlines, missing_metrics, result_scores, small_sets
 from nortune.evaluate.tasks import SAMPLE_MARKER, family_and_prompt, not_computed, task_specs
 from nortune.jsonl import DataError
-from nortune.runs import MODEL_STAGE_OF_LABEL, Options, RunLayout, atomic_write_text, begin_stage, \
-    inputs_fingerprint, is_current, read_manifest
+from nortune.runner import StageContext, StageResult
+from nortune.runs import MODEL_STAGE_OF_LABEL, RunLayout, atomic_write_text, inputs_fingerprint, read_manifest
 
 log = logging.getLogger(__name__)
 # base: the untouched model; tuned: + the SFT adapter; preference: + SFT and preference.
@@ -127,27 +128,46 @@ def _fingerprint(recipe: Recipe, identity: dict[str, Any], origins: dict[str, An
     return out
 
 
-def fingerprint(recipe: Recipe, label: str) -> dict[str, Any]:
-    """What decides whether an evaluation is current, computed without loading any model."""
+def fingerprint(recipe: Recipe, label: str, baseline: Path | None = None,
+                force_compare: bool = False) -> dict[str, Any]:
+    """What decides whether an evaluation (and its comparison with its baseline) is current, without loading
+    any model: the baseline's results are part of it, so a re-evaluated baseline makes the comparison stale."""
     _, origins = task_specs(recipe.evaluate, dict(recipe.evaluate.num_fewshot))
-    return _fingerprint(recipe, model_spec(recipe, label)[1], origins)
+    out = _fingerprint(recipe, model_spec(recipe, label)[1], origins)
+    base = baseline_results(recipe, label, baseline)
+    if base is not None:
+        from nortune.evaluate.perplexity import FILE
+
+        measured = [base.parent / FILE] if (base.parent / FILE).is_file() else []
+        out["baseline"] = inputs_fingerprint([base, base.parent / "samples.jsonl", *measured])
+        if force_compare:
+            out["force_compare"] = True
+    return out
 
 
-def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> dict[str, Any]:
-    """Evaluate one model (``base``, ``tuned``, ``preference``); skipped when model, data and settings are unchanged."""
+def baseline_results(recipe: Recipe, label: str, baseline: Path | None) -> Path | None:
+    """The results.json ``label`` is compared with: ``baseline`` when given, else that of the model it was
+    trained from when it has been evaluated (none for base)."""
+    from nortune.evaluate.compare import BASELINE_OF
+
+    if baseline is not None:
+        return Path(baseline) / "results.json" if Path(baseline).is_dir() else Path(baseline)
+    if label not in BASELINE_OF:
+        return None
+    results = RunLayout.of(recipe).results(BASELINE_OF[label])
+    return results if results.is_file() else None
+
+
+def work(ctx: StageContext, label: str = "base", baseline: Path | None = None,
+         force_compare: bool = False) -> StageResult:
+    """Evaluate one model (``base``, ``tuned``, ``preference``) and compare it with its baseline."""
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}")
+    recipe, layout, out_dir = ctx.recipe, ctx.layout, ctx.directory
     settings = recipe.evaluate
     fewshot = dict(settings.num_fewshot)
     specs, origins = task_specs(settings, fewshot)  # checks local data before any model loads
     args, identity = model_spec(recipe, label)
-    stage_fingerprint = _fingerprint(recipe, identity, origins)
-    layout = RunLayout.of(recipe)
-    out_dir = layout.evaluate_dir(label)
-    if not options.force and is_current(out_dir, stage_fingerprint):
-        log.info("evaluate %s: skipped, model, data and settings unchanged (%s)", label, out_dir)
-        return read_manifest(out_dir)  # type: ignore[return-value]
-    stage = begin_stage("evaluate", out_dir, stage_fingerprint, recipe.to_yaml())
     # Per-request results are keyed by request text; the folder is keyed by the model identity.
     cache_key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     cache = out_dir / "cache" / cache_key / "requests"
@@ -225,7 +245,31 @@ def run(recipe: Recipe, options: Options = Options(), label: str = "base") -> di
         outputs.append(perplexity.write(out_dir, held_out))
         metrics["perplexity"] = {name: s["ppl"] for name, s in held_out["sets"].items()}
         metrics["perplexity_seconds"] = held_out["seconds"]["total"]
-    return stage.complete(outputs, metrics=metrics)
+    extra = _compare(recipe, label, baseline_results(recipe, label, baseline), force_compare, outputs)
+    return StageResult(outputs, metrics, extra)
+
+
+def _compare(recipe: Recipe, label: str, baseline: Path | None, force: bool, outputs: list[Path]) -> dict[str, Any]:
+    """Paired comparisons with the baseline (NorEval tasks, held-out perplexity), written into ``compare/``
+    before the manifest, which lists them; their verdicts go into the manifest for the pipeline and the CLI."""
+    from nortune.evaluate import perplexity
+    from nortune.evaluate.compare import compare
+
+    layout, settings = RunLayout.of(recipe), recipe.evaluate
+    compare_dir = layout.compare_dir(label)
+    shutil.rmtree(compare_dir, ignore_errors=True)  # an earlier comparison, perhaps with another baseline
+    if baseline is None:
+        return {}
+    result = compare(layout.results(label), baseline, compare_dir, settings.metric, settings.bootstrap_samples,
+                     settings.confidence, force=force)
+    extra = {"regressions": result["regressions"], "overall_regression": bool(result["overall"].get("regression")),
+             "comparison": str(compare_dir / "compare.md")}
+    held_out = perplexity.compare_with_baseline(recipe, label, baseline)
+    if held_out is not None:
+        extra.update(forgetting=held_out["forgetting"], allow_forgetting=held_out["allow_forgetting"],
+                     perplexity_comparison=str(compare_dir / "perplexity.md"))
+    outputs.append(compare_dir)
+    return extra
 
 
 def _sample_rows(samples: dict[str, list[dict]]):

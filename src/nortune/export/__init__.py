@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nortune.runner import Stage, StageContext, StageResult, run_stage
 from nortune.runs import Options
 
 
@@ -20,7 +21,15 @@ def fingerprint(recipe: Any) -> dict[str, Any]:
     return stage_fingerprint(recipe)
 
 
-def run(recipe: Any, options: Options = Options()) -> dict[str, Any]:
-    from nortune.export.stage import run as run_stage
+def _work(ctx: StageContext) -> StageResult:
+    from nortune.export.stage import work
 
-    return run_stage(recipe, options)
+    return work(ctx)
+
+
+STAGE = Stage("export", fingerprint, _work, upstream=("train",))
+
+
+def run(recipe: Any, options: Options = Options()) -> dict[str, Any]:
+    """The stage through the runner (as ``nortune export`` runs it); returns its manifest."""
+    return run_stage(STAGE, recipe, options).manifest

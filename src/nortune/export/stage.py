@@ -17,8 +17,8 @@ from nortune.config import Recipe
 from nortune.export.formats import gguf_path, made_by_converter
 from nortune.export.merge import train_inputs
 from nortune.export.toolchain import Toolchain
-from nortune.runs import Options, RunLayout, StageRun, atomic_write_text, begin_stage, inputs_fingerprint, \
-    is_current, read_manifest
+from nortune.runner import StageContext, StageResult
+from nortune.runs import StageFailed, atomic_write_text, inputs_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +48,24 @@ def source_gguf(recipe: Recipe) -> Path | None:
     return None
 
 
-def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
-    """Export; skipped when the train outputs and the export settings are unchanged."""
-    out_dir = RunLayout.of(recipe).export_dir
-    print_ = fingerprint(recipe)  # fails early, naming a missing train output
-    if not options.force and is_current(out_dir, print_):
-        log.info("export: %s is up to date with this recipe and train run; skipping", out_dir)
-        return read_manifest(out_dir)  # type: ignore[return-value]
+def work(ctx: StageContext) -> StageResult:
+    """Merge, convert, quantise, verify; a crash of llama.cpp's native code is this stage's failure."""
+    from nortune.export.native import NativeCrash
     from nortune.export.toolchain import ensure
     from nortune.models import check_local_source
 
+    recipe = ctx.recipe
     check_local_source(recipe.model.source)  # a broken base checkpoint is one line, before the toolchain
     chain = ensure()  # set up llama.cpp's tools before any long work (cached after the first time)
-    stage = begin_stage("export", out_dir, print_, recipe.to_yaml())
-    from nortune.export.native import NativeCrash
-
     try:
-        return _export(recipe, chain, stage, out_dir)
+        return _export(recipe, chain, ctx.directory)
     except NativeCrash as crash:
-        raise stage.fail(str(crash), {"job": crash.job, "file": str(crash.path), "signal": crash.signal_name,
-                                      "log": str(crash.log_file) if crash.log_file else None}) from crash
+        raise StageFailed("export", str(crash), {"job": crash.job, "file": str(crash.path),
+                                                 "signal": crash.signal_name,
+                                                 "log": str(crash.log_file) if crash.log_file else None}) from crash
 
 
-def _export(recipe: Recipe, chain: Toolchain, stage: StageRun, out_dir: Path) -> dict[str, Any]:
+def _export(recipe: Recipe, chain: Toolchain, out_dir: Path) -> StageResult:
     settings = recipe.export
     timings: dict[str, float] = {}
     started = time.time()
@@ -141,9 +136,7 @@ def _export(recipe: Recipe, chain: Toolchain, stage: StageRun, out_dir: Path) ->
                                 for c in checks},
                "failed": failed, "passed": not failed, "merge": merge_info,
                **{k: round(v, 2) for k, v in timings.items()}}
-    for line in table.splitlines():
-        print(line)
-    return stage.complete(outputs, metrics, extra={"llama_cpp_python": chain.version})
+    return StageResult(outputs, metrics, {"llama_cpp_python": chain.version})
 
 
 def _verify(recipe: Recipe, merged: Path, out_dir: Path, files: dict[str, str]) -> list[dict[str, Any]]:

@@ -20,13 +20,11 @@ from typing import Any
 from nortune import adapters
 from nortune.config import Recipe
 from nortune.jsonl import iter_jsonl
-from nortune.lineage import preference_fingerprint as fingerprint
-from nortune.runs import (Options, RunLayout, atomic_write_text, atomic_writer, begin_stage, is_current, read_manifest)
+from nortune.runner import StageContext, StageResult
+from nortune.runs import Options, RunLayout, atomic_write_text, atomic_writer
 
 log = logging.getLogger(__name__)
 STAGE = "preference"
-GATE_FOLDER = "decontam-preference"
-PAIR_FIELDS = ["prompt.content", "chosen.content", "rejected.content"]
 
 
 def pair_margins(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]) -> list[float]:
@@ -87,28 +85,22 @@ def fetch_hf_pairs(recipe: Recipe, out: Path) -> int:
     return count
 
 
-def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
-    """Preference training on the SFT run; skipped when a finished one with the same inputs exists."""
-    from nortune.decontam import require_clean
-    from nortune.decontam import run as decontam_run
+def work(ctx: StageContext) -> StageResult:
+    """Preference training on the SFT run; the pairs get their own contamination check first."""
+    from nortune.decontam import PREFERENCE_STAGE, require_clean
     from nortune.models import load_model
     from nortune.preference.data import normalise_pairs
     from nortune.preference.policy import REF, build_policy
+    from nortune.runner import run_stage
     from nortune.training_log import plot_loss, step_progress
 
-    layout = RunLayout.of(recipe)
-    stage_dir = layout.model_dir(STAGE)
+    recipe, options, layout, stage_dir = ctx.recipe, ctx.options, ctx.layout, ctx.directory
     synthetic = recipe.preference.data is None and recipe.preference.hf_dataset is None
-    stage_fp = fingerprint(recipe)
-    if not options.force and is_current(stage_dir, stage_fp):
-        log.info("preference: %s is up to date; skipping", stage_dir)
-        return read_manifest(stage_dir)
 
     from transformers import AutoTokenizer
 
     device = adapters.device_of_choice(recipe)
     tokenizer = AutoTokenizer.from_pretrained(str(layout.tokenizer("train")))
-    run_state = begin_stage(STAGE, stage_dir, stage_fp, recipe.to_yaml())
     if synthetic:
         from nortune.preference.synthetic import build_pairs
 
@@ -119,12 +111,12 @@ def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
     if recipe.preference.hf_dataset is not None:
         log.info("preference: %d rows from %s", fetch_hf_pairs(recipe, _pairs_source(recipe, stage_dir)),
                  recipe.preference.hf_dataset)
-    pairs_path = stage_dir / "pairs.jsonl"
+    pairs_path = layout.preference_pairs
     report = normalise_pairs(_pairs_source(recipe, stage_dir), pairs_path)
     atomic_write_text(stage_dir / "pairs_report.json", json.dumps(report.to_json(), indent=2))
     atomic_write_text(stage_dir / "pairs_report.md", report.markdown())
-    decontam_run(recipe, data=pairs_path, folder=GATE_FOLDER, text_fields=PAIR_FIELDS)
-    gate = require_clean(recipe, pairs_path, options.allow_contaminated, folder=GATE_FOLDER)
+    run_stage(PREFERENCE_STAGE, recipe, Options(force=options.force), command="preference")
+    gate = require_clean(recipe, pairs_path, options.allow_contaminated, folder=PREFERENCE_STAGE.name)
 
     from datasets import load_dataset
     from transformers.trainer_callback import ProgressCallback
@@ -168,9 +160,8 @@ def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
                "pairs_margin_rose": sum(a > b for a, b in zip(margins_after, margins_before)),
                "reference_unchanged": bool(reference_unchanged)}
     outputs += [pairs_path, stage_dir / "pairs_report.json", stage_dir / "pairs_report.md"]
-    return run_state.complete(outputs, metrics, extra={"pairs": report.to_json(), "contamination_gate": gate,
-                                                         "adapter_mode": recipe.preference.adapter,
-                                                         "device": device})
+    return StageResult(outputs, metrics, {"pairs": report.to_json(), "contamination_gate": gate,
+                                          "adapter_mode": recipe.preference.adapter, "device": device})
 
 
 def save_outputs(recipe: Recipe, stage_dir: Path, policy: Any, tokenizer: Any, ref: str) -> list[Path]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nortune.runner import Stage, StageContext, StageResult, run_stage
 from nortune.runs import Options
 
 
@@ -17,7 +18,15 @@ def fingerprint(recipe: Any) -> dict[str, Any]:
     return stage_fingerprint(recipe)
 
 
-def run(recipe: Any, options: Options = Options()) -> dict[str, Any]:
-    from nortune.report.stage import run as run_stage
+def _work(ctx: StageContext) -> StageResult:
+    from nortune.report.stage import work
 
-    return run_stage(recipe, options)
+    return work(ctx)
+
+
+STAGE = Stage("report", fingerprint, _work)
+
+
+def run(recipe: Any, options: Options = Options()) -> dict[str, Any]:
+    """The stage through the runner (as ``nortune report`` runs it); returns its manifest."""
+    return run_stage(STAGE, recipe, options).manifest

@@ -12,15 +12,18 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from nortune import markup
 from nortune.config import Recipe
 from nortune.report.ledger import RunSummary, format_runs, summarize
-from nortune.runs import EXTRA_FOLDERS, FAILED, MANIFEST, STAGE_FOLDERS, Options, RunLayout, atomic_write_text, \
-    begin_stage, read_failure, read_manifest
+from nortune.runner import StageContext, StageResult
+from nortune.runs import EXTRA_FOLDERS, FAILED, MANIFEST, STAGE_FOLDERS, RunLayout, StageFailed, atomic_write_text, \
+    read_failure, read_manifest
 
+log = logging.getLogger(__name__)
 # Section titles, in page order: the pipeline's stages (runs.STAGE_FOLDERS), the preference pairs'
 # contamination check after preference. The report does not show itself.
 TITLES = {
@@ -179,39 +182,37 @@ def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
 
 
 def fingerprint(recipe: Recipe) -> dict[str, Any]:
-    """The report is current while no stage it shows has finished again since."""
+    """The report is current while no stage it shows has finished again since (and the browser check is as set)."""
+    from nortune import browser
+
     layout = RunLayout.of(recipe)
     return {"stages": {s: (read_manifest(layout.stage_dir(s)) or read_failure(layout.stage_dir(s)) or {})
-                       .get("finished") for s in _stage_dirs(layout.root)}}
+                       .get("finished") for s in _stage_dirs(layout.root)},
+            "browser_check": "off" if browser.opted_out() else "on"}
 
 
-def run(recipe: Recipe, options: Options = Options()) -> dict[str, Any]:
-    """Write ``<run>/report/report.html`` and ``summary.md``."""
-    layout = RunLayout.of(recipe)
-    run_dir, page_dir = layout.root, layout.report_dir
-    stage_fingerprint = fingerprint(recipe)
-    inputs = stage_fingerprint["stages"]
-    stage = begin_stage("report", page_dir, stage_fingerprint, recipe.to_yaml())
-    page, summary = render(run_dir, page_dir)
+def work(ctx: StageContext) -> StageResult:
+    """Write ``<run>/report/report.html`` and ``summary.md``, then check the page in a real browser."""
+    from nortune import browser
+
+    layout, page_dir = ctx.layout, ctx.directory
+    page, summary = render(layout.root, page_dir)
     atomic_write_text(layout.report_page, page)
     atomic_write_text(page_dir / "summary.md", summary)
     outputs = [layout.report_page, page_dir / "summary.md"]
-    metrics: dict[str, Any] = {"stages": len(inputs)}
-    from nortune import browser
-
+    metrics: dict[str, Any] = {"stages": len(ctx.fingerprint["stages"])}
     if browser.opted_out():
         metrics["browser_check"] = f"off ({browser.OPT_OUT_ENV}=off)"
-        print(f"report: browser check switched off by {browser.OPT_OUT_ENV}=off", flush=True)
+        log.info("report: browser check switched off by %s=off", browser.OPT_OUT_ENV)
     elif not browser.available():
-        raise stage.fail(browser.MISSING)
+        raise StageFailed("report", browser.MISSING)
     else:
         checked = browser.check_page(layout.report_page, page_dir / "screenshot.png")
         problems = browser.problems(checked)
         if problems:  # no result; the runner moves the page to report/.partial/ for inspection
-            raise stage.fail(f"{layout.report_page}: the browser check found {'; '.join(problems)}",
-                             details={"browser_check": {k: checked[k] for k in browser.FINDINGS}})
+            raise StageFailed("report", f"{layout.report_page}: the browser check found {'; '.join(problems)}",
+                              {"browser_check": {k: checked[k] for k in browser.FINDINGS}})
         metrics.update(console_errors=len(checked["console_errors"]), images=checked["images"],
                        broken_images=len(checked["broken_images"]))
         outputs.append(page_dir / "screenshot.png")
-    print(f"report: {layout.report_page}", flush=True)
-    return stage.complete(outputs, metrics)
+    return StageResult(outputs, metrics)

@@ -10,7 +10,28 @@ The adapter itself (LoRA config, PiSSA save and conversion, trainer arguments) i
 ``fingerprint(recipe)`` and ``run(recipe, options)`` (docs/architecture.md).
 """
 
-from nortune.train.stage import fingerprint, run
+from dataclasses import replace
+from functools import partial
+from typing import Any
 
-__all__ = ["fingerprint", "run"]
+from nortune.lineage import train_fingerprint as fingerprint
+from nortune.runner import Stage, StageContext, StageResult, run_stage
+from nortune.runs import Options
 
+
+def _work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
+    from nortune.train.stage import work
+
+    return work(ctx, callbacks)
+
+
+STAGE = Stage("train", fingerprint, _work)
+
+
+def run(recipe: Any, options: Options = Options(), *, callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """The stage through the runner (as ``nortune train`` runs it); ``callbacks`` are extra TRL callbacks."""
+    stage = replace(STAGE, work=partial(_work, callbacks=callbacks)) if callbacks else STAGE
+    return run_stage(stage, recipe, options).manifest
+
+
+__all__ = ["STAGE", "fingerprint", "run"]

@@ -12,6 +12,7 @@ adapter is initialised on full weights, so PiSSA works there.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from nortune import adapters
 from nortune.config import ConfigError, Recipe
 
 CONFIG_DIR = Path(__file__).resolve().parent / "launch_configs"
+log = logging.getLogger(__name__)
 ACCELERATE_CONFIGS = {"fsdp": "fsdp.yaml", "deepspeed_zero3": "deepspeed_zero3.yaml"}
 
 
@@ -77,16 +79,13 @@ def run_launched(recipe: Recipe, command: list[str]) -> int:
     none is left from before either and records why, like a failed single-process stage.
     """
     from nortune import children
-    from nortune.runs import MANIFEST, RunLayout, StageRun
+    from nortune.runs import StageFailed
 
-    print("launching:", " ".join(command), flush=True)
+    log.info("launching: %s", " ".join(command))
     status = children.call(command)  # the launcher gets SIGTERM if nortune dies, and stops its ranks
     if status == 0:
         return 0
-    stage_dir = RunLayout.of(recipe).model_dir("train")
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / MANIFEST).unlink(missing_ok=True)
-    raise StageRun("train", stage_dir, {}).fail(
-        f"a training process exited with status {status} under accelerate launch (its traceback is above, "
-        f"prefixed with its rank); no manifest was written; rerun with --resume to continue from the last "
-        f"checkpoint", {"launcher_exit_status": status, "command": command})
+    raise StageFailed("train",
+                      f"a training process exited with status {status} under accelerate launch (its traceback is "
+                      f"above, prefixed with its rank); no manifest was written; rerun with --resume to continue "
+                      f"from the last checkpoint", {"launcher_exit_status": status, "command": command})

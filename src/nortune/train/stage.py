@@ -18,12 +18,11 @@ from typing import Any
 
 from nortune import adapters, ranks
 from nortune.curate import training_data
-from nortune.lineage import train_fingerprint as fingerprint
 from nortune.config import Recipe
 from nortune.plan import AdapterPlan, build_plan, check_adapter
 from nortune.errors import UsageError
-from nortune.runs import (Options, RunLayout, atomic_write_text, begin_stage, is_current,
-                          read_manifest)
+from nortune.runner import StageContext, StageResult
+from nortune.runs import RunLayout, atomic_write_text
 from nortune.training_log import plot_loss, step_progress
 
 log = logging.getLogger(__name__)
@@ -83,29 +82,19 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     return Prepared(data_path, plan, tokenizer, template, dataset, data_report, gate)
 
 
-def run(recipe: Recipe, options: Options = Options(), *, callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
-    """Train; skipped when a finished run with the same recipe sections and data exists.
-
-    ``options.resume`` continues from the last checkpoint, ``options.allow_contaminated`` trains
-    past a failing contamination gate; ``callbacks`` are extra TRL callbacks (tests use them).
-    """
-    layout = RunLayout.of(recipe)
-    stage_dir = layout.model_dir("train")
-    stage_fp = fingerprint(recipe)
-    if not options.force and is_current(stage_dir, stage_fp):
-        log.info("train: %s is up to date with this recipe and data; skipping", stage_dir)
-        return read_manifest(stage_dir)
+def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
+    """Train. ``options.resume`` continues from the last checkpoint, ``options.allow_contaminated`` trains
+    past a failing contamination gate; ``callbacks`` are extra TRL callbacks (tests use them)."""
+    recipe, options, layout, stage_dir, main = ctx.recipe, ctx.options, ctx.layout, ctx.directory, ctx.main
     checkpoints = stage_dir / CHECKPOINTS
-    resume_from = _checkpoint_to_resume(checkpoints, stage_fp, options.resume)
+    resume_from = _checkpoint_to_resume(checkpoints, ctx.fingerprint, options.resume)
     ready = prepare(recipe, options.allow_contaminated)
 
     device = adapters.device_of_choice(recipe)
-    main = ranks.is_main()  # under a launcher only rank 0 writes into the run folder
-    run_state = begin_stage("train", stage_dir, stage_fp, recipe.to_yaml()) if main else None
     log_path = stage_dir / "log.jsonl"
-    if main:
+    if main:  # under a launcher only rank 0 writes into the run folder
         checkpoints.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(checkpoints / "fingerprint.json", json.dumps(stage_fp, sort_keys=True))
+        atomic_write_text(checkpoints / "fingerprint.json", json.dumps(ctx.fingerprint, sort_keys=True))
         if resume_from is None:
             log_path.unlink(missing_ok=True)
     args = sft_config(recipe, checkpoints, device)
@@ -120,8 +109,8 @@ def run(recipe: Recipe, options: Options = Options(), *, callbacks: tuple[Any, .
         model.config.use_cache = False  # packed sequences stay isolated only without the KV cache
     plan = ready.plan
     if main:
-        print(f"adapting {len(plan.module_names)} modules in {sum(1 for l in plan.layers if l.adapted)} layers: "
-              f"{plan.trainable_params:,} trainable parameters ({100 * plan.trainable_share:.4f} %)", flush=True)
+        log.info("adapting %d modules in %d layers: %s trainable parameters (%.4f %%)", len(plan.module_names),
+                 sum(1 for l in plan.layers if l.adapted), f"{plan.trainable_params:,}", 100 * plan.trainable_share)
     peft_model = adapters.attach_adapter(model, recipe, plan)
     broadcast = ranks.broadcast_pissa(peft_model)  # every rank starts from rank 0's SVD, bit for bit
     if main:
@@ -162,9 +151,8 @@ def run(recipe: Recipe, options: Options = Options(), *, callbacks: tuple[Any, .
              "pissa_tensors_broadcast": broadcast,
              "chat_template_installed": ready.template, "contamination_gate": ready.gate,
              "resumed_from": str(resume_from) if resume_from else None}
-    manifest = run_state.complete(outputs, metrics, extra=extra) if run_state else {"metrics": metrics, **extra}
-    ranks.barrier()  # no rank reports success before rank 0 has written the manifest
-    return manifest
+    return StageResult(outputs, metrics, extra)
+
 
 
 def save_outputs(recipe: Recipe, stage_dir: Path, peft_model: Any, ready: Prepared) -> list[Path]:
