@@ -106,7 +106,7 @@ def worker(kind: str, train: Path, test: Path, n: int, limit: int) -> dict:
     scanned = 0
     if kind in ("nortune", "nortune-word"):
         from nortune.decontam.scan import Scanner, ScanSettings
-        from nortune.decontam.sources import TestText, TrainRecord, iter_training
+        from nortune.decontam.sources import TestText, iter_training
 
         methods = ["char_ngram"] if kind == "nortune" else ["word_ngram"]
         scanner = Scanner([TestText(f"t{i}", "bench", t) for i, t in enumerate(_tests(test))],

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                     if key not in best or result["verify_s"] < best[key]["verify_s"]:
                         best[key] = {**result, "gen_s": min(result["gen_s"], best.get(key, result)["gen_s"])}
     rows, verify_ratios, gen_ratios, agreement, ppl_ratios, same_text = [], [], [], [], [], True
-    print(f"| file | build | verify tokens/s | chat tokens/s | peak RSS MiB |\n|---|---|---:|---:|---:|")
+    print("| file | build | verify tokens/s | chat tokens/s | peak RSS MiB |\n|---|---|---:|---:|---:|")
     for gguf in args.gguf:
         p, n = best[(gguf.name, "portable")], best[(gguf.name, "native")]
         for name, r in (("portable", p), ("native", n)):

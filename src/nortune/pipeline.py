@@ -15,10 +15,10 @@ from typing import Any
 
 from nortune import curate, decontam, evaluate, export, plan, preference, report, train
 from nortune.config import ConfigError, Recipe
-from nortune.errors import IncompleteUpstream, NortuneError
+from nortune.errors import IncompleteUpstream, NortuneError, StageFailed
 from nortune.jsonl import DataError
-from nortune.runner import Stage, decide, run_lock, run_stage
-from nortune.runs import STAGE_FOLDERS, Options, RunLayout, StageFailed, atomic_write_text
+from nortune.runner import Outcome, Stage, decide, run_lock, run_stage
+from nortune.runs import STAGE_FOLDERS, Options, RunLayout, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,6 @@ def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = No
     if dry_run:
         for stage in (s for s in STAGES if s.name in chosen):
             verdict, why = status(stage, recipe)
-            print(f"{stage.name:<20} {'would ' + verdict if verdict != 'off' else verdict:<11} {why}", flush=True)
             results.append({"stage": stage.name, "action": verdict, "why": why})
         return results
     layout = RunLayout.of(recipe)
@@ -90,12 +89,12 @@ def _run_stages(recipe: Recipe, stages: list[Stage], options: Options,
         # After a failure the report still runs (it shows the failure in red); after an interrupt nothing does.
         if failed and (stage.name != "report" or not isinstance(pending, Exception | None)):
             why = f"{failed[0]} {'failed' if isinstance(pending, Exception | None) else 'interrupted'}"
-            print(f"{stage.name:<20} {'not run':<11} {why}", flush=True)
+            log.info("%s: not run, %s", stage.name, why)
             results.append({"stage": stage.name, "action": "not run", "why": why})
             continue
         off = stage.enabled(recipe)
         if off:
-            print(f"{stage.name:<20} {'off':<11} {off}", flush=True)
+            log.info("%s: off, %s", stage.name, off)
             results.append({"stage": stage.name, "action": "off", "why": off})
             continue
         started = time.time()
@@ -110,15 +109,20 @@ def _run_stages(recipe: Recipe, stages: list[Stage], options: Options,
             if pending is None and not isinstance(exc, StageFailed):
                 pending = exc
             continue
-        manifest = outcome.manifest
-        line: dict[str, Any] = {"stage": stage.name, "action": outcome.action, "why": outcome.why}
-        line.update(seconds=round(time.time() - started, 2), metrics=manifest.get("metrics", {}))
-        if manifest.get("regressions") or manifest.get("overall_regression"):
-            line["regressions"] = manifest.get("regressions") or ["average"]
-        if manifest.get("forgetting"):  # held-out perplexity rose significantly (evaluate.perplexity)
-            line.update(forgetting=manifest["forgetting"], allow_forgetting=bool(manifest.get("allow_forgetting")))
-        results.append(line)
+        results.append({**result_line(stage.name, outcome), "seconds": round(time.time() - started, 2)})
     return pending
+
+
+def result_line(name: str, outcome: Outcome) -> dict[str, Any]:
+    """What a finished (run or skipped) stage says in ``pipeline.json``, and what ``problems`` reads."""
+    manifest = outcome.manifest
+    line: dict[str, Any] = {"stage": name, "action": outcome.action, "why": outcome.why,
+                            "metrics": manifest.get("metrics", {})}
+    if manifest.get("regressions") or manifest.get("overall_regression"):
+        line["regressions"] = manifest.get("regressions") or ["average"]
+    if manifest.get("forgetting"):  # held-out perplexity rose significantly (evaluate.perplexity)
+        line.update(forgetting=manifest["forgetting"], allow_forgetting=bool(manifest.get("allow_forgetting")))
+    return line
 
 
 def _failure_line(name: str, exc: BaseException) -> str:
@@ -150,14 +154,23 @@ def forgetting(results: list[dict[str, Any]]) -> list[str]:
             for name in r.get("forgetting", [])]
 
 
-def problems(results: list[dict[str, Any]], recipe: Recipe) -> list[str]:
-    """One line per reason this run must exit non-zero: failed stages first (nothing after them
-    ran), else significant regressions (when ``evaluate.fail_on_regression``), forgetting the
-    recipe does not allow, and GGUF files that failed verification."""
+def contaminated(results: list[dict[str, Any]]) -> list[str]:
+    """'stage: N records' for every contamination check of this run over its limit."""
+    return [f"{r['stage']}: {r['metrics'].get('contaminated_records')} contaminated records"
+            for r in results if r["stage"].startswith("decontam") and r.get("metrics", {}).get("passed") is False]
+
+
+def problems(results: list[dict[str, Any]], recipe: Recipe, contamination_accepted: bool = False) -> list[str]:
+    """The one rule for exit status 1, for every command that can find a problem: one line per reason.
+    Failed stages first (nothing after them ran), else significant regressions (when
+    ``evaluate.fail_on_regression``), forgetting the recipe does not allow, GGUF files that failed
+    verification, and contamination over ``decontam.max_contaminated_records`` (unless accepted, as
+    ``--allow-contaminated`` does, with a recorded reason)."""
     if failures(results):
         return failures(results)
     page = RunLayout.of(recipe).report_page
     found, forgot, bad_files = regressions(results), forgetting(results), unverified(results)
+    dirty = [] if contamination_accepted else contaminated(results)
     lines = []
     if found and recipe.evaluate.fail_on_regression:
         lines.append(f"SIGNIFICANT REGRESSION in {'; '.join(found)} (see {page})")
@@ -166,4 +179,7 @@ def problems(results: list[dict[str, Any]], recipe: Recipe) -> list[str]:
                      "evaluate.perplexity.allow_forgetting: true accepts it)")
     if bad_files:
         lines.append(f"GGUF verification FAILED for {'; '.join(bad_files)} (see verification.md)")
+    if dirty:
+        lines.append(f"CONTAMINATED: {'; '.join(dirty)}, over decontam.max_contaminated_records="
+                     f"{recipe.decontam.max_contaminated_records} (see summary.md)")
     return lines

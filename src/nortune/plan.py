@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -17,11 +18,13 @@ from typing import Any, Iterator
 
 from nortune.config import ConfigError, LayerSelection, Recipe, parse_index_ranges
 from nortune.runner import Stage, StageContext, StageResult, run_stage
-from nortune.runs import Options, atomic_write_text
+from nortune.runs import Options, RunLayout, atomic_write_text, require_complete
 
 _LAYER_NAME = re.compile(r"^(?P<prefix>.*\.layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
 GIB = 1024**3
 
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class AdaptedModule:
@@ -80,6 +83,16 @@ class AdapterPlan:
         out["trainable_percent"] = round(100 * self.trainable_share, 6)
         out["module_names"] = self.module_names
         return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "AdapterPlan":
+        """The plan ``to_json`` wrote (``plan/plan.json``)."""
+        layers = [LayerPlan(**{**layer, "adapted": [AdaptedModule(**m) for m in layer["adapted"]]})
+                  for layer in data["layers"]]
+        return cls(model_type=data["model_type"], num_layers=data["num_layers"], total_params=data["total_params"],
+                   trainable_params=data["trainable_params"], layers=layers,
+                   frozen_3d_params=data["frozen_3d_params"], notes=data["notes"],
+                   memory=[MemoryEstimate(**m) for m in data["memory"]])
 
 
 def _text_config(config: Any) -> Any:
@@ -356,6 +369,21 @@ def plan_from_recipe(recipe: Recipe, model: str | None = None) -> AdapterPlan:
     else:
         config = load_config(recipe.model.source, recipe.model.config, recipe.model.revision)
     return build_plan(config, recipe, remember=model is None)
+
+
+def recipe_plan(recipe: Recipe) -> AdapterPlan:
+    """The recipe's plan, worked out once: read from ``plan/plan.json`` when the plan stage made it for this
+    recipe (its manifest current and its file unchanged), else built here, and said."""
+    from nortune.errors import IncompleteUpstream
+
+    layout = RunLayout.of(recipe)
+    path = layout.plan_dir / "plan.json"
+    try:
+        require_complete(layout.plan_dir, path, "the adapter plan", fingerprint(recipe))
+    except IncompleteUpstream as exc:
+        log.info("plan: building the adapter plan here (%s)", exc)
+        return plan_from_recipe(recipe)
+    return AdapterPlan.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
 def format_plan(plan: AdapterPlan) -> str:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nortune.errors import DiskFull, IncompleteUpstream, NortuneError, RunLocked
-from nortune.runs import FAILED, MANIFEST, PARTIAL, RESOLVED_RECIPE, RESUMABLE, Options, RunLayout, StageFailed, \
+from nortune.errors import DiskFull, IncompleteUpstream, NortuneError, RunLocked, StageFailed
+from nortune.runs import FAILED, MANIFEST, PARTIAL, RESOLVED_RECIPE, RESUMABLE, Options, RunLayout, \
     atomic_write_text, begin_stage, changed_keys, git_commit, read_manifest, refuse_linked_stage
 
 log = logging.getLogger(__name__)

@@ -158,24 +158,11 @@ class RunLayout:
 
 @dataclass(frozen=True)
 class Options:
-    """What a command may ask of any stage beyond its recipe: the stage contract's second argument.
-
-    Every stage module exposes ``fingerprint(recipe)`` and ``run(recipe, options)``; the CLI and
-    the pipeline call the same ``run``.
-    """
+    """What a command may ask of any stage beyond its recipe; its work finds them in ``StageContext.options``."""
 
     force: bool = False  # rerun even when the manifest matches
     resume: bool = False  # train / preference: continue from the last checkpoint
     allow_contaminated: str | None = None  # train past a failing contamination gate, with this reason
-
-
-class StageFailed(RuntimeError):
-    """A stage ended without a result, with its reason (and ``details`` for ``failed.json``): the runner
-    records it in the stage's folder (no manifest), and the command exits 1."""
-
-    def __init__(self, stage: str, message: str, details: dict[str, Any] | None = None):
-        self.stage, self.message, self.details = stage, message, details or {}
-        super().__init__(f"{stage} failed: {message}")
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from nortune.runs import atomic_writer
 
 
 def step_progress(log_path: Path) -> Any:
+    from tqdm.auto import tqdm
     from transformers.trainer_callback import ProgressCallback
 
     class StepProgress(ProgressCallback):
@@ -35,7 +36,7 @@ def step_progress(log_path: Path) -> Any:
                      "lr": logs.get("learning_rate"), "tokens_seen": seen, "tokens_per_s": rate}
             line = (f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
                     f"lr {logs.get('learning_rate', 0):.2e}  {rate:,.0f} tok/s")
-            (self.training_bar.write if self.training_bar is not None else print)(line)
+            tqdm.write(line)  # above the progress bar, if any (transformers' own bar is a tqdm)
             with open(log_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry) + "\n")
 

@@ -151,7 +151,8 @@ def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tin
     recipe = load_recipe(recipe_path)
     manifest = evaluate.run(recipe, label="tuned")
     assert manifest["forgetting"] == ["en"] and manifest["allow_forgetting"] is False
-    assert "FORGETTING" in capsys.readouterr().err
+    banner = perplexity.forgetting_banner(json.loads((run / "tuned" / "compare" / "perplexity.json").read_text()))
+    assert "FORGETTING (" in banner[2] and banner[3].startswith("  en: ppl ")
     results = pipeline.run_pipeline(recipe, only=["evaluate-tuned"])
     assert pipeline.forgetting(results) == ["evaluate-tuned: en perplexity"]
     assert pipeline.forgetting([{**results[0], "allow_forgetting": True}]) == []

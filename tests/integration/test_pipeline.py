@@ -109,7 +109,8 @@ def test_compare_puts_runs_side_by_side_with_paired_deltas(finished_run, tmp_pat
 
 def test_a_missing_browser_fails_the_report_with_the_install_command(finished_run, monkeypatch):
     from nortune import report
-    from nortune.runs import Options, StageFailed, read_failure
+    from nortune.errors import StageFailed
+    from nortune.runs import Options, read_failure
 
     recipe, _ = finished_run
     monkeypatch.setattr(browser, "available", lambda: False)

@@ -63,11 +63,16 @@ def recipe_path(tmp_path_factory, tiny_gemma3):
 
 
 def test_each_stage_fails_on_record_and_the_next_run_resumes_there(recipe_path, monkeypatch):
+    import nortune.plan
+
     monkeypatch.setenv("NORTUNE_BROWSER_CHECK", "off")  # the page's browser check has its own tests
     recipe = load_recipe(recipe_path)
+    build_plan = nortune.plan.build_plan
     for index, stage in enumerate(WALK):
         kind, make = KINDS[index % len(KINDS)]
         counts: Counter = Counter()
+        monkeypatch.setattr(nortune.plan, "build_plan",
+                            lambda *a, counts=counts, **k: counts.update(["build_plan"]) or build_plan(*a, **k))
         monkeypatch.setattr(pipeline, "STAGES", _instrumented(stage, make(), counts))
         only = [s for s in WALK if s != "export" or stage == "export"]
         if kind is KeyboardInterrupt:
@@ -92,7 +97,9 @@ def test_each_stage_fails_on_record_and_the_next_run_resumes_there(recipe_path, 
                 recipe.run_dir / pipeline.STAGE_FOLDERS[previous] / "manifest.json").is_file()
         # One fingerprint per stage the runner reached; none for the stages after a failure.
         reached = {s for s, r in record.items() if r["action"] in ("run", "skip", "failed", "interrupted")}
-        assert counts == Counter({s: 1 for s in reached}), (stage, counts)
+        # The adapter plan is worked out by the plan stage alone: train and preference read plan/plan.json.
+        planned = 1 if record.get("plan", {}).get("action") == "run" else 0
+        assert counts == Counter({**{s: 1 for s in reached}, "build_plan": planned}), (stage, counts)
         if stage != "report":  # the report shows the failure in red (after an interrupt: as the next one will)
             if kind is KeyboardInterrupt:
                 assert record.get("report", {}).get("action") != "run"

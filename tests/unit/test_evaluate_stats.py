@@ -130,14 +130,16 @@ _CARD = {"card_version": 1, "lm_eval": "0.4.13", "model": "m", "data": {"source"
                   "system_instruction": None, "reason": "base model"}}
 
 
-def test_compare_writes_reports_and_shouts_about_a_regression(tmp_path, capsys):
-    from nortune.evaluate.compare import compare
+def test_compare_writes_reports_and_shouts_about_a_regression(tmp_path):
+    from nortune.evaluate.compare import compare, regression_banner
 
     base = _results(tmp_path / "base", "base", [1] * 40 + [0] * 10)
     tuned = _results(tmp_path / "tuned", "tuned", [1] * 25 + [0] * 25)  # the recipe's -10 pp, and worse
     result = compare(tuned, base, tmp_path / "cmp", "acc", 300, 0.95)
     assert result["regressions"] == ["nortruthfulqa_mc_nob"] and result["overall"]["regression"]
-    assert "SIGNIFICANT REGRESSION" in capsys.readouterr().err
+    banner = regression_banner(json.loads((tmp_path / "cmp" / "compare.json").read_text()))
+    assert "SIGNIFICANT REGRESSION (tuned vs base, 95% paired bootstrap):" in banner
+    assert any(line.startswith("  Truthfulness BM (acc): best of prompts -") for line in banner), banner
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert "SIGNIFICANT REGRESSION: Truthfulness BM" in md and "**REGRESSION**" in md
     assert (tmp_path / "cmp" / "compare.png").is_file()

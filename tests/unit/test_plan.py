@@ -144,3 +144,22 @@ def test_the_plan_follows_train_and_reruns_when_train_changes_its_micro_batch(tm
     assert activations("train.gradient_checkpointing=false") > base  # unset: on, as training on a GPU runs
     with pytest.raises(ConfigError, match=r"plan\.seq_len.*train\.max_seq_len"):
         load_recipe(recipe_path, ["plan.seq_len=128"])
+
+
+def test_train_and_preference_read_the_plan_the_plan_stage_wrote(tmp_path, tiny_gemma3, monkeypatch):
+    """recipe_plan reads plan/plan.json when it is current; a change to train.max_seq_len makes it stale."""
+    import nortune.plan
+    from conftest import write_recipe
+    from nortune.plan import recipe_plan
+
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs"))
+    nortune.plan.run(recipe)
+    written = json.loads((recipe.run_dir / "plan" / "plan.json").read_text())
+    monkeypatch.setattr(nortune.plan, "build_plan", lambda *a, **k: pytest.fail("the plan was built again"))
+    assert recipe_plan(recipe).to_json() == written
+    monkeypatch.undo()
+    calls = []
+    monkeypatch.setattr(nortune.plan, "build_plan", lambda *a, build=nortune.plan.build_plan, **k:
+                        calls.append(1) or build(*a, **k))
+    longer = load_recipe(tmp_path / "r.yaml", ["train.max_seq_len=4096"])
+    assert recipe_plan(longer).to_json()["memory"] != written["memory"] and calls == [1]

@@ -12,6 +12,11 @@ from nortune.config.base import Section
 from nortune.config.names import ALL_PROMPTS, CATALOGUE, DEFAULT_FEWSHOT, NOREVAL_FAMILIES, RECIPE_FAMILIES, SUITES
 
 
+
+def shots_for(num_fewshot: dict[str, int], family: str) -> int:
+    """The one rule for few-shot counts: a family that ``num_fewshot`` does not name runs 0-shot."""
+    return num_fewshot.get(family, 0)
+
 class PerplexitySection(Section):
     """Held-out perplexity per language, base vs tuned: the forgetting guard (see docs/evaluate.md)."""
 

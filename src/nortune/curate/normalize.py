@@ -7,6 +7,7 @@ import unicodedata
 from typing import Any
 
 from nortune.config import CurateSource
+from nortune.errors import MalformedRecord
 
 ROLES = {"system", "user", "assistant"}
 _ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant",
@@ -16,8 +17,6 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-class MalformedRecord(ValueError):
-    """The record cannot become chat messages; the message says why."""
 
 
 def normalise_text(text: str) -> str:

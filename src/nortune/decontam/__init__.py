@@ -33,6 +33,18 @@ def fingerprint(recipe: Any) -> dict[str, Any]:
     return stage_fingerprint(recipe)
 
 
+def _check(recipe: Any) -> None:
+    """The training file the recipe names exists and holds records: one line before any index is built."""
+    from pathlib import Path
+
+    from nortune.cli_checks import existing_file, has_records
+    from nortune.errors import DataError
+
+    data = recipe.decontam.data or recipe.train.data
+    if data is not None and not has_records(existing_file(Path(data), "a training data file")):
+        raise DataError(f"{data}: no records, so there is nothing to check")
+
+
 def _work(ctx: StageContext, data: Any = None, text_fields: list[str] | None = None) -> StageResult:
     from nortune.decontam.stage import work
 
@@ -49,7 +61,7 @@ def _preference_work(ctx: StageContext) -> StageResult:
     return _work(ctx, ctx.layout.preference_pairs, PREFERENCE_FIELDS)
 
 
-STAGE = Stage("decontam", fingerprint, _work)
+STAGE = Stage("decontam", fingerprint, _work, check=_check)
 # Run by the preference stage once it has written its pairs (they do not exist before it starts).
 PREFERENCE_STAGE = Stage("decontam-preference", _preference_fingerprint, _preference_work)
 

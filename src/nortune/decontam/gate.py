@@ -23,10 +23,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nortune.jsonl import DataError
 from nortune.runs import RunLayout, file_sha256, read_manifest, require_complete
 
 from nortune.decontam.sources import describe_sources, test_sources
+from nortune.errors import ContaminationGateError
 
 # The settings a report must have been made with; any difference makes it stale.
 CHECKED_SETTINGS = ("methods", "char_ngrams", "word_ngram", "substring_min_chars", "question_min_words",
@@ -35,8 +35,6 @@ CHECKED_SETTINGS = ("methods", "char_ngrams", "word_ngram", "substring_min_chars
 _AS_SETS = ("methods", "allow", "tasks")
 
 
-class ContaminationGateError(DataError):
-    """Training refused: the contamination report is missing, stale or over the threshold."""
 
 
 def stale_because(report: dict[str, Any], recipe) -> str | None:

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from nortune.errors import NortuneError
+from nortune.errors import IncomparableRuns
 from nortune.markup import code, text
 
 CARD_VERSION = 1
@@ -30,8 +30,6 @@ _LOCATION_KEYS = ("dataset_path", "dataset_name", "dataset_kwargs", "training_sp
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # "<function f at 0x7f...>": differs per process
 
 
-class IncomparableRuns(NortuneError):
-    """Two evaluations whose cards differ in what decides a score (one line naming what differs)."""
 
 
 def _normalised(value: Any) -> Any:

@@ -1,14 +1,14 @@
 """``nortune evaluate --compare``: tuned vs base with paired bootstrap intervals.
 
-A regression whose interval lies entirely below zero is printed to stderr in capitals,
-written at the top of ``compare.md`` and (with ``evaluate.fail_on_regression``) turns the
+A regression whose interval lies entirely below zero is written at the top of ``compare.md``,
+printed by the CLI in capitals (``regression_banner``) and (with ``evaluate.fail_on_regression``) turns the
 command's exit status to 1. The recipe's failed runs lost up to 10 points on truthfulness.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,9 @@ from typing import Any
 from nortune.evaluate import card, report
 from nortune.evaluate.paired import paired_bootstrap
 from nortune.jsonl import TOO_DEEP, DataError, iter_jsonl
-from nortune.runs import RunLayout, atomic_write_text
+from nortune.runs import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 # What each evaluated model is compared with: the model it was trained from.
 BASELINE_OF = {"tuned": "base", "preference": "tuned"}
@@ -44,21 +46,6 @@ def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return summary, [row for _, row in iter_jsonl(samples_path)]
 
 
-def compare_with_baseline(recipe: Any, label: str, baseline: Path | None = None,
-                          force: bool = False) -> dict[str, Any] | None:
-    """Paired comparison of ``label`` with ``baseline`` (default: the model it was trained from), written to
-    ``evaluate/<label>/compare``; None when there is nothing to compare with (base, or baseline not evaluated).
-    Refused when the eval cards differ (``card.require_comparable``) unless ``force``."""
-    layout = RunLayout.of(recipe)
-    if baseline is None:
-        if label not in BASELINE_OF or not layout.results(BASELINE_OF[label]).is_file():
-            return None
-        baseline = layout.results(BASELINE_OF[label])
-    settings = recipe.evaluate
-    return compare(layout.results(label), baseline, layout.compare_dir(label), settings.metric,
-                   settings.bootstrap_samples, settings.confidence, force=force)
-
-
 def compare(tuned_path: Path, base_path: Path, out_dir: Path, metric: str, samples: int,
             confidence: float, force: bool = False) -> dict[str, Any]:
     base, base_rows = load_results(base_path)
@@ -66,12 +53,13 @@ def compare(tuned_path: Path, base_path: Path, out_dir: Path, metric: str, sampl
     forced = card.require_comparable([(str(base_path), base.get("card")), (str(tuned_path), tuned.get("card"))],
                                      force, flag="--force-compare")
     for line in forced:
-        print(f"nortune: {line}", file=sys.stderr)
+        log.warning("%s", line)
     deltas, overall = paired_bootstrap(base_rows, tuned_rows, metric, samples, confidence)
     regressions = [d.family for d in deltas if d.regression()]
     result = {"base": str(base_path), "tuned": str(tuned_path), "metric": metric, "confidence": confidence,
               "bootstrap_samples": samples, "deltas": [asdict(d) | {"regression": d.regression(),
                                                                     "gain": d.gain()} for d in deltas],
+              "labels": {d.family: tuned["tasks"].get(d.family, {}).get("label", d.family) for d in deltas},
               "overall": overall, "regressions": regressions, "no_paired_ci": overall.get("no_paired_ci", {}),
               "note": tuned.get("note") or base.get("note"), "forced": forced}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,17 +68,23 @@ def compare(tuned_path: Path, base_path: Path, out_dir: Path, metric: str, sampl
                       + report.compare_markdown(base, tuned, deltas, overall, confidence))
     report.chart(out_dir / "compare.png", {"base": base, "tuned": tuned}, result["note"])
     for family, why in overall.get("no_paired_ci", {}).items():  # said, never skipped silently
-        print(f"compare: no paired interval for {family}: {why}", file=sys.stderr)
-    if regressions or overall.get("regression"):
-        bar = "!" * 78
-        print(f"\n{bar}\nSIGNIFICANT REGRESSION (tuned vs base, {confidence:.0%} paired bootstrap):", file=sys.stderr)
-        for d in deltas:
-            if d.regression():
-                print(f"  {tuned['tasks'].get(d.family, {}).get('label', d.family)} ({d.metric}): best of prompts "
-                      f"{d.best:+.1f} pp "
-                      f"[{d.best_ci[0]:+.1f}, {d.best_ci[1]:+.1f}], mean {d.mean:+.1f} pp", file=sys.stderr)
-        if overall.get("regression"):
-            print(f"  average: {overall['best']:+.1f} pp [{overall['best_ci'][0]:+.1f}, "
-                  f"{overall['best_ci'][1]:+.1f}]", file=sys.stderr)
-        print(f"{bar}\n", file=sys.stderr)
+        log.warning("compare: no paired interval for %s: %s", family, why)
     return result
+
+
+def regression_banner(result: dict[str, Any]) -> list[str]:
+    """The loud terminal lines for a significant regression in ``compare.json`` (none without one)."""
+    overall = result["overall"]
+    if not result["regressions"] and not overall.get("regression"):
+        return []
+    bar = "!" * 78
+    lines = ["", bar, f"SIGNIFICANT REGRESSION (tuned vs base, {result['confidence']:.0%} paired bootstrap):"]
+    for d in result["deltas"]:
+        if d["regression"]:
+            lines.append(f"  {result.get('labels', {}).get(d['family'], d['family'])} ({d['metric']}): best of "
+                         f"prompts {d['best']:+.1f} pp [{d['best_ci'][0]:+.1f}, {d['best_ci'][1]:+.1f}], "
+                         f"mean {d['mean']:+.1f} pp")
+    if overall.get("regression"):
+        lines.append(f"  average: {overall['best']:+.1f} pp [{overall['best_ci'][0]:+.1f}, "
+                     f"{overall['best_ci'][1]:+.1f}]")
+    return [*lines, bar, ""]

@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -242,20 +241,18 @@ def label_markdown(result: dict[str, Any], noreval_seconds: float | None = None)
     return "\n".join(lines)
 
 
-def banner(result: dict[str, Any]) -> None:
-    """The loud terminal warning, like NorEval's regression banner."""
+def forgetting_banner(result: dict[str, Any]) -> list[str]:
+    """The loud terminal lines for forgetting in ``compare/perplexity.json``, like NorEval's regression banner."""
     if not result["forgetting"]:
-        return
+        return []
     bar = "!" * 78
-    print(f"\n{bar}\nFORGETTING ({result['tuned']} vs {result['base']}, held-out perplexity, "
-          f"{result['confidence']:.0%} paired bootstrap):", file=sys.stderr)
-    for r in result["rows"]:
-        if r["forgetting"]:
-            print(f"  {r['set']}: ppl {r['base_ppl']:.2f} -> {r['tuned_ppl']:.2f}, {r['change']:+.1%} "
-                  f"[{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}]", file=sys.stderr)
+    lines = ["", bar, f"FORGETTING ({result['tuned']} vs {result['base']}, held-out perplexity, "
+                      f"{result['confidence']:.0%} paired bootstrap):"]
+    lines += [f"  {r['set']}: ppl {r['base_ppl']:.2f} -> {r['tuned_ppl']:.2f}, {r['change']:+.1%} "
+              f"[{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}]" for r in result["rows"] if r["forgetting"]]
     if result["allow_forgetting"]:
-        print("  (evaluate.perplexity.allow_forgetting: true, the run does not fail)", file=sys.stderr)
-    print(f"{bar}\n", file=sys.stderr)
+        lines.append("  (evaluate.perplexity.allow_forgetting: true, the run does not fail)")
+    return [*lines, bar, ""]
 
 
 def compare_with_baseline(recipe: Any, label: str, baseline: Path | None = None) -> dict[str, Any] | None:
@@ -282,5 +279,4 @@ def compare_with_baseline(recipe: Any, label: str, baseline: Path | None = None)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / FILE, json.dumps(result, indent=2))
     atomic_write_text(out / "perplexity.md", markdown(result))
-    banner(result)
     return result

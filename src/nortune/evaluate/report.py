@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nortune.config.evaluate import shots_for
 from nortune.evaluate.stats import SMALL_SET, z_of
 from nortune.evaluate.tasks import CATALOGUE, REFERENCE_AVERAGES, REFERENCE_COLUMNS
 from nortune.markup import code, text
@@ -95,7 +96,7 @@ def markdown(summary: dict[str, Any]) -> str:
         norm = " / ".join(_pct(s.get(k)) for k in ("normalised_best", "normalised_mean"))
         n_cell = f"{s['n_items']} (small)" if s.get("small") else str(s["n_items"])
         lines.append(f"| {text(s['label'])} | {text(s.get('category') or '-')} | {text(s['metric'])} | "
-                     f"{summary['num_fewshot'].get(family, 0)} | {n_cell} | "
+                     f"{shots_for(summary['num_fewshot'], family)} | {n_cell} | "
                      f"**{_pm(s['best'], s.get('ci'))}** ({text(s['best_prompt'])}) | {_pm(s['mean'], s.get('ci'))} | "
                      f"{_pct(s.get('median'))} | {_pct(s['min'])} | {s['std']:.1f} | "
                      f"{_pct(s.get('se'))} | {norm} | {_refs(family)} |")

@@ -18,6 +18,7 @@ from typing import Any
 
 from nortune.adapters import adapter_rank, resolve_device
 from nortune.config import Recipe
+from nortune.config.evaluate import shots_for
 from nortune.evaluate import card, chat_mode, report
 from nortune.evaluate.memory import PeakMemory
 from nortune.evaluate.stats import family_summary, headlines, missing_metrics, result_scores, small_sets
@@ -204,7 +205,7 @@ def work(ctx: StageContext, label: str = "base", baseline: Path | None = None,
     summary_all = {
         "label": label, "metric": settings.metric, "note": data_note(settings), "origins": origins,
         "confidence": settings.confidence,
-        "num_fewshot": {f: fewshot.get(f, 0) for f in settings.tasks}, "limit": settings.limit,
+        "num_fewshot": {f: shots_for(fewshot, f) for f in settings.tasks}, "limit": settings.limit,
         "scores": scores, "tasks": summary, "headline": headlines(summary), "small_sets": small_sets(summary),
         # {task: why}: skipped up front (a missing package) or a metric lm-eval did not report; never dropped silently
         "not_computed": {**not_computed(list(settings.tasks)), **missing_metrics(scores, summary, settings.metric)},
@@ -269,6 +270,12 @@ def _compare(recipe: Recipe, label: str, baseline: Path | None, force: bool, out
         extra.update(forgetting=held_out["forgetting"], allow_forgetting=held_out["allow_forgetting"],
                      perplexity_comparison=str(compare_dir / "perplexity.md"))
     outputs.append(compare_dir)
+    if extra["regressions"] or extra["overall_regression"] or extra.get("forgetting"):
+        log.warning("evaluate %s: %s (see %s)", label, "; ".join(
+            [*(["SIGNIFICANT REGRESSION in " + ", ".join(extra["regressions"] or ["the average"])]
+               if extra["regressions"] or extra["overall_regression"] else []),
+             *(["FORGETTING in " + ", ".join(extra["forgetting"])] if extra.get("forgetting") else [])]),
+            compare_dir)
     return extra
 
 

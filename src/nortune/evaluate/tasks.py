@@ -16,6 +16,7 @@ from typing import Any
 
 from nortune.config.names import (CATALOGUE, LOCAL_LAYOUT, PROMPTS, REFERENCE_AVERAGES, REFERENCE_COLUMNS,
                                   SINGLE_PROMPT, NorEvalTask, local_noreval_file)
+from nortune.config.evaluate import shots_for
 from nortune.jsonl import DataError, iter_jsonl
 
 __all__ = ["CATALOGUE", "PROMPTS", "REFERENCE_AVERAGES", "REFERENCE_COLUMNS", "SAMPLE_MARKER", "NorEvalTask",
@@ -184,7 +185,7 @@ def task_specs(settings, fewshot: dict[str, int]) -> tuple[list[dict[str, Any]],
     skipped = {f for f, why in not_computed(list(settings.tasks)).items() if why.startswith("not run")}
     for family in settings.tasks:
         task = CATALOGUE[family]
-        shots = fewshot.get(family, 0)
+        shots = shots_for(fewshot, family)
         overrides: dict[str, Any] = {"num_fewshot": shots}
         names = [task.task_name(p) for p in (task.prompts or (SINGLE_PROMPT,))
                  if not task.prompts or settings.prompts is None or p in settings.prompts]

@@ -20,12 +20,11 @@ from nortune import children
 from nortune.export.formats import CONVERTER_TYPES, QUANTIZER_FTYPES
 from nortune.export.toolchain import Toolchain
 from nortune.runs import atomic_output, atomic_write_bytes, atomic_write_text
+from nortune.errors import ConversionError
 
 log = logging.getLogger(__name__)
 
 
-class ConversionError(RuntimeError):
-    """llama.cpp's converter or quantiser failed; the message says which and why."""
 
 
 def sentencepiece_from_gguf(gguf_path: Path, out: Path) -> dict[str, int]:

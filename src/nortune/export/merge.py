@@ -17,15 +17,13 @@ from typing import Any
 
 from nortune import adapters
 from nortune.config import Recipe
-from nortune.jsonl import DataError
 from nortune.runs import MANIFEST, RESOLVED_RECIPE, RunLayout
+from nortune.errors import ExportInputError
 
 log = logging.getLogger(__name__)
 CHECKED_MODULES = 8  # the identity check reads this many adapted weights (cheap even at 31B)
 
 
-class ExportInputError(DataError):
-    """The train run is missing a file the export needs (a user-facing error: one line, exit 2)."""
 
 
 def source_stage(recipe: Recipe) -> str:

@@ -15,12 +15,11 @@ from typing import Any
 
 from nortune.config.base import FILE_NAME
 from nortune.config.export import modelfile_block, modelfile_parameter
+from nortune.errors import TemplateError
 
 U1, A1, U2, S = "\x01USER-ONE\x01", "\x01ASSISTANT-ONE\x01", "\x01USER-TWO\x01", "\x01SYSTEM\x01"
 
 
-class TemplateError(ValueError):
-    """The chat template cannot be written as an Ollama template."""
 
 
 @dataclass(frozen=True)

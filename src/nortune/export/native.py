@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,27 +24,9 @@ from typing import Any
 
 from nortune import children
 from nortune.runs import atomic_write_text
+from nortune.errors import NativeCrash
 
 FAULT_ENV = "NORTUNE_NATIVE_FAULT"
-HINT = ("Try: `python -m nortune.export.toolchain` to reinstall nortune's portable llama.cpp build "
-        "(a `NORTUNE_LLAMA_CPP_BUILD=native` build is the usual suspect), `nortune export --force` to "
-        "rewrite the files, and docs/export.md, 'When llama.cpp crashes'.")
-
-
-class NativeCrash(RuntimeError):
-    """A llama.cpp child process died by a signal."""
-
-    def __init__(self, job: str, path: Path, signum: int, log_file: Path | None):
-        self.job, self.path, self.signum, self.log_file = job, path, signum, log_file
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = f"signal {signum}"
-        self.signal_name = name
-        where = f"; its last output is in {log_file}" if log_file else ""
-        super().__init__(f"llama.cpp crashed with {name} while running {job} on {path}{where}. "
-                         "The process and every other result are intact, but this step produced nothing "
-                         f"usable. {HINT}")
 
 
 def call(job: str, path: Path, target: str, *args: Any, interactive: bool = False) -> Any:

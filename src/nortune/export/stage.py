@@ -18,7 +18,8 @@ from nortune.export.formats import gguf_path, made_by_converter
 from nortune.export.merge import train_inputs
 from nortune.export.toolchain import Toolchain
 from nortune.runner import StageContext, StageResult
-from nortune.runs import StageFailed, atomic_write_text, inputs_fingerprint
+from nortune.errors import StageFailed
+from nortune.runs import atomic_write_text, inputs_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nortune import children
-from nortune.errors import NortuneError
+from nortune.errors import ToolchainError
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,6 @@ CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "LICENSE",
                    "models/ggml-vocab-gemma-4.gguf")
 
 
-class ToolchainError(NortuneError):
-    """llama.cpp's tooling is missing or unusable here; the message says what to run."""
 
 
 def cache_dir(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
@@ -218,11 +216,11 @@ def _build_wheel(sdist: Path, wheels: Path, python: str, build: Build) -> Path:
     env = dict(os.environ)
     env["CMAKE_ARGS"] = build.cmake_args  # exactly these: a stray -march=native must not leak in
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-    print(f"nortune: building llama-cpp-python {sdist.name} ({build.flavour}) once (about 7-10 min on "
-          f"2 cores); the wheel is cached in {wheels}", flush=True)
+    log.info("building llama-cpp-python %s (%s) once (about 7-10 min on 2 cores); the wheel is cached in %s",
+             sdist.name, build.flavour, wheels)
     started = time.time()
     _pip(python, "wheel", "--no-deps", "-w", str(wheels), str(sdist), env=env)
-    print(f"nortune: llama-cpp-python built in {time.time() - started:.0f} s", flush=True)
+    log.info("llama-cpp-python built in %.0f s", time.time() - started)
     (wheels / MARKER).write_text(json.dumps({**build.to_json(), "build_seconds": round(time.time() - started)}))
     return _cached_wheel(wheels, build)  # type: ignore[return-value]
 
@@ -289,10 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         chain = ensure(python=args.python, install=not args.check)
     except ToolchainError as exc:
-        print(f"nortune: {exc}", file=sys.stderr)
+        log.error("nortune: %s", exc)
         return 1
-    print(f"llama.cpp tooling ready: llama-cpp-python {chain.version} ({chain.build.key}), "
-          f"converter {chain.converter}")
+    log.info("llama.cpp tooling ready: llama-cpp-python %s (%s), converter %s", chain.version, chain.build.key,
+             chain.converter)
     return 0
 
 

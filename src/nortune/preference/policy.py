@@ -46,7 +46,7 @@ def build_policy(recipe: Recipe, base: Any) -> Any:
     """The trainable ``default`` adapter at its starting point (TRL copies it to ``ref``)."""
     from peft import PeftModel
 
-    from nortune.plan import build_plan
+    from nortune.plan import recipe_plan
 
     layout = RunLayout.of(recipe)
     if recipe.preference.adapter == "continue":
@@ -55,7 +55,7 @@ def build_policy(recipe: Recipe, base: Any) -> Any:
             subtract_initial_adapter(policy, layout.adapter_init("train"))
     else:
         merged = PeftModel.from_pretrained(base, str(layout.adapter_lora("train"))).merge_and_unload()
-        policy = adapters.attach_adapter(merged, recipe, build_plan(merged.config, recipe))
+        policy = adapters.attach_adapter(merged, recipe, recipe_plan(recipe))  # the same architecture
         adapters.save_adapter(policy, layout.adapter_init("preference"))
     # The SVD is done: TRL's copy of this adapter into `ref` must not run it again on the residual.
     policy.peft_config["default"].init_lora_weights = True

@@ -19,8 +19,9 @@ from typing import Any
 from nortune import markup
 from nortune.config import Recipe
 from nortune.report.ledger import RunSummary, format_runs, summarize
+from nortune.errors import StageFailed
 from nortune.runner import StageContext, StageResult
-from nortune.runs import EXTRA_FOLDERS, FAILED, MANIFEST, STAGE_FOLDERS, RunLayout, StageFailed, atomic_write_text, \
+from nortune.runs import EXTRA_FOLDERS, FAILED, MANIFEST, STAGE_FOLDERS, RunLayout, atomic_write_text, \
     read_failure, read_manifest
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@
   in ``launch_configs/``.
 
 The adapter itself (LoRA config, PiSSA save and conversion, trainer arguments) is in
-``nortune.adapters``, shared with preference and export. The stage contract is
-``fingerprint(recipe)`` and ``run(recipe, options)`` (docs/architecture.md).
+``nortune.adapters``, shared with preference and export. ``STAGE`` declares the stage for the
+runner (docs/architecture.md).
 """
 
 from dataclasses import replace

@@ -79,7 +79,7 @@ def run_launched(recipe: Recipe, command: list[str]) -> int:
     none is left from before either and records why, like a failed single-process stage.
     """
     from nortune import children
-    from nortune.runs import StageFailed
+    from nortune.errors import StageFailed
 
     log.info("launching: %s", " ".join(command))
     status = children.call(command)  # the launcher gets SIGTERM if nortune dies, and stops its ranks

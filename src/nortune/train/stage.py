@@ -19,7 +19,7 @@ from typing import Any
 from nortune import adapters, ranks
 from nortune.curate import training_data
 from nortune.config import Recipe
-from nortune.plan import AdapterPlan, build_plan, check_adapter
+from nortune.plan import AdapterPlan, check_adapter, recipe_plan
 from nortune.errors import UsageError
 from nortune.runner import StageContext, StageResult
 from nortune.runs import RunLayout, atomic_write_text
@@ -70,11 +70,10 @@ def prepare(recipe: Recipe, allow_contaminated: str | None) -> Prepared:
     from transformers import AutoTokenizer
 
     from nortune.chat_template import ensure_chat_template
-    from nortune.models import load_config, resolve_source
+    from nortune.models import resolve_source
     from nortune.train.data import build_dataset
 
-    plan = build_plan(load_config(recipe.model.source, recipe.model.config, recipe.model.revision), recipe,
-                      remember=True)
+    plan = recipe_plan(recipe)
     tokenizer = AutoTokenizer.from_pretrained(resolve_source(recipe.model.source), revision=recipe.model.revision)
     template = ensure_chat_template(tokenizer, plan.model_type)
     dataset, data_report = build_dataset(data_path, tokenizer, recipe.train.max_seq_len)
