@@ -1,10 +1,10 @@
 """The runner owns every stage's lifecycle under `nortune run` (issue 41).
 
-One walk over the pipeline on a tiny model: each `nortune run` makes the work of the next stage raise
-(a plain bug, ``MemoryError`` or Ctrl-C, in turn). Every failure leaves its record in that stage's
-folder and in ``pipeline.json``, the report shows it in red, and the next run resumes at that stage,
-skipping the ones before it and saying why. Every stage's fingerprint is computed exactly once per
-run. Each stage runs for real once, in the run after its own failure.
+One walk over the pipeline on a tiny model: three `nortune run`s per stage make its work raise a plain
+bug, then ``MemoryError``, then Ctrl-C. Every failure leaves its record in that stage's folder and in
+``pipeline.json``, the report shows it in red, and every next run resumes at that stage, skipping the
+ones before it and saying why. Every stage's fingerprint is computed exactly once per run, and the
+adapter plan only by the plan stage. Each stage runs for real once, in the run after its failures.
 """
 
 from __future__ import annotations
@@ -69,47 +69,8 @@ def test_each_stage_fails_on_record_and_the_next_run_resumes_there(recipe_path, 
     recipe = load_recipe(recipe_path)
     build_plan = nortune.plan.build_plan
     for index, stage in enumerate(WALK):
-        kind, make = KINDS[index % len(KINDS)]
-        counts: Counter = Counter()
-        monkeypatch.setattr(nortune.plan, "build_plan",
-                            lambda *a, counts=counts, **k: counts.update(["build_plan"]) or build_plan(*a, **k))
-        monkeypatch.setattr(pipeline, "STAGES", _instrumented(stage, make(), counts))
-        only = [s for s in WALK if s != "export" or stage == "export"]
-        if kind is KeyboardInterrupt:
-            assert main(["run", recipe_path, "--only", ",".join(only)]) == 130
-        else:
-            with pytest.raises(kind):
-                main(["run", recipe_path, "--only", ",".join(only)])
-
-        folder = recipe.run_dir / pipeline.STAGE_FOLDERS[stage]
-        failed = json.loads((folder / "failed.json").read_text())
-        assert failed["type"] == kind.__name__ and failed["interrupted"] is (kind is KeyboardInterrupt), failed
-        assert not (folder / "manifest.json").exists()
-        record = {r["stage"]: r for r in json.loads((recipe.run_dir / "pipeline.json").read_text())}
-        assert record[stage]["action"] == ("interrupted" if kind is KeyboardInterrupt else "failed")
-        for before in WALK[:max(index - 1, 0)]:
-            if before in record:  # resumed: every earlier stage skipped, saying why
-                assert (record[before]["action"], record[before]["why"]) == (
-                    "skip", "manifest matches the recipe and inputs"), record[before]
-        previous = WALK[index - 1] if index else None
-        if previous not in (None, "export"):  # the stage that failed last time ran for real this time
-            assert record[previous]["action"] == "run" and (
-                recipe.run_dir / pipeline.STAGE_FOLDERS[previous] / "manifest.json").is_file()
-        # One fingerprint per stage the runner reached; none for the stages after a failure.
-        reached = {s for s, r in record.items() if r["action"] in ("run", "skip", "failed", "interrupted")}
-        # The adapter plan is worked out by the plan stage alone: train and preference read plan/plan.json.
-        planned = 1 if record.get("plan", {}).get("action") == "run" else 0
-        assert counts == Counter({**{s: 1 for s in reached}, "build_plan": planned}), (stage, counts)
-        if stage != "report":  # the report shows the failure in red (after an interrupt: as the next one will)
-            if kind is KeyboardInterrupt:
-                assert record.get("report", {}).get("action") != "run"
-                page, _ = render(recipe.run_dir, recipe.run_dir / "report")
-            else:
-                assert record["report"]["action"] == "run"
-                page = (recipe.run_dir / "report" / "report.html").read_text()
-            section = page[page.index(f"<h2 id='{stage}'>"):]
-            section = section[:section.index("<h2", 4)] if "<h2" in section[4:] else section
-            assert "This stage FAILED" in section, stage
+        for attempt, (kind, make) in enumerate(KINDS):
+            _fail_at(recipe, recipe_path, monkeypatch, build_plan, index, stage, attempt, kind, make())
 
     # The last run, with no fault: everything before the report skips, the report runs.
     counts = Counter()
@@ -118,3 +79,49 @@ def test_each_stage_fails_on_record_and_the_next_run_resumes_there(recipe_path, 
     record = {r["stage"]: r["action"] for r in json.loads((recipe.run_dir / "pipeline.json").read_text())}
     assert record == {**{s: "skip" for s in WALK if s not in ("export", "report")}, "report": "run"}
     assert counts == Counter({s: 1 for s in record})
+
+
+def _fail_at(recipe, recipe_path, monkeypatch, build_plan, index, stage, attempt, kind, exc):
+    """One `nortune run` whose ``stage`` raises ``exc``; ``attempt`` 0 is the first failure at this stage."""
+    import nortune.plan
+
+    counts: Counter = Counter()
+    monkeypatch.setattr(nortune.plan, "build_plan",
+                        lambda *a, counts=counts, **k: counts.update(["build_plan"]) or build_plan(*a, **k))
+    monkeypatch.setattr(pipeline, "STAGES", _instrumented(stage, exc, counts))
+    only = [s for s in WALK if s != "export" or stage == "export"]
+    if kind is KeyboardInterrupt:
+        assert main(["run", recipe_path, "--only", ",".join(only)]) == 130
+    else:
+        with pytest.raises(kind):
+            main(["run", recipe_path, "--only", ",".join(only)])
+
+    folder = recipe.run_dir / pipeline.STAGE_FOLDERS[stage]
+    failed = json.loads((folder / "failed.json").read_text())
+    assert failed["type"] == kind.__name__ and failed["interrupted"] is (kind is KeyboardInterrupt), failed
+    assert not (folder / "manifest.json").exists()
+    record = {r["stage"]: r for r in json.loads((recipe.run_dir / "pipeline.json").read_text())}
+    assert record[stage]["action"] == ("interrupted" if kind is KeyboardInterrupt else "failed")
+    for before in WALK[:index if attempt else max(index - 1, 0)]:
+        if before in record:  # resumed: every earlier stage skipped, saying why
+            assert (record[before]["action"], record[before]["why"]) == (
+                "skip", "manifest matches the recipe and inputs"), record[before]
+    previous = WALK[index - 1] if index and not attempt else None
+    if previous not in (None, "export"):  # the stage that failed last time ran for real this time
+        assert record[previous]["action"] == "run" and (
+            recipe.run_dir / pipeline.STAGE_FOLDERS[previous] / "manifest.json").is_file()
+    # One fingerprint per stage the runner reached; none for the stages after a failure.
+    reached = {s for s, r in record.items() if r["action"] in ("run", "skip", "failed", "interrupted")}
+    # The adapter plan is worked out by the plan stage alone: train and preference read plan/plan.json.
+    planned = 1 if record.get("plan", {}).get("action") == "run" else 0
+    assert counts == Counter({**{s: 1 for s in reached}, "build_plan": planned}), (stage, counts)
+    if stage != "report":  # the report shows the failure in red (after an interrupt: as the next one will)
+        if kind is KeyboardInterrupt:
+            assert record.get("report", {}).get("action") != "run"
+            page, _ = render(recipe.run_dir, recipe.run_dir / "report")
+        else:
+            assert record["report"]["action"] == "run"
+            page = (recipe.run_dir / "report" / "report.html").read_text()
+        section = page[page.index(f"<h2 id='{stage}'>"):]
+        section = section[:section.index("<h2", 4)] if "<h2" in section[4:] else section
+        assert "This stage FAILED" in section, stage
