@@ -27,7 +27,7 @@ SKRIK = "nrk_quiz_qa_nob/test/demo-nrk-nb-6/question"  # "Hvem malte «Skrik»?"
 
 def _flags(recipe: Recipe, texts: list[str], **settings) -> tuple[dict[int, set[str]], dict]:
     """{line: methods} of the flagged records, and the summary, scanning with the recipe's own settings."""
-    tests, _ = load_test_side(recipe.decontam)
+    tests, _ = load_test_side(recipe.decontam_test_side())
     scan_settings = ScanSettings.from_section(recipe.decontam)
     for key, value in settings.items():
         setattr(scan_settings, key, value)

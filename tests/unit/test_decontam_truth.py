@@ -29,7 +29,7 @@ def _quiz(folder: Path, config: str = "nb") -> list[dict]:
 
 
 def _scan(recipe: Recipe, texts: list[str], **settings) -> dict:
-    tests, _ = load_test_side(recipe.decontam)
+    tests, _ = load_test_side(recipe.decontam_test_side())
     scanner = Scanner(tests, ScanSettings(**{**{
         "methods": list(recipe.decontam.methods), "question_min_words": recipe.decontam.question_min_words},
         **settings}))
@@ -42,11 +42,13 @@ def test_demo_decontaminates_the_documents_evaluate_scores() -> None:
     from nortune.evaluate.tasks import task_specs
 
     recipe = load_recipe(DEMO)
-    assert Path(recipe.decontam.noreval_dir) == Path(recipe.evaluate.data_dir) == Path("data/demo/noreval")
+    # derived where it is used: loading leaves the decontam section as written (no validator writes into it)
+    assert recipe.decontam.noreval_dir is None and recipe.decontam.tasks is None and recipe.decontam.heldout is None
+    assert Path(recipe.decontam_test_side().noreval_dir) == Path(recipe.evaluate.data_dir) == Path("data/demo/noreval")
     specs, _ = task_specs(recipe.evaluate, recipe.evaluate.num_fewshot)
     families = {s["task"].rsplit("_", 1)[0]: s for s in specs}
     scored = {f: s["dataset_kwargs"]["data_files"][CATALOGUE[f].split] for f, s in families.items()}
-    checked = {task: doc["origin"] for task, doc in describe_sources(test_sources(recipe.decontam)).items()}
+    checked = {task: doc["origin"] for task, doc in describe_sources(test_sources(recipe.decontam_test_side())).items()}
     heldout = {task: origin for task, origin in checked.items() if task.startswith("heldout:")}
     assert {t: o for t, o in checked.items() if t not in heldout} == scored  # the same eight files, split for split
     # and the held-out perplexity texts, like a test set
@@ -66,8 +68,8 @@ def test_a_recipe_where_decontam_and_evaluate_can_differ_is_refused_at_load(over
 
 def test_hf_source_follows_evaluate_revision_and_refuses_another() -> None:
     recipe = Recipe.model_validate({"name": "x", "evaluate": {"revision": "abc123"}})
-    assert recipe.decontam.noreval_source == "hf" and recipe.decontam.noreval_revision == "abc123"
-    docs = test_sources(recipe.decontam)
+    assert recipe.decontam_test_side().noreval_source == "hf" and recipe.decontam_test_side().noreval_revision == "abc123"
+    docs = test_sources(recipe.decontam_test_side())
     assert docs["nrk_quiz_qa_nno"]["origin"] == "hf:ltg/nrk_quiz_qa:nn:test"
     assert docs["norcommonsenseqa_nob"]["split"] == "train" and docs["norcommonsenseqa_nob"]["revision"] == "abc123"
     with pytest.raises(ValueError, match="noreval_revision is other but evaluate scores abc123"):

@@ -192,8 +192,8 @@ def test_decontam_checks_every_text_field_of_every_suite_family():
     from nortune.decontam.sources import load_test_side
 
     recipe = load_recipe(REPO / "configs" / "demo.yaml", ["evaluate.suite=noreval"])
-    assert recipe.decontam.tasks == list(CATALOGUE)
-    texts, sources = load_test_side(recipe.decontam)
+    assert recipe.decontam_test_side().tasks == list(CATALOGUE)
+    texts, sources = load_test_side(recipe.decontam_test_side())
     by_task: dict[str, set[str]] = {}
     for t in texts:
         by_task.setdefault(t.task, set()).add(t.text)

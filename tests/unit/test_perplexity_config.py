@@ -52,7 +52,7 @@ def test_default_is_off_and_demo_configures_the_shipped_files():
         {k: (HELDOUT / f"{k}.txt").resolve() for k in ("nb", "nn", "en")}
     assert ppl.trained == ["nb", "nn"] and ppl.tolerance == 0.02
     assert not ppl.allow_forgetting  # the demo fails on forgetting like any recipe
-    assert demo.decontam.heldout == ppl.texts  # decontam follows evaluate
+    assert demo.decontam_test_side().heldout == ppl.texts  # decontam follows evaluate
 
 
 def test_decontam_flags_a_training_record_holding_a_heldout_line(tmp_path):

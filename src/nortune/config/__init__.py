@@ -79,8 +79,12 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _decontam_is_evaluate(self) -> "Recipe":
-        follow_evaluate(self.decontam, self.evaluate)
+        follow_evaluate(self.decontam, self.evaluate)  # refuses a stated difference now, at load
         return self
+
+    def decontam_test_side(self) -> DecontamSection:
+        """The decontam settings the check runs with: its test side follows evaluate (``follow_evaluate``)."""
+        return follow_evaluate(self.decontam, self.evaluate)
 
     @property
     def run_dir(self) -> Path:

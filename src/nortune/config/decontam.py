@@ -89,8 +89,9 @@ class DecontamSection(Section):
         return self
 
 
-def follow_evaluate(dc: DecontamSection, ev: EvaluateSection) -> None:
-    """decontam checks the very documents evaluate scores: fill its test side from evaluate, refuse a difference.
+def follow_evaluate(dc: DecontamSection, ev: EvaluateSection) -> DecontamSection:
+    """decontam checks the very documents evaluate scores: its test side as a copy filled from evaluate (the
+    recipe's own sections are left as written); a stated value that differs is refused.
 
     With local NorEval data, every file evaluate would score must exist: checked here, at load,
     before any expensive work starts.
@@ -113,10 +114,10 @@ def follow_evaluate(dc: DecontamSection, ev: EvaluateSection) -> None:
                          "a test set); remove decontam.heldout")
     values = {"noreval_dir": ev.data_dir if ev.source == "local" else None, "noreval_revision": ev.revision,
               "noreval_source": ev.source, "tasks": list(dc.tasks or ev.tasks), "heldout": heldout}
-    for key, value in values.items():  # dir before source: no half-filled state is ever validated
-        setattr(dc, key, value)
+    filled = dc.model_copy(update=values)
     if ev.source == "local":
-        for family in dc.tasks:  # the file evaluate would score and decontam check
+        for family in filled.tasks:  # the file evaluate would score and decontam check
             path = local_noreval_file(Path(ev.data_dir), family, CATALOGUE[family].split)
             if not path.is_file():
                 raise ValueError(f"evaluate.data_dir (task {family}): {path}: file not found ({LOCAL_LAYOUT})")
+    return filled

@@ -40,7 +40,7 @@ _AS_SETS = ("methods", "allow", "tasks")
 def stale_because(report: dict[str, Any], recipe) -> str | None:
     """Why a report does not answer for the current recipe (other settings or test documents), or None."""
     made = report.get("settings") or {}
-    now = recipe.decontam.model_dump(mode="json")
+    now = recipe.decontam_test_side().model_dump(mode="json")
 
     def same(key: str) -> bool:
         a, b = made.get(key), now.get(key)
@@ -53,7 +53,7 @@ def stale_because(report: dict[str, Any], recipe) -> str | None:
         shown = "; ".join(f"decontam.{k}: report {made.get(k, 'absent')!r}, recipe {now.get(k)!r}" for k in differ)
         return f"the contamination report is stale, made with other settings ({shown}): rerun `nortune decontam`"
     then = report.get("test_sources") or {}
-    current = describe_sources(test_sources(recipe.decontam))
+    current = describe_sources(test_sources(recipe.decontam_test_side()))
     changed = sorted(t for t in set(then) | set(current) if then.get(t) != current.get(t))
     if changed:
         first = changed[0]

@@ -28,7 +28,7 @@ def training_path(recipe, data: Path | None = None) -> Path:
 
 
 def _fingerprint(recipe, path: Path, sha: str, clean: bool) -> dict[str, Any]:
-    sources = describe_sources(test_sources(recipe.decontam))
+    sources = describe_sources(test_sources(recipe.decontam_test_side()))
     return {"settings": recipe.section_fingerprint("decontam"), "data": {str(path): sha},
             "test_sources": sources, "write_clean": clean}
 
@@ -74,7 +74,7 @@ def work(ctx: StageContext, data: Path | None = None, text_fields: list[str] | N
     ``data`` and ``text_fields`` let another stage's data (preference pairs) have its own check and folder.
     """
     recipe, directory = ctx.recipe, ctx.directory
-    section = recipe.decontam
+    section = recipe.decontam_test_side()
     path = training_path(recipe, data)
     clean = ctx.fingerprint["write_clean"]
     fields = text_fields if text_fields is not None else section.text_fields
