@@ -20,7 +20,7 @@ def _evaluate(model: str, folder: Path, families: list[str], data_dir: Path, sho
     from nortune.evaluate import backend  # noqa: F401  registers "nortune"
     from nortune.evaluate.tasks import PROMPTS, build_tasks, task_specs
 
-    settings = SimpleNamespace(tasks=families, prompts=list(PROMPTS), source="local", data_dir=str(data_dir),
+    settings = SimpleNamespace(families=families, prompts=list(PROMPTS), source="local", data_dir=str(data_dir),
                                revision=None, extra_tasks=[])
     tasks = build_tasks(task_specs(settings, shots or {})[0])
     args = {"pretrained": str(folder), "dtype": "float32", "device": "cpu", **model_args}

@@ -113,7 +113,7 @@ def test_chat_prompts_share_prefixes_and_equal_lm_eval_hf(tiny_gemma3, monkeypat
     from nortune.evaluate.tasks import build_tasks, task_specs
 
     class Settings:
-        tasks, prompts, source, data_dir, revision, extra_tasks = FAMILIES, ["p0", "p2"], "local", DEMO_DATA, None, []
+        families, prompts, source, data_dir, revision, extra_tasks = FAMILIES, ["p0", "p2"], "local", DEMO_DATA, None, []
 
     groups = []
     real = backend.plan_batches

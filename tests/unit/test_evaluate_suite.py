@@ -95,12 +95,12 @@ def test_an_idiom_file_without_the_family_s_language_is_refused(tmp_path):
 
 def test_suites_resolve_and_the_recipe_default_is_unchanged(tmp_path):
     recipe = _recipe(tmp_path, "")
-    assert recipe.evaluate.suite == "recipe" and recipe.evaluate.tasks == list(RECIPE_FAMILIES)
+    assert recipe.evaluate.suite == "recipe" and recipe.evaluate.families == list(RECIPE_FAMILIES)
     specs, origins = task_specs(recipe.evaluate, dict(recipe.evaluate.num_fewshot))
     assert len(specs) == 40 and list(origins) == list(RECIPE_FAMILIES)
     assert all(set(s) == {"task", "num_fewshot", "dataset_path", "dataset_name", "dataset_kwargs"} for s in specs)
     everything = _recipe(tmp_path, "  suite: noreval\n").evaluate
-    assert everything.tasks == list(CATALOGUE)
+    assert everything.families == list(CATALOGUE) and everything.tasks is None
     picked = _recipe(tmp_path, "  suite: [ncb, norsumm_nno]\n  prompts: [p5]\n").evaluate
     assert [s["task"] for s in task_specs(picked, {})[0]] == (  # p5 exists only for norsumm; ncb has one task
         ["ncb"] + (["norsumm_nno_p5"] if "norsumm_nno" not in not_computed(["norsumm_nno"]) else []))

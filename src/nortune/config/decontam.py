@@ -103,7 +103,7 @@ def follow_evaluate(dc: DecontamSection, ev: EvaluateSection) -> DecontamSection
             raise ValueError(f"decontam.{key} is {ours} but evaluate scores {theirs}: the contamination check "
                              f"must read the documents evaluate scores (remove decontam.{key}; it follows evaluate)")
     unknown = [t for t in dc.tasks or [] if t not in NOREVAL_FAMILIES]
-    missing = [t for t in ev.tasks if dc.tasks is not None and t not in dc.tasks]
+    missing = [t for t in ev.families if dc.tasks is not None and t not in dc.tasks]
     if unknown or missing:
         raise ValueError(f"decontam.tasks: {'unknown ' + str(unknown) if unknown else ''}"
                          f"{'; ' if unknown and missing else ''}"
@@ -113,7 +113,7 @@ def follow_evaluate(dc: DecontamSection, ev: EvaluateSection) -> DecontamSection
         raise ValueError("decontam.heldout follows evaluate.perplexity.texts (the held-out texts are checked like "
                          "a test set); remove decontam.heldout")
     values = {"noreval_dir": ev.data_dir if ev.source == "local" else None, "noreval_revision": ev.revision,
-              "noreval_source": ev.source, "tasks": list(dc.tasks or ev.tasks), "heldout": heldout}
+              "noreval_source": ev.source, "tasks": list(dc.tasks or ev.families), "heldout": heldout}
     filled = dc.model_copy(update=values)
     if ev.source == "local":
         for family in filled.tasks:  # the file evaluate would score and decontam check

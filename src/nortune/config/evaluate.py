@@ -13,6 +13,13 @@ from nortune.config.names import ALL_PROMPTS, CATALOGUE, DEFAULT_FEWSHOT, NOREVA
 
 
 
+def suite_families(suite: str | list[str]) -> list[str]:
+    """The families a ``suite`` names: "recipe" (the recipe's 8), "noreval" (all) or the list itself."""
+    if isinstance(suite, str):
+        return {"recipe": list(RECIPE_FAMILIES), "noreval": list(NOREVAL_FAMILIES)}.get(suite, [suite])
+    return list(suite)
+
+
 def shots_for(num_fewshot: dict[str, int], family: str) -> int:
     """The one rule for few-shot counts: a family that ``num_fewshot`` does not name runs 0-shot."""
     return num_fewshot.get(family, 0)
@@ -113,19 +120,20 @@ class EvaluateSection(Section):
             raise ValueError("shots cannot be negative")
         return value
 
+    @property
+    def families(self) -> list[str]:
+        """The families that run: ``tasks`` when stated, else those of ``suite`` (derived here, never written)."""
+        return list(self.tasks) if self.tasks is not None else suite_families(self.suite)
+
     @model_validator(mode="after")
-    def _resolve_suite(self) -> "EvaluateSection":
-        chosen = {"recipe": list(RECIPE_FAMILIES), "noreval": list(NOREVAL_FAMILIES)}.get(
-            self.suite, self.suite) if isinstance(self.suite, str) else list(self.suite)
-        if self.tasks is not None and "suite" in self.model_fields_set and self.tasks != chosen:
+    def _suite_and_tasks_agree(self) -> "EvaluateSection":
+        if self.tasks is not None and "suite" in self.model_fields_set and self.tasks != suite_families(self.suite):
             raise ValueError(f"suite {self.suite!r} and tasks {self.tasks} disagree; set one of them")
-        if self.tasks is None:
-            self.tasks = chosen
         zero_shot = [f for f, n in self.num_fewshot.items() if n and CATALOGUE[f].fewshot_split is None]
         if zero_shot:
             raise ValueError(f"num_fewshot: {zero_shot} run 0-shot only (lm-eval's task has no split to draw "
                              "examples from)")
-        lacking = {f: list(CATALOGUE[f].prompts) for f in self.tasks
+        lacking = {f: list(CATALOGUE[f].prompts) for f in self.families
                    if self.prompts is not None and CATALOGUE[f].prompts and not set(self.prompts) & set(CATALOGUE[f].prompts)}
         if lacking:  # a family would run no task at all: say so rather than drop it
             raise ValueError(f"prompts {self.prompts}: these families have none of them: {lacking}")

@@ -121,7 +121,7 @@ def _fingerprint(recipe: Recipe, identity: dict[str, Any], origins: dict[str, An
     data_inputs = inputs_fingerprint([Path(settings.data_dir)]) if settings.source == "local" else origins
     out = {"evaluate": recipe.section_fingerprint("evaluate"), "model": identity, "data": data_inputs,
            "lm_eval": _version("lm_eval")}
-    skipped = not_computed(list(settings.tasks))
+    skipped = not_computed(settings.families)
     if skipped:  # installing what a metric needs makes the run current no more (absent when all is computed)
         out["not_computed"] = skipped
     if settings.perplexity is not None:  # the held-out texts' content (the key is absent when perplexity is off)
@@ -205,10 +205,10 @@ def work(ctx: StageContext, label: str = "base", baseline: Path | None = None,
     summary_all = {
         "label": label, "metric": settings.metric, "note": data_note(settings), "origins": origins,
         "confidence": settings.confidence,
-        "num_fewshot": {f: shots_for(fewshot, f) for f in settings.tasks}, "limit": settings.limit,
+        "num_fewshot": {f: shots_for(fewshot, f) for f in settings.families}, "limit": settings.limit,
         "scores": scores, "tasks": summary, "headline": headlines(summary), "small_sets": small_sets(summary),
         # {task: why}: skipped up front (a missing package) or a metric lm-eval did not report; never dropped silently
-        "not_computed": {**not_computed(list(settings.tasks)), **missing_metrics(scores, summary, settings.metric)},
+        "not_computed": {**not_computed(settings.families), **missing_metrics(scores, summary, settings.metric)},
         "extra_tasks": {t: raw["results"].get(t, {}) for t in settings.extra_tasks},
         "samples_file": "samples.jsonl", "backend": settings.backend, "execution": execution,
     }

@@ -182,8 +182,8 @@ def task_specs(settings, fewshot: dict[str, int]) -> tuple[list[dict[str, Any]],
     """
     specs: list[dict[str, Any]] = []
     origins: dict[str, str] = {}
-    skipped = {f for f, why in not_computed(list(settings.tasks)).items() if why.startswith("not run")}
-    for family in settings.tasks:
+    skipped = {f for f, why in not_computed(settings.families).items() if why.startswith("not run")}
+    for family in settings.families:
         task = CATALOGUE[family]
         shots = shots_for(fewshot, family)
         overrides: dict[str, Any] = {"num_fewshot": shots}
