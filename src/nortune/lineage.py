@@ -30,18 +30,20 @@ def preference_fingerprint(recipe: Any) -> dict[str, Any]:
     sft_manifest = read_manifest(sft_dir)
     if sft_manifest is None:
         raise DataError(f"the preference stage needs a finished SFT run in {sft_dir}; run `nortune train` first")
-    for built_on in (layout.adapter("train"), layout.adapter_init("train"), layout.adapter_lora("train")):
-        require_current_model(recipe, "train", built_on, "the SFT adapter")
+    require_current_model(recipe, "train", {built_on: "the SFT adapter" for built_on in (
+        layout.adapter("train"), layout.adapter_init("train"), layout.adapter_lora("train"))})
     pairs = [recipe.preference.data] if recipe.preference.data is not None else []
     return {"recipe": recipe.section_fingerprint("model", "adapter", "train", "preference", "decontam"),
             "sft": sft_manifest["fingerprint"], "sft_finished": sft_manifest["finished"],
             "inputs": inputs_fingerprint(pairs)}
 
 
-def require_current_model(recipe: Any, stage: str, path: Path, what: str) -> None:
-    """Accept an output of ``stage`` (train or preference) only as its manifest records it, and only when
-    that stage ran with what the current recipe asks for (the same sections and data), never stale."""
-    current = preference_fingerprint if stage == "preference" else train_fingerprint
+def require_current_model(recipe: Any, stage: str, outputs: dict[Path, str]) -> None:
+    """Accept outputs of ``stage`` (train or preference), each ``{path: what}``, only as its manifest records
+    them, and only when that stage ran with what the current recipe asks for (the same sections and data),
+    never stale. The stage's fingerprint is worked out once for all of them."""
+    current = (preference_fingerprint if stage == "preference" else train_fingerprint)(recipe)
     directory = RunLayout.of(recipe).model_dir(stage)
-    require_complete(directory, path, what, current(recipe),
-                     accept=f"use the recipe it was made with ({directory / RESOLVED_RECIPE})")
+    for path, what in outputs.items():
+        require_complete(directory, path, what, current,
+                         accept=f"use the recipe it was made with ({directory / RESOLVED_RECIPE})")

@@ -87,13 +87,13 @@ def model_spec(recipe: Recipe, label: str) -> tuple[dict[str, Any], dict[str, An
             merged = layout.merged(made_by)
             if not (merged / "config.json").is_file():
                 raise DataError(f"{merged}: no merged model (set train.merge: true, or evaluate.tuned: adapter)")
-            require_current_model(recipe, made_by, merged, "the merged model")
+            require_current_model(recipe, made_by, {merged: "the merged model"})
             args = {"pretrained": str(merged)}
         else:
             adapter = layout.adapter_lora(made_by)
             if not (adapter / "adapter_config.json").is_file():
                 raise DataError(f"{adapter / 'adapter_config.json'}: file not found")
-            require_current_model(recipe, made_by, adapter, "the adapter")
+            require_current_model(recipe, made_by, {adapter: "the adapter"})
             identity["adapter"] = inputs_fingerprint([adapter])
             key = "lora_local_path" if settings.backend == "vllm" else "peft"
             args[key] = str(adapter)

@@ -50,9 +50,12 @@ def train_inputs(recipe: Recipe) -> dict[str, Path]:
             raise ExportInputError(f"{needed[key] / adapters.WEIGHTS} is missing: the {stage} run is incomplete")
     from nortune.lineage import require_current_model
 
+    by_stage: dict[str, dict[Path, str]] = {}
     for key, path in needed.items():  # only as the finished stage wrote them, for this recipe
         if key != "manifest":
-            require_current_model(recipe, path.parent.name, path, f"the {key.replace('_', ' ')}")
+            by_stage.setdefault(path.parent.name, {})[path] = f"the {key.replace('_', ' ')}"
+    for made_by, outputs in by_stage.items():
+        require_current_model(recipe, made_by, outputs)
     return needed
 
 
