@@ -246,17 +246,18 @@ def work(ctx: StageContext, label: str = "base", baseline: Path | None = None,
         outputs.append(perplexity.write(out_dir, held_out))
         metrics["perplexity"] = {name: s["ppl"] for name, s in held_out["sets"].items()}
         metrics["perplexity_seconds"] = held_out["seconds"]["total"]
-    extra = _compare(recipe, label, baseline_results(recipe, label, baseline), force_compare, outputs)
+    extra = _compare(recipe, layout, label, baseline_results(recipe, label, baseline), force_compare, outputs)
     return StageResult(outputs, metrics, extra)
 
 
-def _compare(recipe: Recipe, label: str, baseline: Path | None, force: bool, outputs: list[Path]) -> dict[str, Any]:
+def _compare(recipe: Recipe, layout: RunLayout, label: str, baseline: Path | None, force: bool,
+             outputs: list[Path]) -> dict[str, Any]:
     """Paired comparisons with the baseline (NorEval tasks, held-out perplexity), written into ``compare/``
     before the manifest, which lists them; their verdicts go into the manifest for the pipeline and the CLI."""
     from nortune.evaluate import perplexity
     from nortune.evaluate.compare import compare
 
-    layout, settings = RunLayout.of(recipe), recipe.evaluate
+    settings = recipe.evaluate
     compare_dir = layout.compare_dir(label)
     shutil.rmtree(compare_dir, ignore_errors=True)  # an earlier comparison, perhaps with another baseline
     if baseline is None:

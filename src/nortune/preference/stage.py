@@ -149,7 +149,7 @@ def work(ctx: StageContext) -> StageResult:
     reference_unchanged = ref_before.keys() == ref_after.keys() and all(
         (ref_before[k] == ref_after[k]).all() for k in ref_before)
 
-    outputs = save_outputs(recipe, stage_dir, policy, tokenizer, REF)
+    outputs = save_outputs(recipe, layout, policy, tokenizer, REF)
     if log_path.is_file() and log_path.stat().st_size:
         plot_loss(log_path, stage_dir / "loss.png")
         outputs += [log_path, stage_dir / "loss.png"]
@@ -164,11 +164,11 @@ def work(ctx: StageContext) -> StageResult:
                                           "adapter_mode": recipe.preference.adapter, "device": device})
 
 
-def save_outputs(recipe: Recipe, stage_dir: Path, policy: Any, tokenizer: Any, ref: str) -> list[Path]:
+def save_outputs(recipe: Recipe, layout: RunLayout, policy: Any, tokenizer: Any, ref: str) -> list[Path]:
     """Policy adapter, one plain LoRA for the untouched base (SFT + preference), optional merge."""
     from nortune.preference.policy import concat_lora
 
-    layout = RunLayout.of(recipe)
+    stage_dir = layout.model_dir(STAGE)
     adapter_dir, lora_dir = layout.adapter(STAGE), layout.adapter_lora(STAGE)
     pissa = adapters.is_pissa(recipe)
     policy.delete_adapter(ref)

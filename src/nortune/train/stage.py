@@ -135,7 +135,7 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
         if main:
             peft_model = ranks.rebuild_on_cpu(model.config, adapters.lora_config_for_saving(recipe, plan), state)
         del state
-    outputs = save_outputs(recipe, stage_dir, peft_model, ready) if main else []
+    outputs = save_outputs(recipe, layout, peft_model, ready) if main else []
     if main:
         shutil.rmtree(checkpoints, ignore_errors=True)
     history = [e for e in trainer.state.log_history if "loss" in e]
@@ -154,9 +154,9 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
 
 
 
-def save_outputs(recipe: Recipe, stage_dir: Path, peft_model: Any, ready: Prepared) -> list[Path]:
+def save_outputs(recipe: Recipe, layout: RunLayout, peft_model: Any, ready: Prepared) -> list[Path]:
     """Adapters (PiSSA and converted), tokenizer, optional merge, reports; returns what was written."""
-    layout = RunLayout.of(recipe)
+    stage_dir = layout.model_dir("train")
     init_dir, adapter_dir, lora_dir = (layout.adapter_init("train"), layout.adapter("train"),
                                        layout.adapter_lora("train"))
     adapters.save_with_lora(peft_model, adapter_dir, lora_dir, init_dir if adapters.is_pissa(recipe) else None)
