@@ -1,8 +1,9 @@
 """One error contract (issue 42): a user's mistake is the same one line and exit 2 under the stage's own
 command and under `nortune run`, through the real CLI.
 
-The impossible language mix, the costliest case (it curates first), is
-``test_run_integrity.test_the_impossible_mix_is_the_same_error_under_run``.
+Two more cases live beside the fixtures they need: the impossible language mix (it curates first) in
+``test_run_integrity.test_the_impossible_mix_is_the_same_error_under_run``, and a chat template the
+model lacks in ``test_evaluate_card_run.test_chat_on_without_a_template_is_one_line_before_scoring``.
 """
 
 from __future__ import annotations

@@ -102,6 +102,9 @@ def test_chat_on_without_a_template_is_one_line_before_scoring(tiny_gemma3, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("nortune: ") and "evaluate.chat_template: on" in err[-1] and "no chat template" in err[-1]
     assert not (tmp_path / "runs" / "tiny" / "evaluate" / "base" / "samples.jsonl").exists()
+    # the same mistake under `nortune run` is the same one line and exit 2 (issue 42's error contract)
+    assert main(["run", str(recipe), "--only", "evaluate-base"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == err[-1]
 
 
 def test_chat_prompts_share_prefixes_and_equal_lm_eval_hf(tiny_gemma3, monkeypatch):
