@@ -108,8 +108,19 @@ def meta_model(config: Any) -> Any:
         return AutoModelForCausalLM.from_config(_text_config(config))
 
 
+RECIPE_LAYER_TYPE = "sliding_attention"  # the reference recipe adapts these layers only
+
+
+def recipe_default_falls_back(selection: LayerSelection, layer_types: list[str] | None) -> bool:
+    """True when the recipe's default (sliding-attention layers) cannot apply: the model names none."""
+    return selection.layer_types is None and selection.indices is None and RECIPE_LAYER_TYPE not in (layer_types or [])
+
+
 def select_layers(selection: LayerSelection, layer_types: list[str] | None, num_layers: int) -> dict[int, str]:
     """Map each layer index to '' if selected, else the reason it is not."""
+    if selection.layer_types is None and selection.indices is None and not recipe_default_falls_back(
+            selection, layer_types):
+        selection = LayerSelection(layer_types=[RECIPE_LAYER_TYPE])
     if selection.layer_types is not None:
         if layer_types is None:
             raise ConfigError("adapter.layers.layer_types is set but this model's config has no "
@@ -208,6 +219,10 @@ def build_plan(config: Any, recipe: Recipe, remember: bool = False) -> AdapterPl
                         selected=reasons[i] == "") for i in range(num_layers)]
     found: dict[int, set[str]] = {i: set() for i in range(num_layers)}
     notes: list[str] = []
+    if recipe_default_falls_back(recipe.adapter.layers, layer_types):
+        notes.append(f"this model's config names no {RECIPE_LAYER_TYPE} layers, so every layer is adapted (the "
+                     "recipe adapts sliding-attention layers only); set adapter.layers to choose")
+        log.warning("plan: %s", notes[-1])
     for name, module in model.named_modules():
         leaf = name.rsplit(".", 1)[-1]
         if leaf not in targets:

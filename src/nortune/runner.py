@@ -153,27 +153,19 @@ def run_stage(stage: Stage, recipe: Any, options: Options = Options(), command: 
     if not ranks.is_main():  # a training rank other than 0 writes nothing in the run folder: no lock, no record
         return _run_on_rank(stage, recipe, options, layout, directory)
     refuse_linked_stage(directory)  # before the lock and outside the failure record: nothing is written there
-    with run_lock(layout.root, command or stage.name):
-        started = time.time()
-        try:
-            _require_upstream(stage, layout)
-            if stage.check is not None:
-                stage.check(recipe)
-            fingerprint = stage.fingerprint(recipe)
-            action, why, manifest = decide(directory, fingerprint, options.force)
-            if action == "skip":
-                log.info("%s: skipped, %s (%s)", stage.name, why, directory)
-                return Outcome(manifest, action, why)  # type: ignore[arg-type]
-            log.info("%s: running (%s)", stage.name, why)
-            run = begin_stage(stage.name, directory, fingerprint, recipe.to_yaml())
-            result = stage.work(StageContext(recipe, options, layout, directory, fingerprint))
-            manifest = run.complete(result.outputs, result.metrics, result.extra)
-        except BaseException as exc:
-            record_failure(stage.name, directory, exc, started)
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise DiskFull(f"{stage.name}: no space left on the device writing "
-                               f"{exc.filename or directory}; free some space and run again") from exc
-            raise
+    with run_lock(layout.root, command or stage.name), _recorded(stage.name, directory):
+        _require_upstream(stage, layout)
+        if stage.check is not None:
+            stage.check(recipe)
+        fingerprint = stage.fingerprint(recipe)
+        action, why, manifest = decide(directory, fingerprint, options.force)
+        if action == "skip":
+            log.info("%s: skipped, %s (%s)", stage.name, why, directory)
+            return Outcome(manifest, action, why)  # type: ignore[arg-type]
+        log.info("%s: running (%s)", stage.name, why)
+        run = begin_stage(stage.name, directory, fingerprint, recipe.to_yaml())
+        result = stage.work(StageContext(recipe, options, layout, directory, fingerprint))
+        manifest = run.complete(result.outputs, result.metrics, result.extra)
     if ranks.world_size() > 1:  # under a launcher no rank reports success before rank 0 has written the manifest
         ranks.barrier()
     return Outcome(manifest, "run", why)
@@ -219,13 +211,22 @@ def run_guarded(name: str, recipe: Any, work: Callable[[], Any], command: str | 
     layout = RunLayout.of(recipe)
     directory = layout.stage_dir(name)
     refuse_linked_stage(directory)
-    with run_lock(layout.root, command or name):
-        started = time.time()
-        try:
-            return work()
-        except BaseException as exc:
-            record_failure(name, directory, exc, started)
-            raise
+    with run_lock(layout.root, command or name), _recorded(name, directory):
+        return work()
+
+
+@contextmanager
+def _recorded(name: str, directory: Path) -> Iterator[None]:
+    """Any exception inside leaves the stage's failure record, then propagates (a full disk as ``DiskFull``)."""
+    started = time.time()
+    try:
+        yield
+    except BaseException as exc:
+        record_failure(name, directory, exc, started)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise DiskFull(f"{name}: no space left on the device writing "
+                           f"{exc.filename or directory}; free some space and run again") from exc
+        raise
 
 
 def record_failure(name: str, directory: Path, exc: BaseException, started: float) -> None:

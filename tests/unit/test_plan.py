@@ -163,3 +163,50 @@ def test_train_and_preference_read_the_plan_the_plan_stage_wrote(tmp_path, tiny_
                         calls.append(1) or build(*a, **k))
     longer = load_recipe(tmp_path / "r.yaml", ["train.max_seq_len=4096"])
     assert recipe_plan(longer).to_json()["memory"] != written["memory"] and calls == [1]
+
+
+def test_the_smallest_recipe_is_the_recipe(tmp_path, tiny_gemma3, caplog):
+    """A model and a data file, nothing else: the reference recipe's plan (issue 43). The 31B text config
+    gets its 9,216,000 trainable parameters on the 50 sliding layers; a model without layer types is
+    planned on every layer, and the plan says so."""
+    import yaml
+
+    from conftest import FIXTURES
+    from nortune.plan import build_plan, plan_from_recipe
+
+    smallest = tmp_path / "min.yaml"
+    smallest.write_text(yaml.safe_dump({"name": "min", "runs_dir": str(tmp_path / "runs"), "model": {
+        "source": "google/gemma-4-31B-it", "config": "configs/models/gemma-4-31b-text/config.json"},
+        "train": {"data": str(FIXTURES / "chat_tiny.jsonl")}}))
+    recipe = load_recipe(smallest)
+    planned = plan_from_recipe(recipe)
+    assert planned.trainable_params == 9_216_000
+    assert {layer.layer_type for layer in planned.layers if layer.adapted} == {"sliding_attention"}
+    assert sum(1 for layer in planned.layers if layer.adapted) == 50 and not planned.notes
+    assert (recipe.adapter.r, recipe.adapter.alpha, recipe.adapter.init, recipe.adapter.target_modules) == (
+        8, 16, "pissa", ["q_proj", "v_proj"])
+    assert (recipe.train.lr, recipe.train.weight_decay, recipe.train.neftune_noise_alpha) == (5e-6, 0.01, 5)
+    assert recipe.curate.shares == {"nb": 0.67, "nn": 0.31, "en": 0.02, "translation": 0.0}
+
+    # the tiny Gemma 3 (layer types like the demo model's): the same split as naming sliding layers
+    from transformers import LlamaConfig
+
+    from conftest import write_recipe
+    from nortune.models import load_config
+
+    named = load_recipe(write_recipe(tmp_path / "named.yaml", tiny_gemma3, tmp_path / "runs"))
+    unnamed = load_recipe(write_recipe(tmp_path / "unnamed.yaml", tiny_gemma3, tmp_path / "runs",
+                                       adapter={"layers": {}}))
+    assert unnamed.adapter.layers.layer_types is None
+    config = load_config(str(tiny_gemma3))
+    split = build_plan(config, unnamed)
+    assert split.to_json() == build_plan(config, named).to_json()
+    assert 0 < sum(1 for layer in split.layers if layer.adapted) < len(split.layers)
+
+    # a model without layer types (Llama): every layer, and the plan and the log say so
+    llama = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, vocab_size=100)
+    everything = build_plan(llama, unnamed)
+    assert all(layer.adapted for layer in everything.layers)
+    assert "names no sliding_attention layers, so every layer is adapted" in everything.notes[0]
+    assert "every layer is adapted" in caplog.text

@@ -56,6 +56,8 @@ class ModelSection(Section):
 class LayerSelection(Section):
     """Which decoder layers get adapters: by layer type (Gemma 2/3/4) or by index ranges."""
 
+    # Layer types to adapt. Neither this nor indices (the default): the recipe's choice, the
+    # sliding-attention layers where the model has them, else every layer (and the plan says so).
     layer_types: list[str] | None = None
     # Index ranges such as "0-9,12,20-29" (inclusive); negative indices count from the end.
     indices: str | None = None

@@ -76,8 +76,8 @@ def model_card(recipe: Recipe, checks: list[dict[str, Any]], files: dict[str, st
     trainable, total = metrics.get("trainable_params"), metrics.get("total_params")
     share = f" ({100 * trainable / total:.4f} % of {total:,})" if trainable and total else ""
     adapter, tr = recipe.adapter, recipe.train
-    layers = markup.text(", ".join(adapter.layers.layer_types) if adapter.layers.layer_types
-                         else adapter.layers.indices or "all")
+    layers = markup.text(_adapted_layers(layout) or ", ".join(adapter.layers.layer_types or [])
+                         or adapter.layers.indices or "the recipe's default")
     gguf_lines = "\n".join(f"- {markup.code(f)} ({t})" for t, f in files.items()) or "- none"
     failed = [markup.text(c["file"]) for c in checks if not c["passed"]]
     warning = (f"\n> **Verification failed for {', '.join(failed)}**: do not ship those files.\n"
@@ -124,3 +124,14 @@ on held-out Norwegian text ({markup.code(recipe.export.verify.text)}), same toke
 ## License
 {markup.text(card.license)}. The base model's own license and terms of use also apply.
 """
+
+
+def _adapted_layers(layout: RunLayout) -> str | None:
+    """'15 of 18 layers (sliding_attention)', from the plan the train stage saved beside its adapter."""
+    path = layout.training_plan("train")
+    if not path.is_file():
+        return None
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    adapted = [layer for layer in plan["layers"] if layer["adapted"]]
+    types = sorted({layer["layer_type"] for layer in adapted if layer["layer_type"]})
+    return f"{len(adapted)} of {plan['num_layers']} layers" + (f" ({', '.join(types)})" if types else "")
