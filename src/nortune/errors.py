@@ -36,6 +36,10 @@ class UnsafeOutput(NortuneError):
     """A file nortune creates fresh already exists (a link or file another process planted): not written."""
 
 
+class MalformedRunRecord(NortuneError):
+    """A manifest or failure record that is JSON of the wrong shape (edited, or written by something else)."""
+
+
 class IncompleteUpstream(NortuneError):
     """A stage's input comes from an upstream stage that has no manifest, or whose outputs changed since."""
 

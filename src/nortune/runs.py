@@ -422,6 +422,17 @@ def _shape_problem(model: type[BaseModel], record: dict[str, Any]) -> str | None
     return None
 
 
+def _require_shape(model: type[BaseModel], path: Path, record: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A well-formed record of the wrong shape was written by hand or by something else: refused, one line."""
+    from nortune.errors import MalformedRunRecord
+
+    problem = _shape_problem(model, record)
+    if problem is not None:
+        raise MalformedRunRecord(f"{path}: {problem}: not a {kind} nortune wrote (edited, or from elsewhere); "
+                                 "remove it and run the stage again")
+    return record
+
+
 def read_failure(directory: Path) -> dict[str, Any] | None:
     """The failure record of a stage whose last attempt failed (None when it has none)."""
     path = directory / FAILED
@@ -430,26 +441,18 @@ def read_failure(directory: Path) -> dict[str, Any] | None:
     record = _read_record(path)
     if record is None:
         return {"stage": directory.name, "error": f"{path} is unreadable (truncated or not JSON)"}
-    problem = _shape_problem(FailureRecord, record)
-    if problem is not None:
-        return {"stage": directory.name, "error": f"{path} is malformed ({problem})"}
-    return record
+    return _require_shape(FailureRecord, path, record, "failure record")
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:
-    """The stage's manifest; None when it has none, or when it is corrupt or malformed (then the stage
-    is incomplete): a manifest whose fingerprint or outputs are not what a finished stage writes
-    proves nothing."""
+    """The stage's manifest; None when it has none or when it is truncated or not JSON (a crash's leftover:
+    the stage is incomplete and reruns). A JSON object of the wrong shape is refused: one line naming the
+    file and the field (``MalformedRunRecord``), since no nortune process writes one."""
     path = directory / MANIFEST
     if not path.is_file():
         return None
     record = _read_record(path)
-    if record is None or (problem := _shape_problem(ManifestRecord, record)) is None:
-        return record
-    if str(path) not in _WARNED:
-        _WARNED.add(str(path))
-        log.warning("%s is malformed (%s): the stage counts as incomplete; rerun it", path, problem)
-    return None
+    return None if record is None else _require_shape(ManifestRecord, path, record, "manifest")
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -75,18 +75,29 @@ def test_preference_refuses_an_sft_adapter_edited_after_training(tmp_path, tiny_
     ({"outputs": [1]}, "outputs"), ({"outputs": {"a": 1}}, "outputs.a"), ({"metrics": [1]}, "metrics"),
     ({"fingerprint": "x"}, "fingerprint"), ({"started": [1]}, "started"), ({"finished": "soon"}, "finished"),
 ])
-def test_a_manifest_of_the_wrong_shape_is_no_manifest_and_the_warning_names_the_field(tmp_path, caplog, record, field):
+def test_a_manifest_of_the_wrong_shape_is_refused_naming_the_file_and_field(tmp_path, record, field):
+    from nortune.errors import MalformedRunRecord
     from nortune.runs import read_manifest
 
-    write_manifest(tmp_path / "s", "s", **record)
+    path = write_manifest(tmp_path / "s", "s", **record)
+    with pytest.raises(MalformedRunRecord, match=f"^{path}: {field}: "):
+        read_manifest(tmp_path / "s")
+
+
+def test_a_truncated_manifest_is_a_crash_leftover_the_stage_reruns(tmp_path):
+    from nortune.runs import read_manifest
+
+    path = write_manifest(tmp_path / "s", "s")
+    path.write_text(path.read_text()[:10])
     assert read_manifest(tmp_path / "s") is None
-    assert f"({field}: " in caplog.text, caplog.text
 
 
 @pytest.mark.parametrize("record, field", [({"error": 5}, "error"), ({"stage": ["x"]}, "stage"),
                                            ({"interrupted": "yes"}, "interrupted")])
 def test_a_failure_record_of_the_wrong_shape_is_named(tmp_path, record, field):
+    from nortune.errors import MalformedRunRecord
     from nortune.runs import read_failure
 
     (tmp_path / "failed.json").write_text(json.dumps({"stage": "s", "error": "boom", **record}))
-    assert f"is malformed ({field}: " in read_failure(tmp_path)["error"]
+    with pytest.raises(MalformedRunRecord, match=f"failed.json: {field}: "):
+        read_failure(tmp_path)
