@@ -152,7 +152,7 @@ def test_an_edited_or_malformed_contamination_record_does_not_open_the_training_
         manifest = json.loads(honest_manifest)
         manifest[key] = [1]
         manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
-        refused_naming(nortune("train", recipe), "no completed contamination report")
+        refused_naming(nortune("train", recipe), f"decontam/manifest.json: {key}: ")
     assert not (tmp_path / "runs" / "tiny" / "train" / "adapter").exists()
 
 

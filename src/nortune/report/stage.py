@@ -10,6 +10,7 @@ when a dialog, a script error or a policy violation shows up anyway.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import logging
@@ -183,13 +184,25 @@ def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
 
 
 def fingerprint(recipe: Recipe) -> dict[str, Any]:
-    """The report is current while no stage it shows has finished again since (and the browser check is as set)."""
+    """The report is current while nothing it shows has changed: each shown stage's records, Markdown
+    reports and charts (by content) and its file list (by name and size), and the browser-check setting."""
     from nortune import browser
 
     layout = RunLayout.of(recipe)
-    return {"stages": {s: (read_manifest(layout.stage_dir(s)) or read_failure(layout.stage_dir(s)) or {})
-                       .get("finished") for s in _stage_dirs(layout.root)},
+    return {"stages": {s: _shown(layout.stage_dir(s)) for s in _stage_dirs(layout.root)},
             "browser_check": "off" if browser.opted_out() else "on"}
+
+
+def _shown(stage_dir: Path) -> str:
+    """A digest of what the page shows of one stage folder (see ``_section`` and ``_files``)."""
+    from nortune.runs import file_sha256
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in stage_dir.rglob("*") if p.is_file() and "cache" not in p.parts):
+        rel = path.relative_to(stage_dir)
+        rendered = len(rel.parts) == 1 and path.suffix in (".md", ".png", ".json")
+        digest.update(f"{rel}\0{path.stat().st_size}\0{file_sha256(path) if rendered else ''}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def work(ctx: StageContext) -> StageResult:
