@@ -139,6 +139,15 @@ def write_recipe(path: Path, model: Path, runs: Path, **sections) -> Path:
     return path
 
 
+def write_pairs(path: Path) -> Path:
+    """Preference pairs from the fixture chats: chosen is the chat's answer, rejected a refusal."""
+    chats = [json.loads(line) for line in (FIXTURES / "chat_tiny.jsonl").read_text().splitlines()]
+    path.write_text("".join(json.dumps({"prompt": c["messages"][:-1], "chosen": [c["messages"][-1]],
+                                        "rejected": "Det veit eg ikkje."}, ensure_ascii=False) + "\n"
+                            for c in chats), encoding="utf-8")
+    return path
+
+
 def write_manifest(folder: Path, stage: str, **fields) -> Path:
     """A stand-in stage's manifest, well-formed as a finished stage writes it (empty fingerprint and
     outputs unless given), for tests that need a stage's record and not its work."""

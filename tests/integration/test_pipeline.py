@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import FIXTURES, write_recipe
+from conftest import FIXTURES, write_pairs, write_recipe
 from nortune import browser
 from nortune.cli import main
 from nortune.config import ConfigError, load_recipe
@@ -30,11 +30,7 @@ def test_stage_selection():
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_gemma3):
     tmp = tmp_path_factory.mktemp("pipeline")
-    chats = [json.loads(line) for line in (FIXTURES / "chat_tiny.jsonl").read_text().splitlines()]
-    pairs = tmp / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": c["messages"][:-1], "chosen": [c["messages"][-1]],
-                                         "rejected": "Det veit eg ikkje."}, ensure_ascii=False) + "\n"
-                             for c in chats))
+    pairs = write_pairs(tmp / "pairs.jsonl")
     recipe = load_recipe(write_recipe(tmp / "r.yaml", tiny_gemma3, tmp / "runs", train={"max_steps": 2},
                                       preference={"data": str(pairs), "max_steps": 2, "loss_type": "ipo"},
                                       evaluate={"source": "local", "data_dir": str(REPO / "data/demo/noreval"),

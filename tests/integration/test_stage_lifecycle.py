@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import FIXTURES, write_recipe
+from conftest import FIXTURES, write_pairs, write_recipe
 from nortune import pipeline
 from nortune.cli import main
 from nortune.config import load_recipe
@@ -47,11 +47,7 @@ def _instrumented(fault_at: str, exc: BaseException, counts: Counter) -> tuple:
 @pytest.fixture(scope="module")
 def recipe_path(tmp_path_factory, tiny_gemma3):
     tmp = tmp_path_factory.mktemp("lifecycle")
-    chats = [json.loads(line) for line in (FIXTURES / "chat_tiny.jsonl").read_text().splitlines()]
-    pairs = tmp / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": c["messages"][:-1], "chosen": [c["messages"][-1]],
-                                         "rejected": "Det veit eg ikkje."}, ensure_ascii=False) + "\n"
-                             for c in chats))
+    pairs = write_pairs(tmp / "pairs.jsonl")
     path = write_recipe(tmp / "r.yaml", tiny_gemma3, tmp / "runs", train={"max_steps": 1, "data": None},
                         curate={"sources": [{"name": "chat", "path": str(REPO / "data/demo/chat.jsonl")}],
                                 "allow_shortfall": True},
