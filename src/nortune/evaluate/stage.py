@@ -271,12 +271,13 @@ def _compare(recipe: Recipe, layout: RunLayout, label: str, baseline: Path | Non
         extra.update(forgetting=held_out["forgetting"], allow_forgetting=held_out["allow_forgetting"],
                      perplexity_comparison=str(compare_dir / "perplexity.md"))
     outputs.append(compare_dir)
-    if extra["regressions"] or extra["overall_regression"] or extra.get("forgetting"):
-        log.warning("evaluate %s: %s (see %s)", label, "; ".join(
-            [*(["SIGNIFICANT REGRESSION in " + ", ".join(extra["regressions"] or ["the average"])]
-               if extra["regressions"] or extra["overall_regression"] else []),
-             *(["FORGETTING in " + ", ".join(extra["forgetting"])] if extra.get("forgetting") else [])]),
-            compare_dir)
+    found = []
+    if extra["regressions"] or extra["overall_regression"]:
+        found.append("SIGNIFICANT REGRESSION in " + ", ".join(extra["regressions"] or ["the average"]))
+    if extra.get("forgetting"):
+        found.append("FORGETTING in " + ", ".join(extra["forgetting"]))
+    if found:
+        log.warning("evaluate %s: %s (see %s)", label, "; ".join(found), compare_dir)
     return extra
 
 
