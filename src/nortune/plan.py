@@ -113,14 +113,14 @@ RECIPE_LAYER_TYPE = "sliding_attention"  # the reference recipe adapts these lay
 
 def recipe_default_falls_back(selection: LayerSelection, layer_types: list[str] | None) -> bool:
     """True when the recipe's default (sliding-attention layers) cannot apply: the model names none."""
-    return selection.layer_types is None and selection.indices is None and RECIPE_LAYER_TYPE not in (layer_types or [])
+    unnamed = selection.layer_types is None and selection.indices is None
+    return unnamed and RECIPE_LAYER_TYPE not in (layer_types or [])
 
 
 def select_layers(selection: LayerSelection, layer_types: list[str] | None, num_layers: int) -> dict[int, str]:
     """Map each layer index to '' if selected, else the reason it is not."""
-    if selection.layer_types is None and selection.indices is None and not recipe_default_falls_back(
-            selection, layer_types):
-        selection = LayerSelection(layer_types=[RECIPE_LAYER_TYPE])
+    if selection.layer_types is None and selection.indices is None and RECIPE_LAYER_TYPE in (layer_types or []):
+        selection = LayerSelection(layer_types=[RECIPE_LAYER_TYPE])  # the recipe's default
     if selection.layer_types is not None:
         if layer_types is None:
             raise ConfigError("adapter.layers.layer_types is set but this model's config has no "
