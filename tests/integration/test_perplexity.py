@@ -77,6 +77,13 @@ def test_paired_bootstrap_flags_a_planted_rise_and_not_identical_models():
     within = {r["set"]: r for r in perplexity.compare(fake("base", base), fake("tuned", small), Settings(),
                                                         1000, 0.95)["rows"]}
     assert within["en"]["ci"][0] > 0 and within["en"]["change"] < 0.02 and not within["en"]["forgetting"]
+    # the same planted rise on 19 texts: an interval, but no verdict (and so no finding)
+    few = {name: values[:19] for name, values in base.items()}
+    rows = {r["set"]: r for r in perplexity.compare(fake("base", few), fake("tuned", {k: v[:19] for k, v in
+                                                                                     planted.items()}),
+                                                      Settings(), 1000, 0.95)["rows"]}
+    assert rows["en"]["ci"][0] > 0.02 and not rows["en"]["forgetting"]
+    assert rows["en"]["verdict"] == rows["nn"]["verdict"] == "too few texts (19 < 20): no verdict"
     with pytest.raises(Exception, match="different texts"):
         perplexity.compare(fake("base", base), fake("tuned", {"en": base["en"][:50]}), Settings(), 100, 0.95)
 
@@ -117,7 +124,7 @@ def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tin
     texts = {}
     for lang in ("nb", "nn", "en"):
         path = tmp_path / f"{lang}.txt"
-        path.write_text("\n".join((REPO / f"data/demo/heldout/{lang}.txt").read_text().splitlines()[:12]) + "\n")
+        path.write_text("\n".join((REPO / f"data/demo/heldout/{lang}.txt").read_text().splitlines()[:20]) + "\n")
         texts[lang] = str(path)
     recipe_path = write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs",
                                evaluate={"source": "local", "data_dir": str(REPO / "data" / "demo" / "noreval"),
@@ -126,8 +133,8 @@ def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tin
     assert main(["evaluate", str(recipe_path), "--model", "base"]) == 0
     run = tmp_path / "runs" / "tiny" / "evaluate"
     base = json.loads((run / "base" / "perplexity.json").read_text())
-    assert set(base["sets"]) == {"nb", "nn", "en"} and base["sets"]["nn"]["texts"] == 12
-    assert base["seconds"]["total"] > 0 and len(base["sets"]["en"]["nll_per_text"]) == 12
+    assert set(base["sets"]) == {"nb", "nn", "en"} and base["sets"]["nn"]["texts"] == 20
+    assert base["seconds"]["total"] > 0 and len(base["sets"]["en"]["nll_per_text"]) == 20
     manifest = json.loads((run / "base" / "manifest.json").read_text())
     assert set(manifest["metrics"]["perplexity"]) == {"nb", "nn", "en"} and "perplexity.json" in manifest["outputs"]
 
@@ -171,7 +178,7 @@ def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tin
     assert len(summary.forgetting) == 1 and summary.forgetting[0].startswith("tuned: en perplexity +")
     assert "en +" in format_runs([summary]) and "**FORGETTING**" in format_runs([summary])
     banner = _banner(summary)
-    assert "class='warn'>&#9888; FORGETTING (held-out perplexity): tuned: en" in banner
+    assert "class='warn'>&#9888; forgetting: FORGETTING (held-out perplexity): tuned: en" in banner
     assert "<tr class=warn><td>en</td>" in banner and "<td>nb (trained)</td>" in banner
     table = compare_runs([tmp_path / "runs" / "tiny", tmp_path / "runs" / "tiny"])
     assert "| held-out perplexity | tiny | tiny |" in table and "| en | " in table and "**FORGETTING**" in table

@@ -161,7 +161,9 @@ def test_a_clean_gate_is_green_and_a_run_without_training_claims_nothing(tmp_pat
     summary = summarize(run_dir)
     assert summary.contamination_ok is True and summary.contamination.startswith("clean")
     banner = _banner(run_dir)
-    assert "class='ok'" in banner and "Contamination: clean" in banner and "class='warn'" not in banner
+    # contamination passed; nothing else was checked, so the banner is pending, not green
+    assert "&#10003; contamination: clean" in banner and "class='warn'" not in banner
+    assert "<ul class='pending'>" in banner and "not run yet: NorEval: not evaluated" in banner
     _trained(recipe, {})  # a train manifest without a gate record
     assert summarize(run_dir).contamination.startswith("NOT CHECKED")
 

@@ -17,9 +17,9 @@ from nortune.jsonl import DataError
 REPO = Path(__file__).resolve().parents[2]
 
 
-def rows(family: str, correct: dict[str, list[int]]) -> list[dict]:
+def rows(family: str, correct: dict[str, list[int]], start: int = 0) -> list[dict]:
     return [{"family": family, "prompt": p, "doc_id": i, "doc_hash": f"h{i}", "acc": float(c),
-             "acc_norm": float(c)} for p, values in correct.items() for i, c in enumerate(values)]
+             "acc_norm": float(c)} for p, values in correct.items() for i, c in enumerate(values, start)]
 
 
 def test_summary_best_mean_min_std_and_headlines():
@@ -48,6 +48,18 @@ def test_paired_bootstrap_flags_a_real_regression_and_not_noise():
     assert deltas[0].best == pytest.approx(-25.0)
     deltas, overall = paired_bootstrap(base, same, "acc", 500, 0.95)
     assert not deltas[0].regression() and not overall["regression"]
+
+
+def test_an_interval_from_fewer_than_20_items_draws_no_verdict():
+    base = rows("nortruthfulqa_mc_nob", {p: [1] * 19 for p in PROMPTS})
+    worse = rows("nortruthfulqa_mc_nob", {p: [0] * 19 for p in PROMPTS})  # -100 pp on 19 items
+    deltas, overall = paired_bootstrap(base, worse, "acc", 200, 0.95)
+    assert deltas[0].best_ci[1] < 0 and not deltas[0].regression() and not overall["regression"]
+    assert deltas[0].verdict() == "too few items (19 < 20): no verdict" and not overall["judged"]
+    deltas, overall = paired_bootstrap(base + rows("nortruthfulqa_mc_nob", {p: [1] for p in PROMPTS}, start=19),
+                                       worse + rows("nortruthfulqa_mc_nob", {p: [0] for p in PROMPTS}, start=19),
+                                       "acc", 200, 0.95)
+    assert deltas[0].n_items == 20 and deltas[0].regression() and overall["regression"]
 
 
 def test_paired_bootstrap_refuses_different_items():

@@ -164,6 +164,15 @@ LOCAL_LAYOUT = ("local layout: <data_dir>/<dataset>/<config>/<split>.jsonl in th
                 "dataset_name (nb, nn, eng-nob, binary, ...; no folder for a dataset without one)")
 
 
+SAMPLE_MARKER = "SAMPLE_SETS.md"  # a local data folder holding this file is demo data, not NorEval
+SAMPLE_SETS_MARK = "SAMPLE SETS, NOT NorEval"  # said beside every NorEval number and clean verdict they gave
+
+
+def is_sample_sets(source: str, root: Path | str | None) -> bool:
+    """Whether the NorEval documents are the sample sets written for nortune, not NorEval."""
+    return source == "local" and root is not None and (Path(root) / SAMPLE_MARKER).is_file()
+
+
 def local_noreval_file(root: Path, family: str, split: str) -> Path:
     """A local copy of a family's split: the first of ``<root>/<dataset>/<config>/<split>.jsonl|.json|.parquet``
     that is a file; when none is, the ``.jsonl`` path (callers say it is missing, with ``LOCAL_LAYOUT``)."""

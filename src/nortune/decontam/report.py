@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nortune.config.names import SAMPLE_SETS_MARK
 from nortune.markup import code, text
 from nortune.runs import RunLayout, atomic_write_text
 
@@ -42,6 +43,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"**Verdict: {train['contaminated_records']:,} contaminated training records** "
         f"(gate allows {gate['max_contaminated_records']}: {'PASS' if gate['passed'] else 'FAIL'}).",
         "",
+        *([f"**{SAMPLE_SETS_MARK}**: the test side is the sample sets written for nortune; this verdict says "
+           "nothing about contamination with NorEval itself.", ""] if report.get("sample_sets") else []),
         "| method | hits | contaminated records | allowed (boilerplate) | longest match |",
         "|---|---:|---:|---:|---:|",
     ]

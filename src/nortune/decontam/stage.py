@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nortune.config.names import is_sample_sets
 from nortune.curate import training_data
 from nortune.jsonl import DataError
 from nortune.runner import StageContext, StageResult
@@ -106,6 +107,7 @@ def work(ctx: StageContext, data: Path | None = None, text_fields: list[str] | N
         "settings": section.model_dump(mode="json"),
         "text_fields": fields,
         "test_sources": origins,
+        "sample_sets": is_sample_sets(section.noreval_source, section.noreval_dir),
         **summary,
         "gate": {"max_contaminated_records": section.max_contaminated_records,
                  "contaminated_records": count, "passed": count <= section.max_contaminated_records},

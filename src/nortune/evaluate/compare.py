@@ -58,7 +58,8 @@ def compare(tuned_path: Path, base_path: Path, out_dir: Path, metric: str, sampl
     regressions = [d.family for d in deltas if d.regression()]
     result = {"base": str(base_path), "tuned": str(tuned_path), "metric": metric, "confidence": confidence,
               "bootstrap_samples": samples, "deltas": [asdict(d) | {"regression": d.regression(),
-                                                                    "gain": d.gain()} for d in deltas],
+                                                                    "gain": d.gain(), "judged": d.judged(),
+                                                                    "verdict": d.verdict()} for d in deltas],
               "labels": {d.family: tuned["tasks"].get(d.family, {}).get("label", d.family) for d in deltas},
               "overall": overall, "regressions": regressions, "no_paired_ci": overall.get("no_paired_ci", {}),
               "note": tuned.get("note") or base.get("note"), "forced": forced}

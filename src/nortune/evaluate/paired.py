@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nortune.config.names import RECIPE_FAMILIES
-from nortune.evaluate.stats import headline_metric, row_metrics, to_percent
+from nortune.evaluate.stats import MIN_VERDICT_ITEMS, headline_metric, row_metrics, to_percent, too_few
 from nortune.evaluate.tasks import CATALOGUE
 
 
@@ -55,11 +55,20 @@ class Delta:
     metric: str = "acc"
     method: str = "per-item"  # per-item: items resampled and averaged; corpus: the corpus metric recomputed
 
+    def judged(self) -> bool:
+        """Enough items for the interval to carry a verdict."""
+        return self.n_items >= MIN_VERDICT_ITEMS
+
     def regression(self) -> bool:
-        return self.best_ci[1] < 0 or self.mean_ci[1] < 0
+        return self.judged() and (self.best_ci[1] < 0 or self.mean_ci[1] < 0)
 
     def gain(self) -> bool:
-        return self.best_ci[0] > 0 and self.mean_ci[0] > 0
+        return self.judged() and self.best_ci[0] > 0 and self.mean_ci[0] > 0
+
+    def verdict(self) -> str:
+        if not self.judged():
+            return too_few(self.n_items)
+        return "REGRESSION" if self.regression() else ("gain" if self.gain() else "no significant change")
 
 
 @dataclass
@@ -164,8 +173,9 @@ def paired_bootstrap(base: list[dict], tuned: list[dict], metric: str, samples: 
         avg_mean = np.mean([draws[d.family][1] for d in headline], axis=0)
         overall.update(best=float(np.mean([d.best for d in headline])), best_ci=_ci(avg_best, lo_q, hi_q),
                        mean=float(np.mean([d.mean for d in headline])), mean_ci=_ci(avg_mean, lo_q, hi_q),
-                       tasks=len(headline))
-        overall["regression"] = overall["best_ci"][1] < 0 or overall["mean_ci"][1] < 0
+                       tasks=len(headline), items=sum(d.n_items for d in headline))
+        overall["judged"] = overall["items"] >= MIN_VERDICT_ITEMS
+        overall["regression"] = overall["judged"] and (overall["best_ci"][1] < 0 or overall["mean_ci"][1] < 0)
     return deltas, overall
 
 

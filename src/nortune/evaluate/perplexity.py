@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from nortune import markup
+from nortune.evaluate.stats import MIN_VERDICT_ITEMS, too_few
 from nortune.jsonl import DataError
 from nortune.runs import atomic_write_text
 
@@ -157,8 +158,11 @@ def _ppl(scored: dict[str, Any]) -> float:
     return math.exp(sum(scored["nll_per_text"]) / sum(scored["tokens_per_text"]))
 
 
-def verdict(change: float, ci: tuple[float, float], trained: bool, tolerance: float) -> tuple[str, bool]:
+def verdict(change: float, ci: tuple[float, float], trained: bool, tolerance: float,
+            texts: int) -> tuple[str, bool]:
     """(verdict, forgetting) for one set: see the module docstring for the rule."""
+    if texts < MIN_VERDICT_ITEMS:
+        return too_few(texts, "texts"), False
     if ci[1] < 0:
         return "improved", False
     if ci[0] <= 0:
@@ -185,7 +189,7 @@ def compare(base: dict[str, Any], tuned: dict[str, Any], settings: Any, samples:
         change, ci = ratio_bootstrap(b["nll_per_text"], b["tokens_per_text"], t["nll_per_text"],
                                      t["tokens_per_text"], samples, confidence)
         trained = name in settings.trained
-        text, flagged = verdict(change, ci, trained, settings.tolerance)
+        text, flagged = verdict(change, ci, trained, settings.tolerance, len(b["nll_per_text"]))
         rows.append({"set": name, "trained": trained, "texts": b["texts"], "base_ppl": _ppl(b),
                      "tuned_ppl": _ppl(t), "change": change, "ci": list(ci), "verdict": text,
                      "forgetting": flagged})

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config.evaluate import shots_for
-from nortune.evaluate.stats import SMALL_SET, z_of
+from nortune.evaluate.stats import SMALL_SET, too_few, z_of
 from nortune.evaluate.tasks import CATALOGUE, REFERENCE_AVERAGES, REFERENCE_COLUMNS
 from nortune.markup import code, text
 from nortune.runs import atomic_writer
@@ -155,7 +155,7 @@ def compare_markdown(base: dict[str, Any], tuned: dict[str, Any], deltas, overal
               f"delta mean-of-prompts [{pct} CI] | {ref} | verdict |",
               "|" + "---|" * (8 + len(REFERENCE_COLUMNS))]
     for d in deltas:
-        verdict = "**REGRESSION**" if d.regression() else ("gain" if d.gain() else "no significant change")
+        verdict = "**REGRESSION**" if d.regression() else d.verdict()
         label = text(tuned["tasks"].get(d.family, {}).get("label", d.family))
         method = " (corpus metric recomputed)" if d.method == "corpus" else ""
         n_cell = f"{d.n_items} (small)" if d.n_items < SMALL_SET else str(d.n_items)
@@ -166,7 +166,8 @@ def compare_markdown(base: dict[str, Any], tuned: dict[str, Any], deltas, overal
                      f"{d.mean:+.1f} [{d.mean_ci[0]:+.1f}, {d.mean_ci[1]:+.1f}] | {_refs(d.family)} | {verdict} |")
     if overall.get("tasks"):
         refs = " | ".join(_pct(r) for r in REFERENCE_AVERAGES)
-        verdict = "**REGRESSION**" if overall["regression"] else ""
+        verdict = "**REGRESSION**" if overall["regression"] else (
+            "" if overall["judged"] else too_few(overall["items"]))
         lines.append(f"| average ({overall['tasks']} recipe tasks) | | | {_pct(base['headline']['best_of_prompts'])} | "
                      f"{_pct(tuned['headline']['best_of_prompts'])} | {overall['best']:+.1f} "
                      f"[{overall['best_ci'][0]:+.1f}, {overall['best_ci'][1]:+.1f}] | {overall['mean']:+.1f} "

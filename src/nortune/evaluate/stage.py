@@ -22,7 +22,8 @@ from nortune.config.evaluate import shots_for
 from nortune.evaluate import card, chat_mode, report
 from nortune.evaluate.memory import PeakMemory
 from nortune.evaluate.stats import family_summary, headlines, missing_metrics, result_scores, small_sets
-from nortune.evaluate.tasks import SAMPLE_MARKER, family_and_prompt, not_computed, task_specs
+from nortune.config.names import SAMPLE_SETS_MARK, is_sample_sets
+from nortune.evaluate.tasks import family_and_prompt, not_computed, task_specs
 from nortune.jsonl import DataError
 from nortune.runner import StageContext, StageResult
 from nortune.runs import MODEL_STAGE_OF_LABEL, RunLayout, atomic_write_text, inputs_fingerprint, read_manifest
@@ -37,8 +38,8 @@ def data_note(settings) -> str | None:
     if settings.source != "local":
         return None
     root = Path(settings.data_dir)
-    if (root / SAMPLE_MARKER).is_file():
-        return (f"SAMPLE SETS, NOT NorEval: {root} holds small NorEval-format sample sets written for "
+    if is_sample_sets(settings.source, root):
+        return (f"{SAMPLE_SETS_MARK}: {root} holds small NorEval-format sample sets written for "
                 "nortune; the numbers only show that the pipeline works and are not comparable to NorEval.")
     return f"Local copies of the NorEval data from {root} (not fetched from the hub)."
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config.names import (CATALOGUE, LOCAL_LAYOUT, PROMPTS, REFERENCE_AVERAGES, REFERENCE_COLUMNS,
-                                  SINGLE_PROMPT, NorEvalTask, local_noreval_file)
+                                  SAMPLE_MARKER, SINGLE_PROMPT, NorEvalTask, local_noreval_file)
 from nortune.config.evaluate import shots_for
 from nortune.jsonl import DataError, iter_jsonl
 
@@ -23,7 +23,6 @@ __all__ = ["CATALOGUE", "PROMPTS", "REFERENCE_AVERAGES", "REFERENCE_COLUMNS", "S
            "build_tasks", "check_local_file", "family_and_prompt", "family_of", "local_file", "not_computed",
            "task_manager", "task_specs"]
 
-SAMPLE_MARKER = "SAMPLE_SETS.md"  # a local data folder holding this file is demo data, not NorEval
 
 
 def family_of(task_name: str) -> str | None:

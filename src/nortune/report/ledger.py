@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nortune.config.names import SAMPLE_SETS_MARK
+from nortune.evaluate.stats import MIN_VERDICT_ITEMS, too_few
 from nortune.markup import text
 from nortune.runs import RESOLVED_RECIPE, STAGE_FOLDERS, RunLayout, read_failure, read_manifest
 
@@ -39,9 +41,37 @@ class RunSummary:
     perplexity: list[dict[str, Any]] = field(default_factory=list)
     forgetting: list[str] = field(default_factory=list)  # "label: set +x.x % [lo, hi]" for each flagged set
     chat_template: str | None = None  # how evaluate prompted: "chat template on (...)" / "off"; None: not recorded
+    # What the NorEval verdict rests on: "not evaluated", "not compared (...)", "too few items (...)" or
+    # "compared" (then ``regressions`` is the verdict).
+    noreval_state: str = "not evaluated"
+    sample_sets: bool = False  # the NorEval numbers (and the clean verdict) come from nortune's sample sets
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+PASSED, FAILED_CHECK, NOT_RUN = "passed", "failed", "not run"
+
+
+def checks(s: RunSummary) -> list[tuple[str, str, str]]:
+    """(check, passed | failed | not run, words) for each verdict a run can have: a check that has not run
+    is said to be not run, never shown as passed."""
+    mark = f" ({SAMPLE_SETS_MARK})" if s.sample_sets else ""
+    if s.regressions:
+        noreval = (FAILED_CHECK, "SIGNIFICANT REGRESSION: " + "; ".join(s.regressions) + mark)
+    elif s.noreval_state == "compared":
+        noreval = (PASSED, "no significant regression vs base" + mark)
+    else:
+        noreval = (NOT_RUN, s.noreval_state + mark)
+    if s.forgetting:
+        forgetting = (FAILED_CHECK, "FORGETTING (held-out perplexity): " + "; ".join(s.forgetting))
+    else:
+        forgetting = (PASSED, "no forgetting") if s.perplexity else (NOT_RUN, "not measured")
+    export = (FAILED_CHECK if s.export.startswith("FAILED") else PASSED if s.export == "verified" else NOT_RUN,
+              "every GGUF file verified" if s.export == "verified" else s.export)
+    contamination = ({True: PASSED, False: FAILED_CHECK, None: NOT_RUN}[s.contamination_ok], s.contamination)
+    return [("NorEval", *noreval), ("forgetting", *forgetting), ("export", *export),
+            ("contamination", *contamination)]
 
 
 def headline(run_dir: Path, label: str) -> float | None:
@@ -111,7 +141,8 @@ def _gate_verdict(run_dir: Path, gate: dict[str, Any] | None, folder: str) -> tu
     if (report.get("data") or {}).get("sha256") != gate.get("data_sha256"):
         return False, (f"REPORT FOR ANOTHER FILE ({folder}/contamination.json now describes "
                        f"{(report.get('data') or {}).get('path')}, not the data training used)")
-    return True, f"clean ({gate.get('contaminated_records', 0)} records hit; training gate passed)"
+    sample = f"; {SAMPLE_SETS_MARK}" if report.get("sample_sets") else ""
+    return True, f"clean ({gate.get('contaminated_records', 0)} records hit; training gate passed{sample})"
 
 
 def contamination_verdict(run_dir: Path) -> tuple[bool | None, str]:
@@ -174,7 +205,31 @@ def summarize(run_dir: Path) -> RunSummary:
                      if stage != "report" and read_manifest(layout.stage_dir(stage)) is not None],
         contamination_ok=contamination_ok,
         perplexity=(perplexity_comparison(run_dir) or {}).get("rows", []), forgetting=forgetting(run_dir),
-        chat_template=_chat_template(run_dir))
+        chat_template=_chat_template(run_dir), noreval_state=_noreval_state(run_dir),
+        sample_sets=_sample_sets(run_dir))
+
+
+def _noreval_state(run_dir: Path) -> str:
+    """What the NorEval verdict of the tuned model rests on (see ``RunSummary.noreval_state``)."""
+    layout = RunLayout(run_dir)
+    if read_manifest(layout.evaluate_dir("tuned")) is None:
+        return "not evaluated"
+    compare = _json(layout.compare_dir("tuned") / "compare.json")
+    if compare is None:
+        return "not compared (the base model is not evaluated)"
+    overall = compare.get("overall") or {}
+    if overall.get("judged") is False:
+        return f"too few items for a verdict ({overall.get('items')} < {MIN_VERDICT_ITEMS})"
+    return "compared"
+
+
+def _sample_sets(run_dir: Path) -> bool:
+    """Whether an evaluation or the contamination check used nortune's sample sets instead of NorEval."""
+    layout = RunLayout(run_dir)
+    notes = [(read_manifest(layout.evaluate_dir(label)) or {}).get("metrics", {}).get("note") or ""
+             for label in ("base", "tuned", "preference")]
+    report = _json(layout.contamination_report()) or {}
+    return any(n.startswith(SAMPLE_SETS_MARK) for n in notes) or bool(report.get("sample_sets"))
 
 
 def _chat_template(run_dir: Path) -> str | None:
@@ -207,12 +262,14 @@ def format_runs(summaries: list[RunSummary]) -> str:
     lines = [header, "|" + "---|" * 11]
     for s in summaries:
         delta = "-" if s.delta_vs_base is None else f"{s.delta_vs_base:+.1f} pp"
+        sample = f" ({SAMPLE_SETS_MARK})" if s.sample_sets and s.noreval_tuned is not None else ""
+        regressions = "; ".join(s.regressions) or ("none" if s.noreval_state == "compared" else s.noreval_state)
         lines.append(f"| {text(s.recipe or Path(s.run).name)} | {text(s.base_model or '-')} | "
                      f"{'-' if s.trainable_params is None else f'{s.trainable_params:,}'} | "
                      f"{'-' if s.data_records is None else s.data_records} | {text(s.contamination)} | "
-                     f"{_pct(s.noreval_tuned)}{_chat_mark(s.chat_template)} | {_pct(s.noreval_base)} | {delta} | "
-                     f"{text('; '.join(s.regressions) or 'none')} | "
-                     f"{'; '.join(_ppl_cell(r) for r in s.perplexity) or '-'} | {text(s.export)} |")
+                     f"{_pct(s.noreval_tuned)}{_chat_mark(s.chat_template)}{sample} | {_pct(s.noreval_base)} | "
+                     f"{delta} | {text(regressions)} | "
+                     f"{'; '.join(_ppl_cell(r) for r in s.perplexity) or 'not measured'} | {text(s.export)} |")
     return "\n".join(lines)
 
 
@@ -261,6 +318,8 @@ def compare_runs(run_dirs: list[Path], force: bool = False) -> str:
         if delta:
             lo, hi = delta["best_ci"]
             mark = " **REGRESSION**" if delta.get("regression") else (" (gain)" if delta.get("gain") else "")
+            if delta.get("judged") is False:
+                mark = f" ({too_few(delta['n_items'])})"
             text += f" ({delta['best']:+.1f} pp [{lo:+.1f}, {hi:+.1f}]{mark})"
         return text
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from nortune import markup
 from nortune.config import Recipe
-from nortune.report.ledger import RunSummary, format_runs, summarize
+from nortune.report.ledger import FAILED_CHECK, PASSED, RunSummary, checks, format_runs, summarize
 from nortune.errors import StageFailed
 from nortune.runner import StageContext, StageResult
 from nortune.runs import EXTRA_FOLDERS, FAILED, MANIFEST, STAGE_FOLDERS, RunLayout, atomic_write_text, \
@@ -43,7 +43,8 @@ table{border-collapse:collapse;margin:.8em 0} td,th{border:1px solid #ccc;paddin
 td[align=right],th[align=right]{text-align:right} td[align=center],th[align=center]{text-align:center}
 th{background:#f3f3f3} img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .warn{background:#fde2e1;border:2px solid #c0392b;padding:.8em;font-weight:bold}
-.ok{background:#e4f6e7;border:1px solid #2e8b57;padding:.6em}
+.ok{background:#e4f6e7;border:1px solid #2e8b57;padding:.6em 2em}
+.pending{background:#fff8e1;border:1px solid #b8860b;padding:.6em 2em} ul.warn{font-weight:normal;padding:.6em 2em}
 .files{font-size:.9em} code{background:#f6f6f6;padding:0 .2em} details{margin:.5em 0}
 """
 # No script of any kind, no fetch, no plugin, no form: the charts are data-URI images, the CSS is inline.
@@ -109,18 +110,15 @@ def _section(run_dir: Path, stage: str, page_dir: Path) -> str:
 
 
 def _banner(summary: RunSummary) -> str:
-    warnings = [f"Significant regression: {r}" for r in summary.regressions]
-    warnings += [f"FORGETTING (held-out perplexity): {f}" for f in summary.forgetting]
-    if summary.contamination_ok is False:  # the verdict of the gate records training wrote
-        warnings.append(f"Contamination: {summary.contamination}")
-    if summary.export.startswith("FAILED"):
-        warnings.append(f"Export verification {summary.export}")
-    table = _perplexity_table(summary)
-    if warnings:
-        return "".join(f"<p class='warn'>&#9888; {html.escape(w)}</p>" for w in warnings) + table
-    return ("<p class='ok'>No significant regression, no failed export file"
-            f"{', no forgetting' if summary.perplexity else ''}. Contamination: "
-            f"{html.escape(summary.contamination)}.</p>") + table
+    """Every verdict, each as passed, failed or not run: a run that has not been evaluated or exported is
+    never shown green for it."""
+    found = checks(summary)
+    failed = [f"{name}: {words}" for name, state, words in found if state == FAILED_CHECK]
+    rest = "".join(f"<li>{'&#10003;' if state == PASSED else '&#8211; not run yet:'} {html.escape(name)}: "
+                   f"{html.escape(words)}</li>" for name, state, words in found if state != FAILED_CHECK)
+    style = "warn" if failed else "ok" if all(state == PASSED for _, state, _ in found) else "pending"
+    return ("".join(f"<p class='warn'>&#9888; {html.escape(w)}</p>" for w in failed)
+            + f"<ul class='{style}'>{rest}</ul>" + _perplexity_table(summary))
 
 
 def _perplexity_table(summary: RunSummary) -> str:
@@ -178,8 +176,8 @@ def render(run_dir: Path, page_dir: Path) -> tuple[str, str]:
             f"{_banner(summary)}{_data_notes(run_dir)}{overview}<p>{nav}</p>{body}</body></html>")
     markdown_summary = "\n".join([f"# nortune run: {markup.text(summary.recipe or run_dir.name)}", "",
                                   format_runs([summary]), "",
-                                  *(f"- **{markup.text(r)}**" for r in summary.regressions),
-                                  *(f"- **FORGETTING: {markup.text(f)}**" for f in summary.forgetting), ""])
+                                  *(f"- {'**FAILED**' if state == FAILED_CHECK else state}: {name}: "
+                                    f"{markup.text(words)}" for name, state, words in checks(summary)), ""])
     return page, markdown_summary
 
 
