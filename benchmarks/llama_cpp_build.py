@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gguf", nargs="+", type=Path,
                         default=sorted((REPO / "runs" / "demo" / "export").glob("*.gguf")),
                         help="GGUF files (default: the demo's exported files; run `make demo` first)")
-    parser.add_argument("--text", type=Path, default=REPO / "data" / "demo" / "heldout_no.txt")
+    parser.add_argument("--text", type=Path, default=REPO / "src/nortune/data/verify_no.txt")
     parser.add_argument("--window", type=int, default=256, help="as export.verify.window")
     parser.add_argument("--gen", type=int, default=64, help="tokens to generate for the chat figure")
     parser.add_argument("--rounds", type=int, default=3)

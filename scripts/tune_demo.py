@@ -3,13 +3,13 @@
 Each variant is the demo recipe plus dotted overrides, trained in its own run folder
 (``runs/tune-demo-<variant>``: curate, decontam and train through the pipeline, so the
 contamination gate and the recipe's language mix hold as in ``make demo``). Each trained adapter
-and the base model are scored on the development texts (``data/demo/heldout/dev``, disjoint from
+and the base model are scored on the development texts (``src/nortune/data/heldout/dev``, disjoint from
 training and from the held-out split: ``tests/unit/test_heldout_disjoint.py``), and the relative
 change of perplexity per language is printed with its paired bootstrap interval. Each variant
 is also exported (the demo's Q8_0 and Q4_K_M, verified against transformers): a variant the demo
 cannot ship, because a GGUF fails its verification floor, is not chosen.
 
-``--final VARIANT`` scores the chosen variant on the held-out split (``data/demo/heldout``) once,
+``--final VARIANT`` scores the chosen variant on the held-out split (``src/nortune/data/heldout``) once,
 after the choice; ``--final auto`` chooses by the rule in ``choose``. ``make demo`` then reports the
 held-out numbers through ``evaluate.perplexity``.
 
@@ -26,9 +26,11 @@ import sys
 import time
 from pathlib import Path
 
+from nortune.config.base import packaged_heldout
+
 ROOT = Path(__file__).resolve().parents[1]
-DEV = {lang: ROOT / "data/demo/heldout/dev" / f"{lang}.txt" for lang in ("nb", "nn", "en")}
-HELDOUT = {lang: ROOT / "data/demo/heldout" / f"{lang}.txt" for lang in ("nb", "nn", "en")}
+DEV = packaged_heldout("dev")
+HELDOUT = packaged_heldout()
 # The variants tried: the demo's settings, then one change at a time (LR, steps, NEFTune, rank).
 VARIANTS: dict[str, list[str]] = {
     "demo": [],

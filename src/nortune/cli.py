@@ -45,13 +45,16 @@ def _temperature(text: str) -> float:
     return value
 
 
-def _exit_status(command: str, results: list[dict], recipe, contamination_accepted: bool = False) -> int:
-    """1 when ``pipeline.problems`` finds any (each printed as one line), else 0: the one rule for every command."""
-    from nortune.pipeline import problems
+def _exit_status(command: str, results: list[dict], recipe, args: argparse.Namespace,
+                 contamination_accepted: bool = False, next_line: str | None = None) -> int:
+    """1 when ``pipeline.problems`` finds any (each printed as one line), else 0: the one rule for every command;
+    then the ``next:`` line (``pipeline.next_step``) every stage command ends with."""
+    from nortune.pipeline import next_step, problems
 
     found = problems(results, recipe, contamination_accepted)
     for line in found:
         print(f"nortune {command}: {line}", file=sys.stderr)
+    print(next_line or next_step(recipe, args.recipe, list(args.overrides), bool(found), command), file=sys.stderr)
     return 1 if found else 0
 
 
@@ -72,7 +75,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.model is None and not args.json:  # the stage: writes <run>/plan/ and prints the plan
         run_stage(plan.STAGE, recipe, Options(force=args.force), "plan")
         print(RunLayout.of(recipe).plan_dir.joinpath("plan.txt").read_text(encoding="utf-8"), end="")
-        return 0
+        return _exit_status("plan", [], recipe, args)
     # A what-if for another model, or JSON on stdout: printed only, the run folder is left alone.
     planned = plan_from_recipe(recipe, model=args.model)
     print(json.dumps(planned.to_json(), indent=2) if args.json else format_plan(planned))
@@ -89,13 +92,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  nodes=args.nodes, node_rank=args.node_rank, main_address=args.main_address)
         if args.node_rank > 0:  # rank 0's machine holds the run folder; this node only trains
             return run_launched(recipe, command)
-        return run_guarded("train", recipe, lambda: run_launched(recipe, command), "train")
-    from nortune import train
+        launched = run_guarded("train", recipe, lambda: run_launched(recipe, command), "train")
+        return launched or _exit_status("train", [], recipe, args)
+    from nortune import ranks, train
 
     result = run_stage(train.STAGE, recipe, Options(resume=args.resume, allow_contaminated=args.allow_contaminated),
                        "train").manifest
+    if not ranks.is_main():  # a launched process: the launching one prints the result
+        return 0
     print(json.dumps(result.get("metrics", {}), indent=2))
-    return 0
+    return _exit_status("train", [], recipe, args)
 
 
 def cmd_preference(args: argparse.Namespace) -> int:
@@ -108,7 +114,7 @@ def cmd_preference(args: argparse.Namespace) -> int:
     result = run_stage(preference.STAGE, recipe, Options(allow_contaminated=args.allow_contaminated),
                        "preference").manifest
     print(json.dumps(result.get("metrics", {}), indent=2))
-    return 0
+    return _exit_status("preference", [], recipe, args)
 
 
 def cmd_decontam(args: argparse.Namespace) -> int:
@@ -121,7 +127,7 @@ def cmd_decontam(args: argparse.Namespace) -> int:
     outcome = run_stage(decontam.STAGE, recipe, Options(force=args.force), "decontam")
     print(json.dumps(outcome.manifest.get("metrics", {}), indent=2))
     print(f"report: {RunLayout.of(recipe).decontam_dir() / 'summary.md'}")
-    return _exit_status("decontam", [result_line(decontam.STAGE.name, outcome)], recipe)
+    return _exit_status("decontam", [result_line(decontam.STAGE.name, outcome)], recipe, args)
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
@@ -137,7 +143,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
     print(json.dumps(result.get("metrics", {}), indent=2))
     for note in result.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
-    return 0
+    return _exit_status("curate", [], recipe, args)
 
 
 def cmd_langid(args: argparse.Namespace) -> int:
@@ -162,6 +168,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"evaluate.limit={args.limit}"] if args.limit is not None else [])
     recipe = load_recipe(args.recipe, overrides)
+    if args.smoke:  # its own run folder, so that nothing it writes is taken for the run's evaluation
+        if args.model not in (None, "base"):
+            raise UsageError("--smoke evaluates the base model (in its own run folder <name>-smoke); "
+                             "leave out --model, or give --model base")
+        args.model = "base"
+        overrides += [f"name={recipe.name}-smoke", "evaluate.smoke=true", "evaluate.num_fewshot={}",
+                      "evaluate.perplexity=null"] + ([] if args.limit is not None else ["evaluate.limit=2"])
+        recipe = load_recipe(args.recipe, overrides)
     if args.compare:  # a missing, malformed or card-less baseline fails now, not after the evaluation
         baseline_summary, _ = load_results(Path(args.compare))
         require_card(args.compare, baseline_summary.get("card"), args.force_compare, "--force-compare")
@@ -188,7 +202,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"held-out perplexity: {manifest['perplexity_comparison']}")
             for line in forgetting_banner(json.loads((compared / "perplexity.json").read_text(encoding="utf-8"))):
                 print(line, file=sys.stderr)
-    return _exit_status("evaluate", results, recipe)
+    smoke = f"next: the smoke test ran; `nortune run {args.recipe}` for the run itself" if args.smoke else None
+    return _exit_status("evaluate", results, recipe, args, next_line=smoke)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -211,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{r['stage']:<20} {'would ' + r['action'] if r['action'] != 'off' else 'off':<11} {r['why']}")
     if args.dry_run:
         return 0
-    return _exit_status("run", results, recipe, contamination_accepted=bool(args.allow_contaminated))
+    return _exit_status("run", results, recipe, args, contamination_accepted=bool(args.allow_contaminated))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -223,7 +238,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out_dir = RunLayout.of(recipe).export_dir
     print((out_dir / "verification.md").read_text(encoding="utf-8"), end="")
     print(f"export: {out_dir} (model card README.md, Modelfile, verification.md)")
-    return _exit_status("export", [result_line(export.STAGE.name, outcome)], recipe)
+    return _exit_status("export", [result_line(export.STAGE.name, outcome)], recipe, args)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -247,7 +262,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                          f"run `nortune run {args.recipe}` first")
     run_stage(report.STAGE, recipe, Options(), "report")
     print(f"report: {RunLayout.of(recipe).report_page}")
-    return 0
+    return _exit_status("report", [], recipe, args)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -363,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--compare", metavar="BASE_RESULTS",
                           help="results.json (or its folder) of the baseline: paired bootstrap deltas")
     evaluate.add_argument("--limit", type=_positive, help="items per task, at least 1 (smoke runs only)")
+    evaluate.add_argument("--smoke", action="store_true",
+                          help="a smoke test: the base model on every task, 2 items (or --limit) and 0 shots, in "
+                               "the run folder <name>-smoke; says it is one and draws no verdict")
     evaluate.add_argument("--force", action="store_true", help="rerun even when nothing changed")
     evaluate.add_argument("--force-compare", action="store_true",
                           help="compare even when the eval cards differ (compare.md then says so)")

@@ -76,6 +76,10 @@ class ContaminationGateError(DataError):
     """Training refused: the contamination report is missing, stale or over the threshold."""
 
 
+class HubUnreachable(DataError):
+    """The Hugging Face Hub cannot be reached for data the stage needs; the message says how to work offline."""
+
+
 class ExportInputError(DataError):
     """The train run is missing a file the export needs."""
 

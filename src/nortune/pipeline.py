@@ -54,6 +54,30 @@ def status(stage: Stage, recipe: Recipe) -> tuple[str, str]:
     return action, why
 
 
+# The command that runs a stage on its own, where it is not `nortune <stage> RECIPE`.
+COMMANDS = {"evaluate-base": "evaluate {recipe} --model base", "evaluate-tuned": "evaluate {recipe} --model tuned",
+            "evaluate-preference": "run {recipe} --only evaluate-preference"}
+
+
+def next_step(recipe: Recipe, recipe_arg: str, overrides: list[str], found_problems: bool, command: str) -> str:
+    """The one ``next:`` line a command ends with: the command of the first stage that would run now, or
+    why there is none. Worked out by the same ``status`` that ``--dry-run`` prints."""
+    import shlex
+
+    again = " ".join(shlex.quote(part) for part in [recipe_arg, *overrides])
+    if found_problems:
+        return f"next: fix what is reported above, then `nortune {command} {again}` again"
+    for stage in STAGES:
+        try:
+            verdict, why = status(stage, recipe)
+        except NortuneError as exc:
+            verdict, why = "run", str(exc)
+        if verdict == "run":
+            spelled = COMMANDS.get(stage.name, stage.name + " {recipe}").format(recipe=again)
+            return f"next: nortune {spelled}   ({stage.name}: {why})"
+    return f"next: none, every stage is current; the report is {RunLayout.of(recipe).report_page}"
+
+
 def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = None,
                  only: list[str] | None = None, dry_run: bool = False,
                  options: Options = Options()) -> list[dict[str, Any]]:

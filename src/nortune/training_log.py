@@ -26,6 +26,13 @@ def step_progress(log_path: Path) -> Any:
             super().__init__()
             self.last = (time.time(), 0)
 
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            # The last step is always logged: a run shorter than logging_steps still has a curve, and the
+            # last loss is the loss at the end, not that of an earlier window.
+            if state.global_step >= state.max_steps:
+                control.should_log = True
+            return super().on_step_end(args, state, control, **kwargs)
+
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if not state.is_world_process_zero or not logs or "loss" not in logs:
                 return

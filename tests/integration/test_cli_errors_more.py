@@ -279,3 +279,26 @@ def test_export_names_base_weights_cut_short_after_training(tmp_path):
     result = nortune("export", str(path))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"nortune: data error: {weights}: truncated safetensors file" in result.stderr, result.stderr[-2000:]
+
+
+def test_decontam_without_the_hub_fails_at_once_with_the_way_to_work_offline(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps(CHAT, ensure_ascii=False) + "\n", encoding="utf-8")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: offline\nruns_dir: {tmp_path / 'runs'}\ntrain: {{data: {data}}}\n", encoding="utf-8")
+    # The network refused: nothing listens on port 9 (the discard port) of this machine.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    done = subprocess.run([sys.executable, "-m", "nortune.cli", "decontam", str(recipe)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("INFO ")]
+    assert len(lines) == 1 and "Retrying" not in done.stderr, done.stderr  # one line, no retry warnings
+    assert "ltg/" in lines[0] and "the Hugging Face Hub cannot be reached at http://127.0.0.1:9" in lines[0]
+    assert "set evaluate.source: local with evaluate.data_dir" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0]
+    # Offline mode with an empty datasets cache: the same way out, at once.
+    env = {**env, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "nortune.cli", "decontam", str(recipe)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("INFO ")]
+    assert done.returncode == 2 and len(lines) == 1 and "set evaluate.source: local" in lines[0], done.stderr

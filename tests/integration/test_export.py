@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from conftest import FIXTURES, REPO, logits, tiny_config, write_recipe
+from nortune.config.base import PACKAGE_DATA
 
 pytestmark = pytest.mark.slow
 OVERRIDE = "tiny fixture data; the gate itself is tested in test_contamination_gate_*"
-HELDOUT = REPO / "data" / "demo" / "heldout_no.txt"
+HELDOUT = PACKAGE_DATA / "verify_no.txt"
 ATOL = 1e-4  # logits reach |30| (Gemma 4 soft-caps there): fp32 rounding of a merged weight shows at 1e-5
 # Gemma 4 at 10x diverges between llama.cpp and transformers even in F32 (see docs/export.md), so 3x.
 EMBED_SCALE = {"gemma3": 10.0, "gemma4": 3.0}

@@ -23,6 +23,10 @@ def test_curate_decontam_plan_train_on_the_example_data_is_reported_as_not_evalu
                           curate={"sources": sources},
                           evaluate={"source": "local", "data_dir": str(DEMO / "noreval")})
     assert main(["run", str(recipe), "--only", "curate,decontam,plan,train,report"]) == 0
+    # every command ends with the next one to run: here the first stage that is not current
+    assert f"next: nortune evaluate {recipe} --model base   (evaluate-base: " in capsys.readouterr().err
+    assert main(["plan", str(recipe)]) == 0
+    assert f"next: nortune evaluate {recipe} --model base" in capsys.readouterr().err
     run = tmp_path / "runs" / "tiny"
     assert {p.parent.name for p in run.glob("*/manifest.json")} == {"curate", "decontam", "plan", "train", "report"}
 

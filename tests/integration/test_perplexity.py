@@ -10,6 +10,7 @@ import pytest
 
 from conftest import finish_train_stage, write_recipe
 from nortune.config import load_recipe
+from nortune.config.base import packaged_heldout
 from nortune.evaluate import perplexity
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +94,7 @@ def test_damaged_model_is_flagged(tiny_gemma3, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    texts = (REPO / "data/demo/heldout/en.txt").read_text(encoding="utf-8").splitlines()[:40]
+    texts = (packaged_heldout()["en"]).read_text(encoding="utf-8").splitlines()[:40]
     tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma3).eval()
     base = perplexity.score(model, tokenizer, texts, 64, 16, "cpu")
@@ -124,7 +125,7 @@ def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tin
     texts = {}
     for lang in ("nb", "nn", "en"):
         path = tmp_path / f"{lang}.txt"
-        path.write_text("\n".join((REPO / f"data/demo/heldout/{lang}.txt").read_text().splitlines()[:20]) + "\n")
+        path.write_text("\n".join((packaged_heldout()[lang]).read_text().splitlines()[:20]) + "\n")
         texts[lang] = str(path)
     recipe_path = write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs",
                                evaluate={"source": "local", "data_dir": str(REPO / "data" / "demo" / "noreval"),
@@ -200,7 +201,7 @@ def test_tuned_loads_the_adapter_like_evaluate(tiny_gemma3, tmp_path):
     train = tmp_path / "runs" / "tiny" / "train"
     peft_model.save_pretrained(train / "adapter_lora")
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs",
-                                      evaluate={"perplexity": {"texts": {"nn": str(REPO / "data/demo/heldout/nn.txt")}}}))
+                                      evaluate={"perplexity": {"texts": {"nn": str(packaged_heldout()["nn"])}}}))
     finish_train_stage(recipe, [train / "adapter_lora"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
     model, _, device = perplexity.load_model(recipe, model_spec(recipe, "tuned")[0])

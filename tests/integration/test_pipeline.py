@@ -8,7 +8,7 @@ from conftest import FIXTURES, write_pairs, write_recipe
 from nortune import browser
 from nortune.cli import main
 from nortune.config import ConfigError, load_recipe
-from nortune.pipeline import run_pipeline, select
+from nortune.pipeline import next_step, run_pipeline, select
 
 pytestmark = pytest.mark.slow
 NAMES = ["curate", "decontam", "plan", "train", "preference", "evaluate-base", "evaluate-tuned",
@@ -67,6 +67,10 @@ def test_a_second_run_skips_everything_and_a_lost_stage_reruns(finished_run, cap
                                                                                    only=STAGES_RUN)}
         assert after_kill["train"] == ("run", "no finished result yet")
         assert after_kill["decontam"][0] == "skip" and after_kill["report"][0] == "run"
+        assert next_step(recipe, "r.yaml", ["train.seed=3"], False, "run") == (
+            "next: nortune train r.yaml train.seed=3   (train: no finished result yet)")
+        assert next_step(recipe, "r.yaml", [], True, "evaluate") == (
+            "next: fix what is reported above, then `nortune evaluate r.yaml` again")
     finally:
         (recipe.run_dir / "train" / "manifest.killed").rename(recipe.run_dir / "train" / "manifest.json")
 

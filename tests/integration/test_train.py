@@ -145,6 +145,17 @@ def test_rerun_with_unchanged_inputs_is_skipped(tmp_path, tiny_gemma3, caplog):
     assert again["finished"] == first["finished"] and "train: skipped, manifest matches" in caplog.text
 
 
+def test_a_run_shorter_than_logging_steps_logs_its_first_and_last_step(tmp_path, tiny_gemma3):
+    recipe = _recipe(tmp_path, tiny_gemma3, train={"max_steps": 3, "logging_steps": 10, "lr": 5e-2})
+    metrics = run(recipe)["metrics"]
+    log = [json.loads(line) for line in (recipe.run_dir / "train" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 3]  # the first step, then the last (steps 2-3 averaged)
+    assert (metrics["first_loss"], metrics["last_loss"]) == (log[0]["loss"], log[-1]["loss"])
+    assert metrics["first_loss"] != metrics["last_loss"]
+    # train_loss is the mean over all 3 steps: the logged windows weighted by their steps
+    assert metrics["train_loss"] == pytest.approx((log[0]["loss"] + 2 * log[1]["loss"]) / 3, rel=1e-3)
+
+
 def test_recipe_reaches_the_trainer_settings(tmp_path, tiny_gemma3):
     from nortune.train.stage import sft_config
 

@@ -26,6 +26,17 @@ def test_nested_unknown_key_suggests_the_nearest(tmp_path):
     assert "adapter.layers.layer_type: unknown key (did you mean layer_types?)" in text
 
 
+def test_names_from_other_tools_suggest_nortunes_key(tmp_path):
+    recipe = write(tmp_path / "r.yaml", "name: x\ntrain: {learning_rate: 1.0e-5, gradient_accumulation_steps: 4}\n"
+                                        "curate: {mix: {nb: 1.0}}\nadapter: {lora_r: 8}\n")
+    with pytest.raises(ConfigError) as err:
+        load_recipe(recipe, ["train.max_seq_length=512"])
+    text = str(err.value)
+    for key, known in (("train.learning_rate", "lr"), ("train.gradient_accumulation_steps", "grad_accum"),
+                       ("curate.mix", "shares"), ("adapter.lora_r", "r"), ("train.max_seq_length", "max_seq_len")):
+        assert f"{key}: unknown key (did you mean {known}?)" in text
+
+
 def test_duplicate_key_in_a_section_names_both_lines(tmp_path):
     recipe = write(tmp_path / "r.yaml", "name: x\ntrain:\n  lr: 1e-5\n  epochs: 2\n  lr: 2e-5\n")
     with pytest.raises(ConfigError, match=r"line 5, column 3: key 'lr' appears twice \(first on line 3\)"):

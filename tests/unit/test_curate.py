@@ -199,6 +199,33 @@ def test_stage_accounts_for_every_record_and_skips_when_unchanged(tmp_path, capl
     assert "curate: skipped" in caplog.text
 
 
+def test_dropped_jsonl_names_every_dropped_record_and_adds_up_to_the_report(tmp_path):
+    src = corpus(tmp_path)
+    r = recipe(tmp_path, [{"name": "s", "path": str(src)}], shares={"nb": 0.5, "nn": 0.5})
+    m = run(r)["metrics"]
+    curate_dir = tmp_path / "runs/t/curate"
+    dropped = [json.loads(line) for line in (curate_dir / "dropped.jsonl").read_text(encoding="utf-8").splitlines()]
+    by_reason: dict[str, int] = {}
+    for row in dropped:
+        by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + 1
+    assert by_reason == m["dropped"] and len(dropped) == m["input_records"] - m["output_records"]
+    assert [row["record"] for row in dropped] == sorted(row["record"] for row in dropped)  # the input's order
+    where = {row["reason"]: row["where"] for row in dropped}  # file:line of the records planted in `corpus`
+    assert where["duplicate:exact"] == f"{src}:12" and where["malformed"] == f"{src}:13"
+    assert where["compose:unwanted_en"] == f"{src}:10" and where["filter:empty_answer"] == f"{src}:14"
+    kept = {json.loads(line)["id"] for line in (curate_dir / "train.jsonl").read_text(encoding="utf-8").splitlines()}
+    duplicate = next(row for row in dropped if row["reason"] == "duplicate:exact")
+    first = kept | {row["id"] for row in dropped if row["where"] == f"{src}:1"}  # NB[0]: kept, or over target
+    assert duplicate["id"] in first and duplicate["source"] == "s"  # the same content as line 1
+    assert next(row for row in dropped if row["reason"] == "malformed")["id"] is None  # never parsed
+    assert not any("_where" in line for line in (curate_dir / "train.jsonl").read_text(encoding="utf-8").splitlines())
+    # 3 nn records cap the 50/50 mix at 6: three nb records go, and the report says which share to change
+    assert m["dropped"]["compose:over_target"] == 3 and m["by_bucket"] == {"nb": 3, "nn": 3}
+    report = (curate_dir / "composition.md").read_text(encoding="utf-8")
+    assert ("the mix left out 3 nb records over its target (3 = share 0.5 of 6; the size (6) is set by nn: "
+            "3 records at share 0.5): to keep them, raise curate.shares.nb or add nn records") in report
+
+
 @pytest.mark.slow  # the curate stage on datatrove, four times
 def test_stage_is_deterministic_for_a_seed(tmp_path):
     src = corpus(tmp_path)

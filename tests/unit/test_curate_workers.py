@@ -51,7 +51,8 @@ def curate_with(runs: Path, pa: Path, pb: Path, executor: dict) -> tuple[dict, d
         "shares": {"nb": 1.0}, "executor": executor}})
     metrics = run(recipe)["metrics"]
     out = runs / "t" / "curate"
-    return metrics, {name: (out / name).read_bytes() for name in ("train.jsonl", "composition.md", "malformed.txt")}
+    return metrics, {name: (out / name).read_bytes()
+                     for name in ("train.jsonl", "composition.md", "malformed.txt", "dropped.jsonl")}
 
 
 def curate(tmp_path: Path, pa: Path, pb: Path, workers: int) -> tuple[dict, dict[str, bytes]]:

@@ -95,6 +95,9 @@ def test_another_hub_revision_makes_the_report_stale(tmp_path: Path, monkeypatch
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the rows come from the (faked) datasets cache
     data = write_train(tmp_path / "train.jsonl")
     run(recipe_for(tmp_path, data, evaluate={"revision": "r1"}))
     assert require_clean(recipe_for(tmp_path, data, evaluate={"revision": "r1"}), data)["passed"] is True

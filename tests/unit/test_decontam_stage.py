@@ -166,6 +166,9 @@ def test_hf_loader_reads_what_evaluate_scores_at_its_revision(monkeypatch) -> No
     import datasets
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the rows come from the (faked) datasets cache
     section = Recipe.model_validate({"name": "x", "evaluate": {"revision": "abc123"}}).decontam_test_side()
     texts, origins = sources.load_test_side(section)
     # evaluate's catalogue: dataset, config and scored split of every family, at evaluate's revision

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from nortune.config.base import packaged_heldout
+
 ROOT = Path(__file__).resolve().parents[2]
-HELDOUT = sorted((ROOT / "data/demo/heldout").glob("*.txt"))
-DEV = sorted((ROOT / "data/demo/heldout/dev").glob("*.txt"))  # the demo tuning study's development split
+HELDOUT = sorted(packaged_heldout().values())
+DEV = sorted(packaged_heldout("dev").values())  # the demo tuning study's development split
 SHINGLE = 50
 
 

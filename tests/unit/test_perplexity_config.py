@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from nortune.config import ConfigError, Recipe, load_recipe
+from nortune.config.base import PACKAGE_DATA
 from nortune.decontam import require_clean, run
 from nortune.decontam.gate import ContaminationGateError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "noreval_mini"
-HELDOUT = ROOT / "data" / "demo" / "heldout"
+HELDOUT = PACKAGE_DATA / "heldout"  # the packaged texts: evaluate.perplexity's default
 
 
 def recipe_for(tmp_path: Path, data: Path, texts: dict[str, str] | None) -> Recipe:
@@ -45,6 +46,10 @@ def test_missing_or_empty_text_file_is_a_one_line_config_error(tmp_path, content
 
 def test_default_is_off_and_demo_configures_the_shipped_files():
     assert Recipe.model_validate({"name": "x"}).evaluate.perplexity is None
+    on = Recipe.model_validate({"name": "x", "evaluate": {"perplexity": {}}}).evaluate.perplexity
+    assert on.texts == {k: HELDOUT / f"{k}.txt" for k in ("nb", "nn", "en")}  # package data, never the demo
+    verify = Recipe.model_validate({"name": "x"}).export.verify.text
+    assert verify == PACKAGE_DATA / "verify_no.txt" and verify.is_file()
     assert load_recipe(ROOT / "configs" / "norskgemma4-31b.yaml").evaluate.perplexity is None
     demo = load_recipe(ROOT / "configs" / "demo.yaml")
     ppl = demo.evaluate.perplexity

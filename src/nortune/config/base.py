@@ -27,6 +27,19 @@ def existing_file(value: Path | None) -> Path | None:
     return value
 
 
+# Texts that ship inside the package (package data), so that no default points into a checkout's demo folder:
+# export's verification text and the forgetting guard's held-out and dev texts (their README says where they
+# come from and what they are disjoint from).
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
+HELDOUT_LANGUAGES = ("nb", "nn", "en")
+
+
+def packaged_heldout(split: str = "heldout") -> dict[str, Path]:
+    """The packaged texts per language: ``heldout`` (what evaluate reports) or ``dev`` (for choosing)."""
+    folder = PACKAGE_DATA / "heldout" / ("dev" if split == "dev" else "")
+    return {lang: folder / f"{lang}.txt" for lang in HELDOUT_LANGUAGES}
+
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # A recipe string that becomes a file or folder name (the run name, the exported model's name): one
 # path component, no separators, no leading dot, so it can neither climb out of nor hide in a folder.

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from nortune.config.base import Section
+from nortune.config.base import Section, packaged_heldout
 from nortune.config.names import ALL_PROMPTS, CATALOGUE, DEFAULT_FEWSHOT, NOREVAL_FAMILIES, RECIPE_FAMILIES, SUITES
 
 
@@ -27,7 +27,8 @@ def shots_for(num_fewshot: dict[str, int], family: str) -> int:
 class PerplexitySection(Section):
     """Held-out perplexity per language, base vs tuned: the forgetting guard (see docs/evaluate.md)."""
 
-    texts: dict[str, Path] = Field(min_length=1)  # language or named set -> a file with one text per line
+    # language or named set -> a file with one text per line; by default the packaged nb/nn/en texts
+    texts: dict[str, Path] = Field(default_factory=packaged_heldout, min_length=1)
     trained: list[str] = Field(default_factory=lambda: ["nb", "nn"])  # what the recipe trains toward
     tolerance: float = Field(0.02, ge=0)  # relative rise allowed for a language not in `trained`
     max_tokens_per_text: int = Field(256, ge=2)  # longer texts are cut (the first tokens are scored)
@@ -74,6 +75,9 @@ class EvaluateSection(Section):
     batch_size: int | Literal["auto"] = 8   # hf / vllm backends
     tuned: Literal["adapter", "merged"] = "adapter"  # tuned = base + train/adapter_lora, or train/merged
     limit: int | None = Field(None, ge=1)   # items per task (smoke runs; results are then not comparable)
+    # A smoke test (`nortune evaluate --smoke`): it shows the evaluation runs end to end; every output says so,
+    # and no comparison is drawn from it.
+    smoke: bool = False
     fewshot_seed: int = 1234                # lm-eval's default
     metric: Literal["acc", "acc_norm"] = "acc"  # headline metric (truthfulness has acc only)
     # Prompts through the model's chat template (lm-eval's apply_chat_template): auto = on for an

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from nortune.config.base import PlainName, Section, existing_file
+from nortune.config.base import PACKAGE_DATA, PlainName, Section, existing_file
 from nortune.config.names import NEEDS_IMATRIX, OLLAMA_PARAMETERS, QUANTIZER_FTYPES
 
 # The card's metadata, as the Hub reads it: a license id (SPDX-like: apache-2.0, cc-by-4.0, llama3.1,
@@ -51,7 +51,7 @@ class ExportVerify(Section):
     """Each GGUF file is loaded in llama.cpp and compared with the merged HF model on held-out text."""
 
     enabled: bool = True
-    text: Path = Path("data/demo/heldout_no.txt")  # held-out Norwegian text, never trained on
+    text: Path = PACKAGE_DATA / "verify_no.txt"  # held-out Bokmål and Nynorsk, never trained on (package data)
     max_tokens: int = Field(2048, ge=16)  # tokens of the text scored (windows of `window`)
     window: int = Field(256, ge=8)
     threads: int | None = Field(None, ge=1)  # None: all cores

@@ -166,6 +166,7 @@ LOCAL_LAYOUT = ("local layout: <data_dir>/<dataset>/<config>/<split>.jsonl in th
 
 SAMPLE_MARKER = "SAMPLE_SETS.md"  # a local data folder holding this file is demo data, not NorEval
 SAMPLE_SETS_MARK = "SAMPLE SETS, NOT NorEval"  # said beside every NorEval number and clean verdict they gave
+SMOKE_MARK = "SMOKE TEST"  # said wherever a number from `nortune evaluate --smoke` appears
 
 
 def is_sample_sets(source: str, root: Path | str | None) -> bool:

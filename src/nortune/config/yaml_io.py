@@ -150,6 +150,28 @@ def _section_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] 
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
+# Names other tools use (transformers' TrainingArguments, PEFT, Axolotl, TRL) for a key nortune has: said
+# beside "unknown key" when the section has the nortune name.
+ALIASES = {
+    "learning_rate": "lr", "mix": "shares", "language_shares": "shares", "lora_r": "r", "rank": "r",
+    "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules",
+    "num_train_epochs": "epochs", "num_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+    "micro_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
+    "max_seq_length": "max_seq_len", "max_length": "max_seq_len", "sequence_len": "max_seq_len",
+    "neftune_alpha": "neftune_noise_alpha", "neftune": "neftune_noise_alpha", "lr_scheduler_type": "scheduler",
+    "lr_scheduler": "scheduler", "dataset": "data", "datasets": "data", "model_name_or_path": "source",
+    "base_model": "source", "init_lora_weights": "init", "bf16": "precision", "fp16": "precision",
+}
+
+
+def suggestion(key: str, fields: list[str]) -> str | None:
+    """The known key a mistyped or borrowed one most likely means: a known alias, else the closest name."""
+    if ALIASES.get(key) in fields:
+        return ALIASES[key]
+    close = difflib.get_close_matches(key, fields, 1)
+    return close[0] if close else None
+
+
 def format_errors(where: str, err: ValidationError, overrides: list[str] | tuple[str, ...],
                   root: type[BaseModel]) -> str:
     """One line per problem: its source (file or override), key path, reason and a did-you-mean."""
@@ -165,11 +187,11 @@ def format_errors(where: str, err: ValidationError, overrides: list[str] | tuple
             reason = "unknown key"
             section = _section_at(root, loc)
             removed = getattr(section, "removed_keys", {}).get(str(loc[-1]))
-            close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), 1) if section else []
+            close = suggestion(str(loc[-1]), list(section.model_fields)) if section else None
             if removed:
                 reason = removed
             elif close:
-                reason += f" (did you mean {close[0]}?)"
+                reason += f" (did you mean {close}?)"
         elif item["type"] == "missing":
             reason = "required key is missing"
         shown = item.get("input")

@@ -118,9 +118,29 @@ def compose(buckets: np.ndarray, bucket_names: Sequence[str], sources: np.ndarra
     chosen_set = set(chosen.tolist())
     reasons: dict[int, str] = {}
     wanted = {b for b, k in needs.items() if k > 0}
+    over: dict[str, int] = {}
     for idx in range(n):
         if idx in chosen_set:
             continue
         name = bucket_names[buckets[idx]]
         reasons[idx] = f"compose:unwanted_{name}" if name not in wanted else "compose:over_target"
+        if name in wanted:
+            over[name] = over.get(name, 0) + 1
+    notes += _over_target_hints(over, shares, have, needs, size, target_size)
     return Composition(selected=selected, reasons=reasons, size=size, needs=needs, notes=notes)
+
+
+def _over_target_hints(over: dict[str, int], shares: dict[str, float], have: dict[str, int],
+                       needs: dict[str, int], size: int, target_size: int | None) -> list[str]:
+    """Which setting to change to keep the records the mix left out of each bucket."""
+    if target_size is not None and size == target_size:
+        limit = f"curate.target_size is {size}"
+        fix = "raise curate.target_size"
+    else:
+        wanted = {b: s for b, s in shares.items() if s > 0}
+        scarce = min(wanted, key=lambda b: (have.get(b, 0) / wanted[b], b))
+        limit = f"the size ({size}) is set by {scarce}: {have.get(scarce, 0)} records at share {wanted[scarce]:g}"
+        fix = f"add {scarce} records"
+    return [f"the mix left out {count} {bucket} records over its target ({needs[bucket]} = share "
+            f"{shares[bucket]:g} of {size}; {limit}): to keep them, raise curate.shares.{bucket} or {fix} "
+            f"(each is listed in dropped.jsonl)" for bucket, count in sorted(over.items())]

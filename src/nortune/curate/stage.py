@@ -21,6 +21,7 @@ from nortune.runs import RunLayout, atomic_write_text, atomic_writer, file_sha25
 log = logging.getLogger("nortune.curate")
 REPORT = "composition.md"
 CHART = "composition.png"
+DROPPED = "dropped.jsonl"  # every record that is not in the training file: source, index, file:line, id, reason
 WORK = ".work"  # per-task shards, ledgers and MinHash files; removed when the stage ends
 
 
@@ -60,7 +61,8 @@ def work(ctx: StageContext) -> StageResult:
         result = _curate(ctx.recipe.curate, layout)
     finally:
         shutil.rmtree(out_dir / WORK, ignore_errors=True)  # an infeasible mix or a fatal record leaves no shards
-    outputs = [layout.curate_output, out_dir / REPORT] + ([out_dir / CHART] if (out_dir / CHART).exists() else [])
+    outputs = [layout.curate_output, out_dir / REPORT, out_dir / DROPPED] + (
+        [out_dir / CHART] if (out_dir / CHART).exists() else [])
     return StageResult(outputs, result["metrics"], {"notes": result["notes"], "executor": result["executor"]})
 
 
@@ -75,9 +77,11 @@ def _curate(cfg: CurateSection, layout: RunLayout) -> dict[str, Any]:
     shards = Path(tempfile.mkdtemp(prefix="shards-", dir=work))  # fresh and private: the workers' record shards
     pool, read, inputs, notes = _candidates(cfg, tasks, work, shards)
     drops = pool.drops
-    alive = _deduplicate(cfg, pool, work, tasks, drops)
-    chosen, composition_notes = _select(cfg, pool, alive, drops)
+    dropped_here: dict[int, str] = {}  # pool index -> reason, for the drops decided here (dedup, compose)
+    alive = _deduplicate(cfg, pool, work, tasks, drops, dropped_here)
+    chosen, composition_notes = _select(cfg, pool, alive, drops, dropped_here)
     counts = _write(layout.curate_output, shards, pool, chosen)
+    _write_dropped(layout.curate_dir / DROPPED, cfg, shards, tasks, pool, dropped_here)
     result = _report(cfg, layout.curate_dir, inputs, notes + composition_notes, read, drops, pool.malformed, counts)
     # Not a metric: the same inputs give the same metrics on any executor; this says where it ran.
     result["executor"] = {**cfg.executor.model_dump(mode="json"), "tasks": tasks,
@@ -111,18 +115,23 @@ def _candidates(cfg: CurateSection, tasks: int, work: Path, shards: Path) -> tup
     return pool, read, inputs, notes
 
 
-def _deduplicate(cfg: CurateSection, pool: Any, work: Path, tasks: int, drops: Counter) -> Any:
+def _deduplicate(cfg: CurateSection, pool: Any, work: Path, tasks: int, drops: Counter,
+                 dropped: dict[int, str]) -> Any:
     """The candidates that survive exact and (optionally) near-duplicate removal, as a boolean mask."""
+    import numpy as np
+
     from nortune.curate.merge import exact_duplicates, near_duplicates
 
     exact = exact_duplicates(pool.rows)
     if exact.any():
         drops["duplicate:exact"] += int(exact.sum())
+        dropped.update(dict.fromkeys(np.nonzero(exact)[0].tolist(), "duplicate:exact"))
     alive = ~exact
     if cfg.dedup.near:
         near = near_duplicates(pool, work / "minhash" / "clusters", tasks) & alive
         if near.any():
             drops["duplicate:near"] += int(near.sum())
+            dropped.update(dict.fromkeys(np.nonzero(near)[0].tolist(), "duplicate:near"))
         alive &= ~near
     return alive
 
@@ -187,7 +196,8 @@ def _check_inputs(cfg: CurateSection, read: Counter, counted: dict[str, int | No
     return inputs, notes
 
 
-def _select(cfg: CurateSection, pool: Any, alive: Any, drops: Counter) -> tuple[Any, list[str]]:
+def _select(cfg: CurateSection, pool: Any, alive: Any, drops: Counter,
+            dropped: dict[int, str]) -> tuple[Any, list[str]]:
     """The pool rows of the exact mix over the surviving candidates; each one left out counted by reason."""
     import numpy as np
 
@@ -198,8 +208,9 @@ def _select(cfg: CurateSection, pool: Any, alive: Any, drops: Counter) -> tuple[
     quotas = {i: s.quota for i, s in enumerate(cfg.sources) if s.quota is not None}
     comp = compose(rows["bucket"], BUCKETS, rows["src"], rows["score"], cfg.shares,
                    cfg.target_size, quotas, cfg.seed, cfg.quality_order, cfg.allow_shortfall)
-    for reason in comp.reasons.values():
+    for idx, reason in comp.reasons.items():
         drops[reason] += 1
+        dropped[int(keep[idx])] = reason
     for note in comp.notes:
         log.warning("curate: %s", note)
     return keep[comp.selected], comp.notes
@@ -208,6 +219,7 @@ def _select(cfg: CurateSection, pool: Any, alive: Any, drops: Counter) -> tuple[
 def _write(output: Path, shards: Path, pool: Any, chosen: Any) -> dict[str, Counter]:
     """Write the chosen records (atomically) and count them by language, source and task."""
     from nortune.curate.merge import read_records
+    from nortune.curate.steps import WHERE
 
     counts: dict[str, Counter] = {"by_lang": Counter(), "by_source": Counter(), "by_task": Counter()}
     with atomic_writer(output) as out:
@@ -215,8 +227,42 @@ def _write(output: Path, shards: Path, pool: Any, chosen: Any) -> dict[str, Coun
             counts["by_lang"][BUCKETS[bucket]] += 1
             counts["by_source"][record["source"]] += 1
             counts["by_task"][record["task"]] += 1
+            record.pop(WHERE)
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
     return counts
+
+
+def _write_dropped(path: Path, cfg: CurateSection, shards: Path, tasks: int, pool: Any,
+                   dropped_here: dict[int, str]) -> None:
+    """``dropped.jsonl``: one line per record left out, in the global record order (the same file on 1 or
+    N workers). Each task's drops are in that order already, and so are those decided here (duplicates,
+    the mix); the streams are merged, never held in memory."""
+    import heapq
+
+    import numpy as np
+
+    from nortune.curate.merge import read_records
+    from nortune.curate.steps import WHERE, dropped_line
+
+    index = {source.name: i for i, source in enumerate(cfg.sources)}
+
+    def from_task(rank: int):
+        with open(shards / f"{rank:05d}.dropped.jsonl", encoding="utf-8") as part:
+            for line in part:
+                row = json.loads(line)
+                yield (index[row["source"]], row["record"]), line
+
+    def from_here():
+        order = np.array(sorted(dropped_here), dtype=np.int64)
+        for idx, record in zip(order, read_records(shards, pool, order)):
+            item = int(pool.rows["item"][idx])
+            yield (int(pool.rows["src"][idx]), item), dropped_line(record["source"], item, record[WHERE],
+                                                                   record["id"], dropped_here[int(idx)])
+
+    with atomic_writer(path) as out:
+        for _, line in heapq.merge(*(from_task(rank) for rank in range(tasks)), from_here(),
+                                   key=lambda pair: pair[0]):
+            out.write(line)
 
 
 def _report(cfg: CurateSection, out_dir: Path, inputs: int, notes: list[str], read: Counter, drops: Counter,

@@ -32,6 +32,7 @@ from nortune.runs import create_new
 # Per candidate in ``<rank>.idx``: source, record index, exact digest, bucket, quality score, byte offset.
 INDEX_FORMAT = "<HQQBdQ"
 INDEX_SIZE = struct.calcsize(INDEX_FORMAT)
+WHERE = "_where"  # the shard record's file:line; kept for dropped.jsonl, never written to the training file
 
 
 def shard_range(count: int | None, src_idx: int, rank: int, world: int) -> tuple[int, float]:
@@ -174,9 +175,10 @@ def _task(mapping: str, messages: list[dict[str, str]], translation: bool) -> st
 class Candidates(PipelineStep):
     """Count every record of this task by outcome; write the survivors as a labelled shard.
 
-    Writes ``<rank>.jsonl`` (records), ``<rank>.idx`` (fixed-size rows, ``INDEX_FORMAT``) and
-    ``<rank>.ledger.json`` (records read per source, drops by reason, malformed locations), and
-    yields the survivors, in shard order, to the MinHash signature step.
+    Writes ``<rank>.jsonl`` (records), ``<rank>.idx`` (fixed-size rows, ``INDEX_FORMAT``),
+    ``<rank>.dropped.jsonl`` (each record dropped here: ``dropped_line``) and ``<rank>.ledger.json``
+    (records read per source, drops by reason, malformed locations), and yields the survivors, in
+    shard order, to the MinHash signature step.
     """
 
     type = "nortune"
@@ -195,7 +197,8 @@ class Candidates(PipelineStep):
         read: Counter = Counter()
         drops: Counter = Counter()
         malformed: list[tuple[int, int, str]] = []
-        with create_new(folder / f"{rank:05d}.jsonl") as shard, create_new(folder / f"{rank:05d}.idx", True) as index:
+        with create_new(folder / f"{rank:05d}.jsonl") as shard, create_new(folder / f"{rank:05d}.idx", True) as index, \
+                create_new(folder / f"{rank:05d}.dropped.jsonl") as dropped:
             for doc in data:
                 meta = doc.metadata
                 read[meta["src"]] += 1
@@ -206,6 +209,10 @@ class Candidates(PipelineStep):
                             raise DataError(f"{meta['where']}: {meta['why']}")
                         malformed.append((meta["src"], meta["item"], f"{meta['where']}: {meta['why']}"))
                     drops[reason] += 1
+                    messages = meta.get("messages")
+                    record_id = _record_id(self.cfg.sources[meta["src"]].name, messages) if messages else None
+                    dropped.write(dropped_line(self.cfg.sources[meta["src"]].name, meta["item"], meta["where"],
+                                               record_id, reason))
                     continue
                 yield doc
                 index.write(struct.pack(INDEX_FORMAT, meta["src"], meta["item"], content_digest(meta["messages"]),
@@ -218,13 +225,11 @@ class Candidates(PipelineStep):
         (folder / f"{rank:05d}.ledger.json").write_text(json.dumps(ledger), encoding="utf-8")
 
     def _record(self, meta: dict[str, Any]) -> dict[str, Any]:
-        from nortune.curate.dedup import content_digest
-
         source = self.cfg.sources[meta["src"]]
         label, messages, why = meta["label"], meta["messages"], meta["translation"]
-        record = {"id": f"{source.name}-{content_digest(messages):016x}", "lang": label.lang,
+        record = {"id": _record_id(source.name, messages), "lang": label.lang,
                   "source": source.name, "messages": messages, "lang_confidence": label.confidence,
-                  "task": _task(meta["mapping"], messages, bool(why))}
+                  "task": _task(meta["mapping"], messages, bool(why)), WHERE: meta["where"]}
         if label.mixed:
             record["turn_langs"] = list(label.turn_langs)
         if why:
@@ -232,6 +237,19 @@ class Candidates(PipelineStep):
         if source.tags:
             record["tags"] = list(source.tags)
         return record
+
+
+def _record_id(source: str, messages: list[dict[str, str]]) -> str:
+    """A record's id in the training file: its source and content digest (stable across runs and workers)."""
+    from nortune.curate.dedup import content_digest
+
+    return f"{source}-{content_digest(messages):016x}"
+
+
+def dropped_line(source: str, item: int, where: str, record_id: str | None, reason: str) -> str:
+    """One line of ``curate/dropped.jsonl``: which record went (source, index, file:line, id) and why."""
+    return json.dumps({"source": source, "record": item, "where": where, "id": record_id, "reason": reason},
+                      ensure_ascii=False) + "\n"
 
 
 class ShingleWords(WordTokenizer):

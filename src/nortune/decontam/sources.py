@@ -130,10 +130,17 @@ def _hf_rows(dataset: str, config: str, split: str, revision: str | None) -> Ite
     """The real loader: ``datasets.load_dataset`` (downloads, or reads the local HF cache)."""
     from datasets import load_dataset
 
+    from nortune.hub import require_reachable
+
+    require_reachable(dataset, revision, "decontam reads the NorEval documents evaluate scores from it")
     try:
         data = load_dataset(dataset, config, split=split, revision=revision)
     except Exception as exc:
-        raise DataError(f"{dataset} [{config}/{split}]: could not load with datasets.load_dataset: {exc}") from None
+        from nortune.hub import is_connection_error, offline_fix
+
+        problem = f"{dataset} [{config}/{split}]: could not load with datasets.load_dataset: {exc}"
+        raise DataError(offline_fix(problem) if is_connection_error(exc) or "HF_HUB_OFFLINE" in str(exc)
+                        or "Couldn't reach" in str(exc) else problem) from None
     for i, row in enumerate(data, start=1):
         yield i, dict(row)
 

@@ -22,7 +22,7 @@ from nortune.config.evaluate import shots_for
 from nortune.evaluate import card, chat_mode, report
 from nortune.evaluate.memory import PeakMemory
 from nortune.evaluate.stats import family_summary, headlines, missing_metrics, result_scores, small_sets
-from nortune.config.names import SAMPLE_SETS_MARK, is_sample_sets
+from nortune.config.names import SAMPLE_SETS_MARK, SMOKE_MARK, is_sample_sets
 from nortune.evaluate.tasks import family_and_prompt, not_computed, task_specs
 from nortune.jsonl import DataError
 from nortune.runner import StageContext, StageResult
@@ -34,14 +34,18 @@ LABELS = ("base", *MODEL_STAGE_OF_LABEL)
 
 
 def data_note(settings) -> str | None:
-    """The line every report carries when the data are not the official NorEval sets."""
+    """The line every report carries when the numbers are not a NorEval measurement: a smoke test, the sample
+    sets, or local copies of the data."""
+    smoke = (f"{SMOKE_MARK}, NO VERDICT: {settings.limit or 'all'} items per task and prompt, "
+             f"{'0 shots' if not any(settings.num_fewshot.values()) else 'the recipe shots'}; it shows that the "
+             "evaluation runs, and no number here is a measurement. " if settings.smoke else "")
     if settings.source != "local":
-        return None
+        return smoke.strip() or None
     root = Path(settings.data_dir)
     if is_sample_sets(settings.source, root):
-        return (f"{SAMPLE_SETS_MARK}: {root} holds small NorEval-format sample sets written for "
+        return (f"{smoke}{SAMPLE_SETS_MARK}: {root} holds small NorEval-format sample sets written for "
                 "nortune; the numbers only show that the pipeline works and are not comparable to NorEval.")
-    return f"Local copies of the NorEval data from {root} (not fetched from the hub)."
+    return f"{smoke}Local copies of the NorEval data from {root} (not fetched from the hub)."
 
 
 # vLLM accepts only these max_lora_rank values (``MaxLoRARanks`` in vllm/config/lora.py).
@@ -169,6 +173,12 @@ def work(ctx: StageContext, label: str = "base", baseline: Path | None = None,
     settings = recipe.evaluate
     fewshot = dict(settings.num_fewshot)
     specs, origins = task_specs(settings, fewshot)  # checks local data before any model loads
+    if settings.source != "local" and settings.families:  # once, before lm-eval retries every download
+        from nortune.evaluate.tasks import CATALOGUE
+        from nortune.hub import require_reachable
+
+        require_reachable(CATALOGUE[settings.families[0]].dataset, settings.revision,
+                          "evaluate reads the NorEval tasks' documents from it")
     args, identity = model_spec(recipe, label)
     # Per-request results are keyed by request text; the folder is keyed by the model identity.
     cache_key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -261,7 +271,7 @@ def _compare(recipe: Recipe, layout: RunLayout, label: str, baseline: Path | Non
     settings = recipe.evaluate
     compare_dir = layout.compare_dir(label)
     shutil.rmtree(compare_dir, ignore_errors=True)  # an earlier comparison, perhaps with another baseline
-    if baseline is None:
+    if baseline is None or settings.smoke:  # a smoke test draws no verdict
         return {}
     result = compare(layout.results(label), baseline, compare_dir, settings.metric, settings.bootstrap_samples,
                      settings.confidence, force=force)

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nortune.config.names import SAMPLE_SETS_MARK
+from nortune.config.names import SAMPLE_SETS_MARK, SMOKE_MARK
 from nortune.evaluate.stats import MIN_VERDICT_ITEMS, too_few
 from nortune.markup import text
-from nortune.runs import RESOLVED_RECIPE, STAGE_FOLDERS, RunLayout, read_failure, read_manifest
+from nortune.runs import EXTRA_FOLDERS, RESOLVED_RECIPE, STAGE_FOLDERS, RunLayout, read_failure, read_manifest
 
 
 def _json(path: Path) -> Any:
@@ -212,6 +212,10 @@ def summarize(run_dir: Path) -> RunSummary:
 def _noreval_state(run_dir: Path) -> str:
     """What the NorEval verdict of the tuned model rests on (see ``RunSummary.noreval_state``)."""
     layout = RunLayout(run_dir)
+    notes = [(read_manifest(layout.evaluate_dir(label)) or {}).get("metrics", {}).get("note") or ""
+             for label in ("base", "tuned")]
+    if any(SMOKE_MARK in note for note in notes):
+        return "smoke test: no verdict"
     if read_manifest(layout.evaluate_dir("tuned")) is None:
         return "not evaluated"
     compare = _json(layout.compare_dir("tuned") / "compare.json")
@@ -229,7 +233,7 @@ def _sample_sets(run_dir: Path) -> bool:
     notes = [(read_manifest(layout.evaluate_dir(label)) or {}).get("metrics", {}).get("note") or ""
              for label in ("base", "tuned", "preference")]
     report = _json(layout.contamination_report()) or {}
-    return any(n.startswith(SAMPLE_SETS_MARK) for n in notes) or bool(report.get("sample_sets"))
+    return any(SAMPLE_SETS_MARK in n for n in notes) or bool(report.get("sample_sets"))
 
 
 def _chat_template(run_dir: Path) -> str | None:
@@ -242,8 +246,11 @@ def _chat_template(run_dir: Path) -> str | None:
 
 
 def find_runs(runs_dir: Path) -> list[Path]:
-    return sorted(p for p in runs_dir.iterdir() if p.is_dir() and any(p.glob("*/manifest.json"))) \
-        if runs_dir.is_dir() else []
+    """The run folders with at least one finished stage (an evaluation alone counts: ``evaluate/<label>``)."""
+    if not runs_dir.is_dir():
+        return []
+    return sorted(p for p in runs_dir.iterdir() if p.is_dir() and any(
+        (p / folder / "manifest.json").is_file() for folder in [*STAGE_FOLDERS.values(), *EXTRA_FOLDERS.values()]))
 
 
 def _pct(value: float | None) -> str:
@@ -262,12 +269,14 @@ def format_runs(summaries: list[RunSummary]) -> str:
     lines = [header, "|" + "---|" * 11]
     for s in summaries:
         delta = "-" if s.delta_vs_base is None else f"{s.delta_vs_base:+.1f} pp"
-        sample = f" ({SAMPLE_SETS_MARK})" if s.sample_sets and s.noreval_tuned is not None else ""
+        said = [SMOKE_MARK] * s.noreval_state.startswith("smoke") + [SAMPLE_SETS_MARK] * s.sample_sets
+        mark = f" ({'; '.join(said)})" if said else ""  # beside every NorEval number
         regressions = "; ".join(s.regressions) or ("none" if s.noreval_state == "compared" else s.noreval_state)
         lines.append(f"| {text(s.recipe or Path(s.run).name)} | {text(s.base_model or '-')} | "
                      f"{'-' if s.trainable_params is None else f'{s.trainable_params:,}'} | "
                      f"{'-' if s.data_records is None else s.data_records} | {text(s.contamination)} | "
-                     f"{_pct(s.noreval_tuned)}{_chat_mark(s.chat_template)}{sample} | {_pct(s.noreval_base)} | "
+                     f"{_pct(s.noreval_tuned)}{_chat_mark(s.chat_template)}{mark * (s.noreval_tuned is not None)} | "
+                     f"{_pct(s.noreval_base)}{mark * (s.noreval_base is not None)} | "
                      f"{delta} | {text(regressions)} | "
                      f"{'; '.join(_ppl_cell(r) for r in s.perplexity) or 'not measured'} | {text(s.export)} |")
     return "\n".join(lines)
