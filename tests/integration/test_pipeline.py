@@ -96,6 +96,11 @@ def test_runs_ledger_lists_the_run(finished_run, capsys):
     assert row["stages_done"] == ["decontam", "plan", "train", "preference", "evaluate/base", "evaluate/tuned",
                                   "evaluate/preference"]
     assert row["noreval_tuned"] is not None and row["delta_vs_base"] is not None
+    # the demo's sample sets, 2 items per task: marked as such, and no verdict drawn from them
+    assert row["sample_sets"] is True and row["noreval_state"].startswith("too few items for a verdict")
+    assert main(["runs", str(recipe.runs_dir)]) == 0
+    table = capsys.readouterr().out
+    assert "(SAMPLE SETS, NOT NorEval)" in table and "| too few items for a verdict" in table
 
 
 def test_compare_puts_runs_side_by_side_with_paired_deltas(finished_run, tmp_path, capsys):
@@ -104,6 +109,8 @@ def test_compare_puts_runs_side_by_side_with_paired_deltas(finished_run, tmp_pat
     table = capsys.readouterr().out
     assert "| Commonsense BM |" in table and "| **average (best of prompts)** |" in table
     assert " pp [" in table  # the delta vs base with its confidence interval
+    assert "(too few items (2 < 20): no verdict)" in table and "REGRESSION" not in table
+    assert table.startswith("**tiny: SAMPLE SETS, NOT NorEval")
     assert "<table>" in (tmp_path / "c.html").read_text()
 
 

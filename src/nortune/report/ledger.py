@@ -355,7 +355,10 @@ def compare_runs(run_dirs: list[Path], force: bool = False) -> str:
     not_computed = [f"{name}: {task} ({why})" for name, t, *_ in columns for task, why in t.get("not_computed", {}).items()]
     if not_computed:
         lines += ["", "Not computed: " + text("; ".join(not_computed)) + "."]
-    return forced_markdown(forced) + "\n".join(lines) + _compare_perplexity(run_dirs)
+    marked = [f"{name}: {note}" for name, t, *_ in columns for note in [t.get("note") or ""]
+              if SAMPLE_SETS_MARK in note or SMOKE_MARK in note]
+    said = [f"**{text(line)}**" for line in marked] + ([""] if marked else [])
+    return forced_markdown(forced) + "\n".join(said + lines) + _compare_perplexity(run_dirs)
 
 
 def _compare_perplexity(run_dirs: list[Path]) -> str:
