@@ -50,6 +50,36 @@ def test_paired_bootstrap_flags_a_real_regression_and_not_noise():
     assert not deltas[0].regression() and not overall["regression"]
 
 
+def test_the_interval_is_the_percentile_of_paired_draws_worked_out_by_hand():
+    # 4 items, one prompt: base right on items 0 and 1, tuned also on item 2; per-item delta 0, 0, +100, 0 pp.
+    base = rows("norcommonsenseqa_nob", {"p0": [1, 1, 0, 0]})
+    tuned = rows("norcommonsenseqa_nob", {"p0": [1, 1, 1, 0]})
+    (delta,), _ = paired_bootstrap(base, tuned, "acc", 4, 0.95, seed=0)
+    # numpy's default_rng(0) draws these item indices for 4 resamples of 4 items:
+    #   [3, 2, 2, 1] -> item 2 twice: 50 pp;  [1, 0, 0, 0] -> 0 pp;  [0, 3, 2, 3] -> 25 pp;  [2, 2, 3, 2] -> 75 pp
+    # sorted 0, 25, 50, 75; numpy's linear percentile at 2.5 % is 0 + 0.075 * 25, at 97.5 % 50 + 0.925 * 25.
+    assert delta.best == delta.mean == pytest.approx(25.0)
+    assert delta.best_ci == pytest.approx((1.875, 73.125)) and delta.mean_ci == pytest.approx((1.875, 73.125))
+
+
+def test_only_the_paired_interval_excludes_zero_on_correlated_items():
+    import numpy as np
+
+    # 40 items: base right on the even ones; tuned also on 6 odd ones, and the same elsewhere (+15 pp).
+    right = [1 - i % 2 for i in range(40)]
+    better = [1 if i in (1, 3, 5, 7, 9, 11) else right[i] for i in range(40)]
+    (delta,), overall = paired_bootstrap(rows("nrk_quiz_qa_nob", {"p0": right}),
+                                         rows("nrk_quiz_qa_nob", {"p0": better}), "acc", 2000, 0.95)
+    assert delta.best == pytest.approx(15.0) and delta.gain()
+    # about 6 of 40 drawn items carry the gain: the interval is wide ([5, 27.5] pp or so) yet above 0
+    assert 0 < delta.best_ci[0] < 10 and delta.best_ci[1] > 20
+    # The same draws made independently for base and tuned (what an unpaired bootstrap does) straddle 0:
+    rng = np.random.default_rng(0)
+    a, b = np.array(right) * 100.0, np.array(better) * 100.0
+    unpaired = b[rng.integers(0, 40, (2000, 40))].mean(1) - a[rng.integers(0, 40, (2000, 40))].mean(1)
+    assert np.percentile(unpaired, 2.5) < 0 < np.percentile(unpaired, 97.5)
+
+
 def test_an_interval_from_fewer_than_20_items_draws_no_verdict():
     base = rows("nortruthfulqa_mc_nob", {p: [1] * 19 for p in PROMPTS})
     worse = rows("nortruthfulqa_mc_nob", {p: [0] * 19 for p in PROMPTS})  # -100 pp on 19 items
@@ -158,3 +188,34 @@ def test_compare_writes_reports_and_shouts_about_a_regression(tmp_path):
     with pytest.raises(DataError, match="key 'nortune' missing"):
         (tmp_path / "bad.json").write_text("{}")
         compare(tmp_path / "bad.json", base, tmp_path / "cmp2", "acc", 100, 0.95)
+
+
+def test_the_perplexity_interval_is_the_quantile_of_paired_draws_worked_out_by_hand():
+    import math
+
+    from nortune.evaluate.perplexity import ratio_bootstrap
+
+    # 4 texts of 10 tokens; tuned loses 4 nats on text 3 only. default_rng(20) (perplexity.SEED) draws
+    # [3, 1, 1, 1], [3, 0, 0, 2], [0, 1, 1, 0], [0, 0, 2, 3]: text 3 once, once, never, once, so the ratio of
+    # perplexities is exp(4 / 40) - 1 three times and 0 once; numpy's linear quantile at 2.5 % is 0.075 of the way
+    # from 0 to that, at 97.5 % that value itself.
+    rise = math.exp(0.1) - 1
+    point, (lo, hi) = ratio_bootstrap([10.0] * 4, [10] * 4, [10.0, 10.0, 10.0, 14.0], [10] * 4, 4, 0.95)
+    assert point == pytest.approx(rise) and lo == pytest.approx(0.075 * rise) and hi == pytest.approx(rise)
+
+
+def test_only_the_paired_perplexity_interval_excludes_zero():
+    import numpy as np
+
+    from nortune.evaluate.perplexity import ratio_bootstrap
+
+    # Texts that differ tenfold in difficulty, each 1 % harder for tuned: paired, a tight interval above 0.
+    rng = np.random.default_rng(1)
+    base = rng.uniform(5, 50, 60)
+    tuned = base * 1.01
+    tokens = [20] * 60
+    point, (lo, hi) = ratio_bootstrap(list(base), tokens, list(tuned), tokens, 2000, 0.95)
+    assert 0 < lo < point < hi < 0.05
+    idx_a, idx_b = rng.integers(0, 60, (2000, 60)), rng.integers(0, 60, (2000, 60))  # unpaired: two draws
+    unpaired = np.exp(tuned[idx_b].mean(1) / 20 - base[idx_a].mean(1) / 20) - 1
+    assert np.quantile(unpaired, 0.025) < 0 < np.quantile(unpaired, 0.975)

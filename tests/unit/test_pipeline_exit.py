@@ -40,3 +40,26 @@ def test_problems_order_and_the_regression_switch():
     assert lines[1].startswith("GGUF verification FAILED")
     lenient = load_recipe("configs/demo.yaml", ["evaluate.fail_on_regression=false"])
     assert pipeline.problems([regressed], lenient) == []
+
+
+def test_forgetting_fails_the_run_unless_the_recipe_allows_it(monkeypatch, capsys):
+    from nortune.config import load_recipe
+    from nortune.runner import Outcome
+
+    recipe = load_recipe("configs/demo.yaml")
+    manifest = {"metrics": {}, "forgetting": ["en"], "allow_forgetting": False}
+    forgot = pipeline.result_line("evaluate-tuned", Outcome(manifest, "run", "no finished result yet"))
+    assert forgot["forgetting"] == ["en"] and forgot["allow_forgetting"] is False
+    assert pipeline.forgetting([forgot]) == ["evaluate-tuned: en perplexity"]
+    (line,) = pipeline.problems([forgot], recipe)
+    assert line.startswith("FORGETTING in evaluate-tuned: en perplexity") and "allow_forgetting: true" in line
+    allowed = pipeline.result_line("evaluate-tuned", Outcome({**manifest, "allow_forgetting": True}, "skip", "current"))
+    assert pipeline.forgetting([allowed]) == [] and pipeline.problems([allowed], recipe) == []
+    # without a finding the manifest carries no key, and nothing is flagged
+    clean = pipeline.result_line("evaluate-tuned", Outcome({"metrics": {}}, "run", ""))
+    assert "forgetting" not in clean and pipeline.problems([clean], recipe) == []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: [forgot])
+    assert main(["run", "configs/demo.yaml"]) == 1
+    assert "FORGETTING in evaluate-tuned: en perplexity" in capsys.readouterr().err
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: [allowed])
+    assert main(["run", "configs/demo.yaml"]) == 0
