@@ -47,15 +47,17 @@ def _temperature(text: str) -> float:
 
 
 def _exit_status(command: str, results: list[dict], recipe, args: argparse.Namespace,
-                 contamination_accepted: bool = False, next_line: str | None = None) -> int:
+                 contamination_accepted: bool = False, next_line: str | None = None, after: str | None = None) -> int:
     """1 when ``pipeline.problems`` finds any (each printed as one line), else 0: the one rule for every command;
     then the ``next:`` line (``pipeline.next_step``) every stage command ends with."""
     from nortune.pipeline import next_step, problems
 
+    current = frozenset(r["stage"] for r in results if r.get("action") in ("run", "skip"))
     found = problems(results, recipe, contamination_accepted)
     for line in found:
         print(f"nortune {command}: {line}", file=sys.stderr)
-    print(next_line or next_step(recipe, args.recipe, list(args.overrides), bool(found), command), file=sys.stderr)
+    print(next_line or next_step(recipe, args.recipe, list(args.overrides), bool(found), command, after, current),
+          file=sys.stderr)
     return 1 if found else 0
 
 
@@ -76,7 +78,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.model is None and not args.json:  # the stage: writes <run>/plan/ and prints the plan
         run_stage(plan.STAGE, recipe, Options(force=args.force), "plan")
         print(RunLayout.of(recipe).plan_dir.joinpath("plan.txt").read_text(encoding="utf-8"), end="")
-        return _exit_status("plan", [], recipe, args)
+        return _exit_status("plan", [], recipe, args, after="plan")
     # A what-if for another model, or JSON on stdout: printed only, the run folder is left alone.
     planned = plan_from_recipe(recipe, model=args.model)
     print(json.dumps(planned.to_json(), indent=2) if args.json else format_plan(planned))
@@ -94,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.node_rank > 0:  # rank 0's machine holds the run folder; this node only trains
             return run_launched(recipe, command)
         launched = run_guarded("train", recipe, lambda: run_launched(recipe, command), "train")
-        return launched or _exit_status("train", [], recipe, args)
+        return launched or _exit_status("train", [], recipe, args, after="train")
     from nortune import ranks, train
 
     result = run_stage(train.STAGE, recipe, Options(resume=args.resume, allow_contaminated=args.allow_contaminated),
@@ -102,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not ranks.is_main():  # a launched process: the launching one prints the result
         return 0
     print(json.dumps(result.get("metrics", {}), indent=2))
-    return _exit_status("train", [], recipe, args)
+    return _exit_status("train", [], recipe, args, after="train")
 
 
 def cmd_preference(args: argparse.Namespace) -> int:
@@ -115,7 +117,7 @@ def cmd_preference(args: argparse.Namespace) -> int:
     result = run_stage(preference.STAGE, recipe, Options(allow_contaminated=args.allow_contaminated),
                        "preference").manifest
     print(json.dumps(result.get("metrics", {}), indent=2))
-    return _exit_status("preference", [], recipe, args)
+    return _exit_status("preference", [], recipe, args, after="preference")
 
 
 def cmd_decontam(args: argparse.Namespace) -> int:
@@ -128,7 +130,7 @@ def cmd_decontam(args: argparse.Namespace) -> int:
     outcome = run_stage(decontam.STAGE, recipe, Options(force=args.force), "decontam")
     print(json.dumps(outcome.manifest.get("metrics", {}), indent=2))
     print(f"report: {RunLayout.of(recipe).decontam_dir() / 'summary.md'}")
-    return _exit_status("decontam", [result_line(decontam.STAGE.name, outcome)], recipe, args)
+    return _exit_status("decontam", [result_line(decontam.STAGE.name, outcome)], recipe, args, after="decontam")
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
@@ -144,7 +146,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
     print(json.dumps(result.get("metrics", {}), indent=2))
     for note in result.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
-    return _exit_status("curate", [], recipe, args)
+    return _exit_status("curate", [], recipe, args, after="curate")
 
 
 def cmd_langid(args: argparse.Namespace) -> int:
@@ -205,7 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 print(line, file=sys.stderr)
     again = " ".join(shlex.quote(part) for part in [args.recipe, *args.overrides])
     smoke = f"next: the smoke test ran; `nortune run {again}` for the run itself" if args.smoke else None
-    return _exit_status("evaluate", results, recipe, args, next_line=smoke)
+    return _exit_status("evaluate", results, recipe, args, next_line=smoke, after=results[-1]["stage"])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -240,7 +242,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out_dir = RunLayout.of(recipe).export_dir
     print((out_dir / "verification.md").read_text(encoding="utf-8"), end="")
     print(f"export: {out_dir} (model card README.md, Modelfile, verification.md)")
-    return _exit_status("export", [result_line(export.STAGE.name, outcome)], recipe, args)
+    return _exit_status("export", [result_line(export.STAGE.name, outcome)], recipe, args, after="export")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -264,7 +266,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                          f"run `nortune run {args.recipe}` first")
     run_stage(report.STAGE, recipe, Options(), "report")
     print(f"report: {RunLayout.of(recipe).report_page}")
-    return _exit_status("report", [], recipe, args)
+    return _exit_status("report", [], recipe, args, after="report")
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -59,23 +59,39 @@ COMMANDS = {"evaluate-base": "evaluate {recipe} --model base", "evaluate-tuned":
             "evaluate-preference": "run {recipe} --only evaluate-preference"}
 
 
-def next_step(recipe: Recipe, recipe_arg: str, overrides: list[str], found_problems: bool, command: str) -> str:
-    """The one ``next:`` line a command ends with: the command of the first stage that would run now, or
-    why there is none. Worked out by the same ``status`` that ``--dry-run`` prints."""
+def next_step(recipe: Recipe, recipe_arg: str, overrides: list[str], found_problems: bool, command: str,
+              after: str | None = None, current: frozenset[str] = frozenset()) -> str:
+    """The one ``next:`` line a command ends with: the command of the first stage after ``after`` (every stage
+    for ``nortune run``) that would run now, or why there is none. A stage this command ran or skipped is
+    ``current``; one without a result is next at once; any other is asked ``status``, as ``--dry-run`` asks it,
+    so no fingerprint is worked out twice in one command."""
     import shlex
 
     again = " ".join(shlex.quote(part) for part in [recipe_arg, *overrides])
     if found_problems:
         return f"next: fix what is reported above, then `nortune {command} {again}` again"
-    for stage in STAGES:
-        try:
-            verdict, why = status(stage, recipe)
-        except NortuneError as exc:
-            verdict, why = "run", str(exc)
+    names = [s.name for s in STAGES]
+    layout = RunLayout.of(recipe)
+    finished = {name for name in names if (layout.stage_dir(name) / "manifest.json").is_file()}
+    for stage in STAGES[names.index(after) + 1 if after else 0:]:
+        if stage.name in current or stage.enabled(recipe):  # current: this very command ran or skipped it
+            continue
+        if stage.name not in finished:
+            missing = [name for name in stage.upstream if name not in finished]
+            if missing:  # what it reads comes first (evaluate --model base before any training: train)
+                stage = STAGES[names.index(missing[0])]
+            verdict, why = "run", "no finished result yet"
+        else:
+            try:
+                verdict, why = status(stage, recipe)
+            except NortuneError as exc:
+                verdict, why = "run", str(exc)
         if verdict == "run":
             spelled = COMMANDS.get(stage.name, stage.name + " {recipe}").format(recipe=again)
             return f"next: nortune {spelled}   ({stage.name}: {why})"
-    return f"next: none, every stage is current; the report is {RunLayout.of(recipe).report_page}"
+    if after == names[-1]:
+        return f"next: none, the report is the last stage: {layout.report_page}"
+    return f"next: none, every {'later ' if after else ''}stage is current; the report is {layout.report_page}"
 
 
 def run_pipeline(recipe: Recipe, start: str | None = None, stop: str | None = None,

@@ -85,6 +85,14 @@ def test_paired_bootstrap_flags_a_planted_rise_and_not_identical_models():
                                                       Settings(), 1000, 0.95)["rows"]}
     assert rows["en"]["ci"][0] > 0.02 and not rows["en"]["forgetting"]
     assert rows["en"]["verdict"] == rows["nn"]["verdict"] == "too few texts (19 < 20): no verdict"
+    # two sources per language: a set named SOURCE.LANGUAGE is trained by its language, and each is its own row
+    sources = {f"{src}.{lang}": values for src in ("handwritten", "debian") for lang, values in base.items()}
+    worse = {**sources, "debian.en": [x * 1.05 for x in base["en"]], "debian.nb": [x + 0.1 for x in base["nb"]]}
+    result = perplexity.compare(fake("base", sources), fake("tuned", worse), Settings(), 1000, 0.95)
+    rows = {r["set"]: r for r in result["rows"]}
+    assert len(rows) == 6 and result["forgetting"] == ["debian.nb", "debian.en"]
+    assert rows["debian.nb"]["trained"] and rows["handwritten.nn"]["trained"] and not rows["debian.en"]["trained"]
+    assert rows["debian.nb"]["verdict"].startswith("FORGETTING (trained") and not rows["handwritten.nb"]["forgetting"]
     with pytest.raises(Exception, match="different texts"):
         perplexity.compare(fake("base", base), fake("tuned", {"en": base["en"][:50]}), Settings(), 100, 0.95)
 
@@ -94,7 +102,7 @@ def test_damaged_model_is_flagged(tiny_gemma3, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    texts = (packaged_heldout()["en"]).read_text(encoding="utf-8").splitlines()[:40]
+    texts = (packaged_heldout()["handwritten.en"]).read_text(encoding="utf-8").splitlines()[:40]
     tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma3).eval()
     base = perplexity.score(model, tokenizer, texts, 64, 16, "cpu")
@@ -125,7 +133,7 @@ def test_stage_writes_perplexity_and_comparison_and_forgetting_fails_the_run(tin
     texts = {}
     for lang in ("nb", "nn", "en"):
         path = tmp_path / f"{lang}.txt"
-        path.write_text("\n".join((packaged_heldout()[lang]).read_text().splitlines()[:20]) + "\n")
+        path.write_text("\n".join((packaged_heldout()[f"handwritten.{lang}"]).read_text().splitlines()[:20]) + "\n")
         texts[lang] = str(path)
     recipe_path = write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs",
                                evaluate={"source": "local", "data_dir": str(REPO / "data" / "demo" / "noreval"),
@@ -201,7 +209,7 @@ def test_tuned_loads_the_adapter_like_evaluate(tiny_gemma3, tmp_path):
     train = tmp_path / "runs" / "tiny" / "train"
     peft_model.save_pretrained(train / "adapter_lora")
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_gemma3, tmp_path / "runs",
-                                      evaluate={"perplexity": {"texts": {"nn": str(packaged_heldout()["nn"])}}}))
+                                      evaluate={"perplexity": {"texts": {"nn": str(packaged_heldout()["handwritten.nn"])}}}))
     finish_train_stage(recipe, [train / "adapter_lora"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
     model, _, device = perplexity.load_model(recipe, model_spec(recipe, "tuned")[0])

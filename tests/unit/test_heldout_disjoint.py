@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nortune.config.base import packaged_heldout
+from nortune.config.base import PACKAGE_DATA, packaged_heldout
 
 ROOT = Path(__file__).resolve().parents[2]
 HELDOUT = sorted(packaged_heldout().values())
@@ -103,7 +103,7 @@ def test_dev_split_disjoint_from_training_and_from_the_heldout_split():
 
 
 def test_heldout_sets_disjoint_from_each_other():
-    by_file = {f.stem: [line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()] for f in HELDOUT}
+    by_file = {f: [line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()] for f in HELDOUT}
     for name, lines in by_file.items():
         others = [t for other, ls in by_file.items() if other != name for t in ls]
         assert overlaps(lines, others) == [], name
@@ -112,10 +112,36 @@ def test_heldout_sets_disjoint_from_each_other():
 @pytest.mark.parametrize("mangle", [lambda s: s, lambda s: "Innleiing: " + s.upper() + " Slutt.",
                                     lambda s: s[5:60]])
 def test_check_catches_a_pasted_line(tmp_path, mangle):
-    line = heldout_lines()[7]
+    line = [text for text in heldout_lines() if len(text) >= 80][7]  # long enough for s[5:60] to be a window
     chat = tmp_path / "chat.jsonl"
     rows = (ROOT / "data/demo/chat.jsonl").read_text(encoding="utf-8")
     chat.write_text(rows + json.dumps({"messages": [{"role": "user", "content": "Hei"},
                                                     {"role": "assistant", "content": mangle(line)}]},
                                       ensure_ascii=False) + "\n", encoding="utf-8")
     assert overlaps(heldout_lines(), training_texts(chat)) == [line]
+
+
+def _recorded_packages() -> list[str]:
+    """The packages the Debian guard texts were drawn from, as their SOURCES.md records them."""
+    sources = PACKAGE_DATA / "heldout" / "debian" / "SOURCES.md"
+    rows = [line.split("|")[1].strip() for line in sources.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| ") and not line.startswith("| package")]
+    assert len(rows) >= 5 and all(re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", r) for r in rows), rows
+    return rows
+
+
+def test_no_guard_text_comes_from_a_reserved_or_langid_package():
+    reserved = ROOT.parent / "shared" / "reserved-debian-packages.txt"
+    if not reserved.is_file():
+        pytest.skip(f"{reserved} is not on this machine")
+    listed = {line.strip() for path in (reserved, ROOT / "tools" / "langid" / "packages.txt")
+              for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")}
+    assert set(_recorded_packages()) & listed == set()
+
+
+def test_each_language_has_two_independent_sources():
+    sets = packaged_heldout()
+    assert {name.split(".")[0] for name in sets} == {"handwritten", "debian"}
+    for split in ("heldout", "dev"):
+        for name, path in packaged_heldout(split).items():
+            assert len(heldout_lines([path])) >= (90 if split == "heldout" else 40), (split, name)

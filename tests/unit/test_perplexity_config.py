@@ -14,7 +14,7 @@ from nortune.decontam.gate import ContaminationGateError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "noreval_mini"
-HELDOUT = PACKAGE_DATA / "heldout"  # the packaged texts: evaluate.perplexity's default
+HELDOUT = PACKAGE_DATA / "heldout" / "handwritten"  # one of the packaged sources
 
 
 def recipe_for(tmp_path: Path, data: Path, texts: dict[str, str] | None) -> Recipe:
@@ -44,17 +44,43 @@ def test_missing_or_empty_text_file_is_a_one_line_config_error(tmp_path, content
     assert words in message
 
 
+def test_a_misnamed_set_is_a_config_error(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: x\nevaluate:\n  perplexity:\n    texts: {{nb-wiki: {HELDOUT / 'nb.txt'}}}\n")
+    with pytest.raises(ConfigError, match=r"evaluate.perplexity: texts.nb-wiki: a set is named LANGUAGE or "
+                                          r"SOURCE.LANGUAGE, so this one has no trained language \(did you mean "
+                                          r"wiki.nb\?\)"):
+        load_recipe(recipe)
+    recipe.write_text(f"name: x\nevaluate:\n  perplexity:\n    texts: {{wiki.nb: {HELDOUT / 'nb.txt'}}}\n")
+    assert load_recipe(recipe).evaluate.perplexity.texts["wiki.nb"] == HELDOUT / "nb.txt"
+
+
+def test_packaged_chooses_the_default_sources_and_a_resolved_recipe_loads_again(tmp_path):
+    import yaml
+
+    ppl = Recipe.model_validate({"name": "x", "evaluate": {"perplexity": {"packaged": ["debian"]}}}).evaluate.perplexity
+    assert set(ppl.texts) == {"debian.nb", "debian.nn", "debian.en"}
+    with pytest.raises(Exception, match="give texts or packaged, not both"):
+        Recipe.model_validate({"name": "x", "evaluate": {"perplexity": {
+            "packaged": ["debian"], "texts": {"nb": str(HELDOUT / "nb.txt")}}}})
+    demo = load_recipe(ROOT / "configs" / "demo.yaml")
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(demo.to_yaml(), encoding="utf-8")  # texts and packaged both written, and equal
+    assert load_recipe(resolved).evaluate.perplexity.texts == demo.evaluate.perplexity.texts
+
+
 def test_default_is_off_and_demo_configures_the_shipped_files():
     assert Recipe.model_validate({"name": "x"}).evaluate.perplexity is None
     on = Recipe.model_validate({"name": "x", "evaluate": {"perplexity": {}}}).evaluate.perplexity
-    assert on.texts == {k: HELDOUT / f"{k}.txt" for k in ("nb", "nn", "en")}  # package data, never the demo
+    assert on.texts == {f"{source}.{k}": PACKAGE_DATA / "heldout" / source / f"{k}.txt"  # package data, never the demo
+                        for source in ("handwritten", "debian") for k in ("nb", "nn", "en")}
     verify = Recipe.model_validate({"name": "x"}).export.verify.text
     assert verify == PACKAGE_DATA / "verify_no.txt" and verify.is_file()
     assert load_recipe(ROOT / "configs" / "norskgemma4-31b.yaml").evaluate.perplexity is None
     demo = load_recipe(ROOT / "configs" / "demo.yaml")
     ppl = demo.evaluate.perplexity
     assert {k: Path(v).resolve() for k, v in ppl.texts.items()} == \
-        {k: (HELDOUT / f"{k}.txt").resolve() for k in ("nb", "nn", "en")}
+        {f"handwritten.{k}": (HELDOUT / f"{k}.txt").resolve() for k in ("nb", "nn", "en")}
     assert ppl.trained == ["nb", "nn"] and ppl.tolerance == 0.02
     assert not ppl.allow_forgetting  # the demo fails on forgetting like any recipe
     assert demo.decontam_test_side().heldout == ppl.texts  # decontam follows evaluate

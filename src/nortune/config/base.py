@@ -28,16 +28,23 @@ def existing_file(value: Path | None) -> Path | None:
 
 
 # Texts that ship inside the package (package data), so that no default points into a checkout's demo folder:
-# export's verification text and the forgetting guard's held-out and dev texts (their README says where they
-# come from and what they are disjoint from).
+# export's verification text and the forgetting guard's held-out and dev texts, from independent sources
+# (src/nortune/data/heldout/README.md says where each comes from and what it is disjoint from).
 PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
 HELDOUT_LANGUAGES = ("nb", "nn", "en")
+HELDOUT_SOURCES = ("handwritten", "debian")  # written for nortune; Debian's translation catalogues
 
 
-def packaged_heldout(split: str = "heldout") -> dict[str, Path]:
-    """The packaged texts per language: ``heldout`` (what evaluate reports) or ``dev`` (for choosing)."""
-    folder = PACKAGE_DATA / "heldout" / ("dev" if split == "dev" else "")
-    return {lang: folder / f"{lang}.txt" for lang in HELDOUT_LANGUAGES}
+def packaged_heldout(split: str = "heldout", sources: tuple[str, ...] | list[str] = HELDOUT_SOURCES) -> dict[str, Path]:
+    """The packaged text sets, named ``SOURCE.LANGUAGE``: ``heldout`` (what evaluate reports) or ``dev`` (for
+    choosing settings, and for watching training)."""
+    return {f"{source}.{lang}": PACKAGE_DATA / "heldout" / source / ("dev" if split == "dev" else "") / f"{lang}.txt"
+            for source in sources for lang in HELDOUT_LANGUAGES}
+
+
+def language_of(text_set: str) -> str:
+    """A text set is named LANGUAGE or SOURCE.LANGUAGE (``nb``, ``debian.nn``): its language."""
+    return text_set.rsplit(".", 1)[-1]
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

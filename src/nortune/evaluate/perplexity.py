@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from nortune import markup
+from nortune.config.base import language_of
 from nortune.evaluate.stats import MIN_VERDICT_ITEMS, too_few
 from nortune.jsonl import DataError
 from nortune.runs import atomic_write_text
@@ -188,7 +189,7 @@ def compare(base: dict[str, Any], tuned: dict[str, Any], settings: Any, samples:
                             "(re-evaluate both with the same evaluate.perplexity)")
         change, ci = ratio_bootstrap(b["nll_per_text"], b["tokens_per_text"], t["nll_per_text"],
                                      t["tokens_per_text"], samples, confidence)
-        trained = name in settings.trained
+        trained = language_of(name) in settings.trained
         text, flagged = verdict(change, ci, trained, settings.tolerance, len(b["nll_per_text"]))
         rows.append({"set": name, "trained": trained, "texts": b["texts"], "base_ppl": _ppl(b),
                      "tuned_ppl": _ppl(t), "change": change, "ci": list(ci), "verdict": text,
