@@ -56,8 +56,6 @@ def test_a_misnamed_set_is_a_config_error(tmp_path):
 
 
 def test_packaged_chooses_the_default_sources_and_a_resolved_recipe_loads_again(tmp_path):
-    import yaml
-
     ppl = Recipe.model_validate({"name": "x", "evaluate": {"perplexity": {"packaged": ["debian"]}}}).evaluate.perplexity
     assert set(ppl.texts) == {"debian.nb", "debian.nn", "debian.en"}
     with pytest.raises(Exception, match="give texts or packaged, not both"):
