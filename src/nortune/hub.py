@@ -10,8 +10,6 @@ from nortune.errors import HubUnreachable
 # library has to be imported to ask.
 _CONNECTION = {"ConnectError", "ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TimeoutException",
                "NetworkError", "NewConnectionError", "MaxRetryError", "TimeoutError", "gaierror"}
-
-
 _REACHED: set[str] = set()  # endpoints that answered in this process: asked once, not per file
 
 

@@ -18,7 +18,7 @@ from nortune.config import ConfigError, Recipe
 from nortune.errors import IncompleteUpstream, NortuneError, StageFailed
 from nortune.jsonl import DataError
 from nortune.runner import Outcome, Stage, decide, run_lock, run_stage
-from nortune.runs import STAGE_FOLDERS, Options, RunLayout, atomic_write_text
+from nortune.runs import MANIFEST, STAGE_FOLDERS, Options, RunLayout, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def next_step(recipe: Recipe, recipe_arg: str, overrides: list[str], found_probl
         return f"next: fix what is reported above, then `nortune {command} {again}` again"
     names = [s.name for s in STAGES]
     layout = RunLayout.of(recipe)
-    finished = {name for name in names if (layout.stage_dir(name) / "manifest.json").is_file()}
+    finished = {name for name in names if (layout.stage_dir(name) / MANIFEST).is_file()}
     for stage in STAGES[names.index(after) + 1 if after else 0:]:
         if stage.name in current or stage.enabled(recipe):  # current: this very command ran or skipped it
             continue
