@@ -7,7 +7,6 @@ import difflib
 import json
 import logging
 import math
-import shlex
 import sys
 from pathlib import Path
 
@@ -205,7 +204,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"held-out perplexity: {manifest['perplexity_comparison']}")
             for line in forgetting_banner(json.loads((compared / "perplexity.json").read_text(encoding="utf-8"))):
                 print(line, file=sys.stderr)
-    again = " ".join(shlex.quote(part) for part in [args.recipe, *args.overrides])
+    from nortune.pipeline import command_line
+
+    again = command_line(args.recipe, args.overrides)
     smoke = f"next: the smoke test ran; `nortune run {again}` for the run itself" if args.smoke else None
     return _exit_status("evaluate", results, recipe, args, next_line=smoke, after=results[-1]["stage"])
 

@@ -59,15 +59,20 @@ COMMANDS = {"evaluate-base": "evaluate {recipe} --model base", "evaluate-tuned":
             "evaluate-preference": "run {recipe} --only evaluate-preference"}
 
 
+def command_line(recipe_arg: str, overrides: list[str]) -> str:
+    """The recipe and its overrides as the user gave them, quoted for a shell: what a ``next:`` line repeats."""
+    import shlex
+
+    return " ".join(shlex.quote(part) for part in [recipe_arg, *overrides])
+
+
 def next_step(recipe: Recipe, recipe_arg: str, overrides: list[str], found_problems: bool, command: str,
               after: str | None = None, current: frozenset[str] = frozenset()) -> str:
     """The one ``next:`` line a command ends with: the command of the first stage after ``after`` (every stage
     for ``nortune run``) that would run now, or why there is none. A stage this command ran or skipped is
     ``current``; one without a result is next at once; any other is asked ``status``, as ``--dry-run`` asks it,
     so no fingerprint is worked out twice in one command."""
-    import shlex
-
-    again = " ".join(shlex.quote(part) for part in [recipe_arg, *overrides])
+    again = command_line(recipe_arg, overrides)
     if found_problems:
         return f"next: fix what is reported above, then `nortune {command} {again}` again"
     names = [s.name for s in STAGES]

@@ -212,9 +212,8 @@ def summarize(run_dir: Path) -> RunSummary:
 def _noreval_state(run_dir: Path) -> str:
     """What the NorEval verdict of the tuned model rests on (see ``RunSummary.noreval_state``)."""
     layout = RunLayout(run_dir)
-    notes = [(read_manifest(layout.evaluate_dir(label)) or {}).get("metrics", {}).get("note") or ""
-             for label in ("base", "tuned")]
-    if any(SMOKE_MARK in note for note in notes):
+    notes = _evaluation_notes(run_dir)
+    if any(SMOKE_MARK in notes[label] for label in ("base", "tuned")):
         return "smoke test: no verdict"
     if read_manifest(layout.evaluate_dir("tuned")) is None:
         return "not evaluated"
@@ -229,11 +228,14 @@ def _noreval_state(run_dir: Path) -> str:
 
 def _sample_sets(run_dir: Path) -> bool:
     """Whether an evaluation or the contamination check used nortune's sample sets instead of NorEval."""
-    layout = RunLayout(run_dir)
-    notes = [(read_manifest(layout.evaluate_dir(label)) or {}).get("metrics", {}).get("note") or ""
-             for label in ("base", "tuned", "preference")]
-    report = _json(layout.contamination_report()) or {}
-    return any(SAMPLE_SETS_MARK in n for n in notes) or bool(report.get("sample_sets"))
+    report = _json(RunLayout(run_dir).contamination_report()) or {}
+    return any(SAMPLE_SETS_MARK in n for n in _evaluation_notes(run_dir).values()) or bool(report.get("sample_sets"))
+
+
+def _evaluation_notes(run_dir: Path) -> dict[str, str]:
+    """Each evaluation's data note (smoke test, sample sets, local copies; '' when none or not evaluated)."""
+    return {label: (read_manifest(RunLayout(run_dir).evaluate_dir(label)) or {}).get("metrics", {}).get("note") or ""
+            for label in ("base", "tuned", "preference")}
 
 
 def _chat_template(run_dir: Path) -> str | None:
