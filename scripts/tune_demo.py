@@ -32,14 +32,14 @@ from nortune.config.base import language_of, packaged_heldout
 ROOT = Path(__file__).resolve().parents[1]
 DEV = packaged_heldout("dev")
 HELDOUT = packaged_heldout()
-# The variants tried: the demo's settings, then one change at a time (LR, steps, NEFTune, rank).
+# The variants tried: the demo's settings, then one change at a time. On both sources (issue 44) the demo's LR 4e-4
+# (chosen on handwritten dev text) raised Debian English by 15 %: lower rates and fewer steps are what is tried.
 VARIANTS: dict[str, list[str]] = {
     "demo": [],
     "lr1e-4": ["train.lr=1e-4"],
-    "lr4e-4": ["train.lr=4e-4"],
-    "steps60": ["train.max_steps=60"],
-    "noneftune": ["train.neftune_noise_alpha=0"],
-    "r16": ["adapter.r=16", "adapter.alpha=32"],
+    "lr5e-5": ["train.lr=5e-5"],
+    "lr2e-5": ["train.lr=2e-5"],
+    "steps15": ["train.max_steps=15"],
 }
 OUT = ROOT / "runs" / "tune-demo-sources"  # the study on both sources (issue 44); tune-demo was handwritten only
 TOLERANCE = 0.02  # English may rise at most 2 % (evaluate.perplexity.tolerance)

@@ -19,8 +19,9 @@ from nortune.runs import RESOLVED_RECIPE, RunLayout, inputs_fingerprint, read_ma
 
 def train_fingerprint(recipe: Any) -> dict[str, Any]:
     """What decides whether a finished train stage is still current: its recipe sections and data."""
+    watched = list(recipe.train.watch.texts.values()) if recipe.train.watch is not None else []
     return {"recipe": recipe.section_fingerprint("model", "adapter", "train"),
-            "inputs": inputs_fingerprint([training_data(recipe, recipe.train.data)])}
+            "inputs": inputs_fingerprint([training_data(recipe, recipe.train.data), *watched])}
 
 
 def preference_fingerprint(recipe: Any) -> dict[str, Any]:

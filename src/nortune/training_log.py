@@ -1,7 +1,8 @@
 """The training log SFT and preference training both keep: one line per logging step and the loss curve.
 
 ``step_progress`` replaces the Trainer's progress bar with one that also prints and appends each
-logging step (loss, lr, tokens/s) to ``log.jsonl``; ``plot_loss`` draws ``loss.png`` from it.
+logging step (loss, lr, tokens/s) to ``log.jsonl``; the forgetting watch (``nortune.train.watch``) adds
+its measurements there; ``plot_loss`` draws ``loss.png`` from both.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def step_progress(log_path: Path) -> Any:
             self.last = (time.time(), 0)
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            # The last step is always logged: a run shorter than logging_steps still has a curve, and the
-            # last loss is the loss at the end, not that of an earlier window.
-            if state.global_step >= state.max_steps:
+            # The last step is always logged (also one the forgetting watch, an earlier callback, stops at): a run
+            # shorter than logging_steps still has a curve, and the last loss is the loss at the end.
+            if state.global_step >= state.max_steps or control.should_training_stop:
                 control.should_log = True
             return super().on_step_end(args, state, control, **kwargs)
 
@@ -51,18 +52,33 @@ def step_progress(log_path: Path) -> Any:
 
 
 def plot_loss(log_path: Path, png: Path) -> None:
+    """The loss curve; with the forgetting watch's lines in the log, a second panel: perplexity change per set
+    against step 0, with the step the watch kept marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = [row for _, row in iter_jsonl(log_path)]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([e["step"] for e in entries], [e["loss"] for e in entries], marker="o", markersize=3)
-    ax.set_xlabel("optimizer step")
+    rows = [row for _, row in iter_jsonl(log_path)]
+    losses = [r for r in rows if "loss" in r]
+    watched = [r["watch"] for r in rows if "watch" in r]
+    fig, axes = plt.subplots(2 if watched else 1, 1, figsize=(6, 6 if watched else 3.5), sharex=True, squeeze=False)
+    ax = axes[0][0]
+    ax.plot([e["step"] for e in losses], [e["loss"] for e in losses], marker="o", markersize=3)
     ax.set_ylabel("training loss (assistant tokens)")
     ax.set_title("nortune train")
     ax.grid(alpha=0.3)
+    if watched:
+        ax = axes[1][0]
+        for name in watched[0]["sets"]:
+            ax.plot([w["step"] for w in watched], [100 * w["sets"][name]["change"] for w in watched], marker="o",
+                    markersize=3, label=name)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.axvline(watched[-1]["best_step"], color="green", linestyle="--", linewidth=0.8, label="best step")
+        ax.set_ylabel("dev perplexity change vs step 0 (%)")
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+    axes[-1][0].set_xlabel("optimizer step")
     fig.tight_layout()
     with atomic_writer(png, binary=True) as handle:
         fig.savefig(handle, dpi=110, format="png")

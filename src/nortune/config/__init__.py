@@ -82,6 +82,18 @@ class Recipe(Section):
         follow_evaluate(self.decontam, self.evaluate)  # refuses a stated difference now, at load
         return self
 
+    @model_validator(mode="after")
+    def _watch_never_on_heldout(self) -> "Recipe":
+        """Stopping or choosing a step on the held-out texts that evaluate reports would select on them."""
+        watch, guard = self.train.watch, self.evaluate.perplexity
+        if watch is not None and guard is not None:
+            held = {Path(p).resolve(): name for name, p in guard.texts.items()}
+            shared = [f"{name} ({path})" for name, path in watch.texts.items() if Path(path).resolve() in held]
+            if shared:
+                raise ValueError(f"train.watch.texts: {', '.join(shared)} is also held out by evaluate.perplexity; "
+                                 "the watch takes development texts (by default the packaged dev split)")
+        return self
+
     def decontam_test_side(self) -> DecontamSection:
         """The decontam settings the check runs with: its test side follows evaluate (``follow_evaluate``)."""
         return follow_evaluate(self.decontam, self.evaluate)

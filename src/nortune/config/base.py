@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nortune.config.yaml_io import apply_override, format_errors, read_yaml
 from nortune.errors import ConfigError
@@ -45,6 +45,60 @@ def packaged_heldout(split: str = "heldout", sources: tuple[str, ...] | list[str
 def language_of(text_set: str) -> str:
     """A text set is named LANGUAGE or SOURCE.LANGUAGE (``nb``, ``debian.nn``): its language."""
     return text_set.rsplit(".", 1)[-1]
+
+
+class GuardTexts(Section):
+    """Text sets per language, each scored text by text and judged against a reference: what the forgetting
+    guard after training (``evaluate.perplexity``, the held-out split) and the watch during training
+    (``train.watch``, the dev split) share."""
+
+    split: ClassVar[str]  # which packaged split the default texts are: "heldout" or "dev"
+    # text set -> a file with one text per line; named LANGUAGE or SOURCE.LANGUAGE (nb, debian.en).
+    texts: dict[str, Path]
+    # Which packaged sources `texts` is made of when the recipe gives no `texts` (every one by default).
+    packaged: list[Literal["handwritten", "debian"]] = Field(default_factory=lambda: list(HELDOUT_SOURCES),
+                                                             min_length=1)
+    trained: list[str] = Field(default_factory=lambda: ["nb", "nn"])  # the languages the recipe trains toward
+    tolerance: float = Field(0.02, ge=0)  # relative rise allowed for a language not in `trained`
+    max_tokens_per_text: int = Field(256, ge=2)  # longer texts are cut (the first tokens are scored)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _texts_from_packaged(cls, data: Any) -> Any:
+        """``texts`` not given: the packaged sets of the ``packaged`` sources (stated in the recipe, or all)."""
+        if not isinstance(data, dict):
+            return data
+        chosen = [s for s in data.get("packaged", HELDOUT_SOURCES) if s in HELDOUT_SOURCES]
+        if "texts" not in data:
+            return {**data, "texts": packaged_heldout(cls.split, chosen)} if chosen else data
+        given = {str(k): Path(v) for k, v in (data["texts"] or {}).items()} if isinstance(data["texts"], dict) else {}
+        if "packaged" in data and given != packaged_heldout(cls.split, chosen):  # a resolved recipe has both, equal
+            raise ValueError("packaged: only chooses the default texts; give texts or packaged, not both")
+        return data
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_readable(cls, value: dict[str, Path]) -> dict[str, Path]:
+        for name, path in value.items():
+            if not re.fullmatch(r"[\w.-]+", name):
+                raise ValueError(f"texts.{name}: a set name is letters, digits, '.', '_' or '-'")
+            if not Path(path).is_file():
+                raise ValueError(f"texts.{name}: file not found: {path}")
+            if not any(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()):
+                raise ValueError(f"texts.{name}: {path} has no text (one text per line)")
+        return value
+
+    @model_validator(mode="after")
+    def _set_names_say_their_language(self) -> "GuardTexts":
+        """``nb-wiki`` or ``wiki_nb`` would be a set of no trained language: said, with the name meant."""
+        for name in self.texts:
+            for lang in self.trained:
+                misnamed = re.fullmatch(rf"{lang}[-_](\w+)|(\w+)[-_]{lang}", name)
+                if misnamed and language_of(name) != lang:
+                    raise ValueError(f"texts.{name}: a set is named LANGUAGE or SOURCE.LANGUAGE, so this one has "
+                                     f"no trained language (did you mean {misnamed.group(1) or misnamed.group(2)}."
+                                     f"{lang}?)")
+        return self
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from nortune.config.base import HELDOUT_SOURCES, Section, language_of, packaged_heldout
+from nortune.config.base import GuardTexts, Section, packaged_heldout
 from nortune.config.names import ALL_PROMPTS, CATALOGUE, DEFAULT_FEWSHOT, NOREVAL_FAMILIES, RECIPE_FAMILIES, SUITES
 
 
@@ -24,59 +23,16 @@ def shots_for(num_fewshot: dict[str, int], family: str) -> int:
     """The one rule for few-shot counts: a family that ``num_fewshot`` does not name runs 0-shot."""
     return num_fewshot.get(family, 0)
 
-class PerplexitySection(Section):
+class PerplexitySection(GuardTexts):
     """Held-out perplexity per language, base vs tuned: the forgetting guard (see docs/evaluate.md)."""
 
+    split: ClassVar[str] = "heldout"
     # text set -> a file with one text per line. A set is named LANGUAGE or SOURCE.LANGUAGE; each is compared and
-    # reported on its own, and a finding on any set counts. Default: the packaged sets of two independent
+    # reported on its own, and a finding on any set counts. Default: the packaged held-out sets of two independent
     # sources per language, handwritten.* (written for nortune) and debian.* (Debian's translation catalogues).
     texts: dict[str, Path] = Field(default_factory=packaged_heldout, min_length=1)
-    # Which packaged sources `texts` is made of when the recipe gives no `texts` (every one by default).
-    packaged: list[Literal["handwritten", "debian"]] = Field(default_factory=lambda: list(HELDOUT_SOURCES),
-                                                             min_length=1)
-    trained: list[str] = Field(default_factory=lambda: ["nb", "nn"])  # the languages the recipe trains toward
-    tolerance: float = Field(0.02, ge=0)  # relative rise allowed for a language not in `trained`
-    max_tokens_per_text: int = Field(256, ge=2)  # longer texts are cut (the first tokens are scored)
     batch_size: int = Field(16, ge=1)
     allow_forgetting: bool = False  # true: a forgetting finding is reported but `nortune run` still exits 0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _texts_from_packaged(cls, data: Any) -> Any:
-        """``texts`` not given: the packaged sets of the ``packaged`` sources (stated in the recipe, or all)."""
-        if not isinstance(data, dict):
-            return data
-        chosen = [s for s in data.get("packaged", HELDOUT_SOURCES) if s in HELDOUT_SOURCES]
-        if "texts" not in data:
-            return {**data, "texts": packaged_heldout(sources=chosen)} if chosen else data
-        given = {str(k): Path(v) for k, v in (data["texts"] or {}).items()} if isinstance(data["texts"], dict) else {}
-        if "packaged" in data and given != packaged_heldout(sources=chosen):  # a resolved recipe has both, equal
-            raise ValueError("packaged: only chooses the default texts; give texts or packaged, not both")
-        return data
-
-    @field_validator("texts")
-    @classmethod
-    def _texts_readable(cls, value: dict[str, Path]) -> dict[str, Path]:
-        for name, path in value.items():
-            if not re.fullmatch(r"[\w.-]+", name):
-                raise ValueError(f"texts.{name}: a set name is letters, digits, '.', '_' or '-'")
-            if not Path(path).is_file():
-                raise ValueError(f"texts.{name}: file not found: {path}")
-            if not any(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()):
-                raise ValueError(f"texts.{name}: {path} has no text (one text per line)")
-        return value
-
-    @model_validator(mode="after")
-    def _set_names_say_their_language(self) -> "PerplexitySection":
-        """``nb-wiki`` or ``wiki_nb`` would be a set of no trained language: said, with the name meant."""
-        for name in self.texts:
-            for lang in self.trained:
-                misnamed = re.fullmatch(rf"{lang}[-_](\w+)|(\w+)[-_]{lang}", name)
-                if misnamed and language_of(name) != lang:
-                    raise ValueError(f"texts.{name}: a set is named LANGUAGE or SOURCE.LANGUAGE, so this one has "
-                                     f"no trained language (did you mean {misnamed.group(1) or misnamed.group(2)}."
-                                     f"{lang}?)")
-        return self
 
 
 class EvaluateSection(Section):

@@ -16,6 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# Fewer items (or texts) than this: an interval is shown, but no verdict is drawn (evaluate's statistics, the
+# perplexity guard, and the training watch, whose settings are checked against it).
+MIN_VERDICT_ITEMS = 20
+
+
+def too_few(n: int, what: str = "items") -> str:
+    """The words shown instead of a verdict for an interval from fewer than MIN_VERDICT_ITEMS."""
+    return f"too few {what} ({n} < {MIN_VERDICT_ITEMS}): no verdict"
+
+
 # --- NorEval: what evaluate scores and decontam checks ------------------------------------------
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from nortune.config.names import RECIPE_FAMILIES
-from nortune.evaluate.stats import MIN_VERDICT_ITEMS, headline_metric, row_metrics, to_percent, too_few
+from nortune.config.names import MIN_VERDICT_ITEMS, RECIPE_FAMILIES, too_few
+from nortune.evaluate.stats import headline_metric, row_metrics, to_percent
 from nortune.evaluate.tasks import CATALOGUE
 
 

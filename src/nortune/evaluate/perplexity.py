@@ -28,22 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nortune import markup
 from nortune.config.base import language_of
-from nortune.evaluate.stats import MIN_VERDICT_ITEMS, too_few
 from nortune.jsonl import DataError
 from nortune.runs import atomic_write_text
+from nortune.text_perplexity import ratio_bootstrap, read_texts, score, verdict
 
 log = logging.getLogger(__name__)
 FILE = "perplexity.json"
-SEED = 20  # the bootstrap's fixed seed: the same files give the same interval
-
-
-def read_texts(path: Path) -> list[str]:
-    """One text per non-blank line."""
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def load_model(recipe: Any, args: dict[str, Any]) -> tuple[Any, Any, str]:
@@ -63,40 +55,6 @@ def load_model(recipe: Any, args: dict[str, Any]) -> tuple[Any, Any, str]:
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(args.get("tokenizer") or args["pretrained"], revision=args.get("revision"))
     return model, tokenizer, device
-
-
-def score(model: Any, tokenizer: Any, texts: list[str], max_tokens: int, batch_size: int,
-          device: str) -> list[tuple[float, int]]:
-    """(summed NLL in nats, scored tokens) per text: right-padded batches, attention mask, no gradient."""
-    import torch
-
-    encoded = [tokenizer(t).input_ids[:max_tokens] for t in texts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            if width < 2:
-                continue  # nothing to score: the check below names the text
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, :len(encoded[i])] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1]
-            # cross_entropy in fp32 without a second vocabulary-sized copy (Gemma's vocabulary is 262k)
-            token_nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].to(device).flatten(),
-                                                          reduction="none").view(len(idx), width - 1)
-            scored = mask[:, 1:].to(device).bool()
-            nll = torch.where(scored, token_nll, 0).double().sum(dim=1).cpu().tolist()
-            for row, i in enumerate(idx):
-                out[i] = (float(nll[row]), int(scored[row].sum().item()))
-    for text, (_, count) in zip(texts, out):
-        if count == 0:
-            raise DataError(f"held-out text {text[:40]!r}: fewer than 2 tokens, nothing to score")
-    return out
 
 
 def measure(recipe: Any, label: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -140,39 +98,9 @@ def load(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
 
 
-def ratio_bootstrap(base_nll: list[float], base_tokens: list[int], tuned_nll: list[float],
-                    tuned_tokens: list[int], samples: int, confidence: float,
-                    seed: int = SEED) -> tuple[float, tuple[float, float]]:
-    """Relative change tuned/base - 1 of perplexity and its paired bootstrap interval (texts resampled)."""
-    bn, bt, tn, tt = (np.asarray(a, dtype=float) for a in (base_nll, base_tokens, tuned_nll, tuned_tokens))
-    point = math.exp(tn.sum() / tt.sum() - bn.sum() / bt.sum()) - 1
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(bn), size=(samples, len(bn)))
-    log_ratio = tn[idx].sum(1) / tt[idx].sum(1) - bn[idx].sum(1) / bt[idx].sum(1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(np.exp(log_ratio) - 1, [alpha, 1 - alpha])
-    return point, (float(lo), float(hi))
-
-
 def _ppl(scored: dict[str, Any]) -> float:
     """exp(sum NLL / sum tokens), from the per-text values the bootstrap pairs (never from a stored total)."""
     return math.exp(sum(scored["nll_per_text"]) / sum(scored["tokens_per_text"]))
-
-
-def verdict(change: float, ci: tuple[float, float], trained: bool, tolerance: float,
-            texts: int) -> tuple[str, bool]:
-    """(verdict, forgetting) for one set: see the module docstring for the rule."""
-    if texts < MIN_VERDICT_ITEMS:
-        return too_few(texts, "texts"), False
-    if ci[1] < 0:
-        return "improved", False
-    if ci[0] <= 0:
-        return "no significant change", False
-    if trained:
-        return "FORGETTING (trained language got worse)", True
-    if change > tolerance:
-        return f"FORGETTING (rise beyond {tolerance:.0%})", True
-    return f"rise within the {tolerance:.0%} tolerance", False
 
 
 def compare(base: dict[str, Any], tuned: dict[str, Any], settings: Any, samples: int,

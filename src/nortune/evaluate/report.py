@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config.evaluate import shots_for
-from nortune.evaluate.stats import SMALL_SET, too_few, z_of
+from nortune.config.names import too_few
+from nortune.evaluate.stats import SMALL_SET, z_of
 from nortune.evaluate.tasks import CATALOGUE, REFERENCE_AVERAGES, REFERENCE_COLUMNS
 from nortune.markup import code, text
 from nortune.runs import atomic_writer

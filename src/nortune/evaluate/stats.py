@@ -25,12 +25,6 @@ from nortune.evaluate.tasks import CATALOGUE, family_and_prompt
 PERCENT_METRICS = frozenset({"bleu", "chrf", "chrf++", "ter"})
 _PERCENT_PREFIXES = ("bleu_", "rouge1_", "rouge2_", "rougeL_", "rougeLsum_")
 SMALL_SET = 100  # fewer items than this: the report warns and shows the interval beside the number
-MIN_VERDICT_ITEMS = 20  # fewer items (or texts) than this: an interval is shown, but no verdict is drawn
-
-
-def too_few(n: int, what: str = "items") -> str:
-    """The words shown instead of a verdict for an interval from fewer than MIN_VERDICT_ITEMS."""
-    return f"too few {what} ({n} < {MIN_VERDICT_ITEMS}): no verdict"
 
 
 def is_percent_metric(metric: str) -> bool:

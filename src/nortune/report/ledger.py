@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nortune.config.names import SAMPLE_SETS_MARK, SMOKE_MARK
-from nortune.evaluate.stats import MIN_VERDICT_ITEMS, too_few
+from nortune.config.names import MIN_VERDICT_ITEMS, too_few
 from nortune.markup import text
 from nortune.runs import EXTRA_FOLDERS, RESOLVED_RECIPE, STAGE_FOLDERS, RunLayout, read_failure, read_manifest
 

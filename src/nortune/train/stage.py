@@ -91,6 +91,11 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
 
     device = adapters.device_of_choice(recipe)
     log_path = stage_dir / "log.jsonl"
+    watch = None
+    if recipe.train.watch is not None:  # its texts are read now, before any weights load
+        from nortune.train.watch import callback as watch_callback
+
+        watch = watch_callback(recipe.train.watch, ready.tokenizer, device, log_path, main, resume_from)
     if main:  # under a launcher only rank 0 writes into the run folder
         checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write_text(checkpoints / "fingerprint.json", json.dumps(ctx.fingerprint, sort_keys=True))
@@ -120,7 +125,8 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
     from trl import SFTTrainer
 
     trainer = SFTTrainer(model=peft_model, args=args,
-                         train_dataset=ready.dataset, processing_class=ready.tokenizer, callbacks=list(callbacks))
+                         train_dataset=ready.dataset, processing_class=ready.tokenizer,
+                         callbacks=[*callbacks, *([watch] if watch else [])])
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(step_progress(log_path))
     started = time.time()
@@ -135,6 +141,7 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
         if main:
             peft_model = ranks.rebuild_on_cpu(model.config, adapters.lora_config_for_saving(recipe, plan), state)
         del state
+    watched = kept_by_watch(recipe, layout, peft_model if main else None, watch, trainer.state.global_step)
     outputs = save_outputs(recipe, layout, peft_model, ready) if main else []
     if main:
         shutil.rmtree(checkpoints, ignore_errors=True)
@@ -150,7 +157,34 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
              "pissa_tensors_broadcast": broadcast,
              "chat_template_installed": ready.template, "contamination_gate": ready.gate,
              "resumed_from": str(resume_from) if resume_from else None}
+    if watched is not None:
+        extra["watch"] = watched
     return StageResult(outputs, metrics, extra)
+
+
+def kept_by_watch(recipe: Recipe, layout: RunLayout, peft_model: Any, watch: Any, last_step: int) -> dict[str, Any] | None:
+    """The watch's record for the manifest; with ``restore_best``, the best measured step's adapter is loaded into
+    ``peft_model`` (rank 0's whole model; None on other ranks) before anything is saved."""
+    if watch is None:
+        return None
+    from nortune.train.watch import load_adapter_weights
+
+    found = watch.watch
+    best = found.best_step
+    if not recipe.train.watch.restore_best or best == last_step:
+        kept = f"the last step ({last_step})"
+    elif best == 0:
+        kept = "step 0: the starting adapter (no measurement improved the trained languages without forgetting)"
+        if peft_model is not None:
+            load_adapter_weights(peft_model, layout.adapter_init("train"))
+    else:
+        kept = f"checkpoint-{best} (step {best})"
+        if peft_model is not None:
+            load_adapter_weights(peft_model, layout.model_dir("train") / CHECKPOINTS / f"checkpoint-{best}")
+    if found.stop_reason:
+        log.warning("train: the watch stopped training at step %d: %s; kept %s", found.stopped_at,
+                    found.stop_reason, kept)
+    return found.summary(last_step, kept)
 
 
 

@@ -1,0 +1,117 @@
+"""The forgetting watch (train.watch) in real training runs on a tiny Gemma 3 that first learns some English.
+
+The tiny random model knows nothing, so training on anything makes every text likelier. Here it is
+first trained (all weights, plain torch) on English sentences; the adapter is then trained on
+Norwegian only, with English guarded: at a high learning rate English perplexity climbs past the
+2 % tolerance and the watch must stop the run and keep the last step before; at a low one it must
+let the run finish.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_recipe
+from nortune.config import load_recipe
+from nortune.config.base import PACKAGE_DATA
+from nortune.runs import Options
+from nortune.train import run as train_run
+
+pytestmark = pytest.mark.slow
+DEV = PACKAGE_DATA / "heldout" / "handwritten" / "dev"
+TEXTS = {"nb": str(DEV / "nb.txt"), "en": str(DEV / "en.txt")}
+
+
+def lines(path: Path) -> list[str]:
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def english_gemma3(tmp_path_factory, tiny_gemma3) -> Path:
+    """The tiny Gemma 3 after 400 full-weight steps on English sentences (seeded: the same model every run)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("english") / "model"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma3, dtype=torch.float32)
+    english = lines(DEV / "en.txt") + lines(PACKAGE_DATA / "heldout" / "handwritten" / "en.txt")
+    encoded = [tokenizer(text, return_tensors="pt").input_ids for text in english]
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(400):
+        ids = encoded[step % len(encoded)]
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def norwegian_chats(tmp_path_factory) -> Path:
+    """Norwegian only: the Bokmål dev sentences as answers (so the trained language's texts do improve)."""
+    path = tmp_path_factory.mktemp("chats") / "nb.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "Skriv en setning."},
+                                                     {"role": "assistant", "content": text}]}) + "\n"
+                            for text in lines(DEV / "nb.txt")))
+    return path
+
+
+def trained(tmp_path, model, data, lr, max_steps):
+    recipe = load_recipe(write_recipe(tmp_path / "recipe.yaml", model, tmp_path / "runs", train={
+        "data": str(data), "lr": lr, "max_steps": max_steps, "save_steps": 100, "logging_steps": 5,
+        "watch": {"texts": TEXTS, "every_steps": 5, "patience": 3}}))
+    return recipe, train_run(recipe, Options(allow_contaminated="tiny test data"))
+
+
+def dev_ppl(model: Path, adapter: Path, text_file: str) -> float:
+    """The dev set's perplexity under base + a saved plain-LoRA adapter, scored afresh."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nortune.text_perplexity import score
+
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), adapter).eval()
+    scored = score(tuned, AutoTokenizer.from_pretrained(model), lines(text_file)[:20], 256, 20, "cpu")
+    return math.exp(sum(s[0] for s in scored) / sum(s[1] for s in scored))
+
+
+def test_a_run_that_forgets_english_is_stopped_and_keeps_the_step_before(tmp_path, english_gemma3, norwegian_chats):
+    recipe, manifest = trained(tmp_path, english_gemma3, norwegian_chats, lr=3e-3, max_steps=40)
+    watch = manifest["watch"]
+    steps = [e["step"] for e in watch["evaluations"]]
+    assert manifest["metrics"]["steps"] == watch["stopped_at_step"] == steps[-1] < 40
+    assert watch["stopped_early"] and watch["stop_reason"].startswith("forgetting: en +")
+    last = watch["evaluations"][-1]
+    assert last["forgetting"] == ["en"] and last["sets"]["en"]["ci"][0] > 0  # significant
+    assert last["sets"]["en"]["change"] > 0.02 and last["sets"]["nb"]["change"] < 0
+    best = watch["best_step"]
+    assert 0 < best < steps[-1] and watch["kept"] == f"checkpoint-{best} (step {best})"
+    kept = next(e for e in watch["evaluations"] if e["step"] == best)
+    assert not kept["forgetting"] and kept["sets"]["en"]["change"] <= 0.02
+    # What was saved is the kept step's adapter, not the last one: its dev perplexity is the one measured there.
+    stage = recipe.run_dir / "train"
+    for name in ("nb", "en"):
+        assert dev_ppl(english_gemma3, stage / "adapter_lora", TEXTS[name]) == pytest.approx(
+            kept["sets"][name]["ppl"], rel=1e-4)
+    assert dev_ppl(english_gemma3, stage / "adapter_lora", TEXTS["en"]) < last["sets"]["en"]["ppl"] * 0.99
+    # The log and the chart carry the measurements beside the loss.
+    logged = [json.loads(line) for line in (stage / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "watch" in row] == steps
+    assert any("loss" in row and row["step"] == steps[-1] for row in logged)  # the stopping step's loss too
+    assert (stage / "loss.png").stat().st_size > 0 and not (stage / "checkpoints").exists()
+
+
+def test_a_benign_run_runs_all_its_steps_and_keeps_the_last(tmp_path, english_gemma3, norwegian_chats):
+    _, manifest = trained(tmp_path, english_gemma3, norwegian_chats, lr=1e-3, max_steps=20)
+    watch = manifest["watch"]
+    assert manifest["metrics"]["steps"] == 20 and not watch["stopped_early"] and watch["stop_reason"] is None
+    assert [e["step"] for e in watch["evaluations"]] == [0, 5, 10, 15, 20]
+    assert watch["best_step"] == 20 and watch["kept"] == "the last step (20)"
+    assert all(not e["forgetting"] for e in watch["evaluations"])
