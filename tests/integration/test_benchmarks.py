@@ -56,3 +56,12 @@ def test_evaluate_benchmark_smoke(tiny_gemma3):
     assert figures["agree_detail"]["loglikelihoods_compared"] == 5 * 2 * 4  # 5 prompts x 2 items x 4 choices
     assert figures["speedup_vs_lm_eval_hf_best"] > 0 and figures["memory_ratio_vs_lm_eval_hf"] > 0
     assert figures["nortune_peak_rss_gib"] > 0.1 and "peak RSS GiB" in table
+
+
+def test_train_watch_benchmark_pairs_off_and_on(tiny_gemma3):
+    table, figures = run_script("train_watch.py", "--model", str(tiny_gemma3), "--steps", "4", "--rounds", "1",
+                                "--watch-set", "every_steps=2")
+    assert figures["measurements"] == 3  # steps 0, 2 and 4: the watch ran on one side only
+    assert figures["watch_seconds"] > 0 and figures["off_seconds"] > 0
+    assert figures["overhead_ratio"] == round(figures["on_seconds"] / figures["off_seconds"], 3)
+    assert "watch off" in table and "watch on" in table and figures["peak_rss_gib"]["on"] > 0
