@@ -174,3 +174,44 @@ def logits(model, ids):
     model.eval()
     with torch.no_grad():
         return model(input_ids=ids).logits
+
+
+# The forgetting watch's tests (train.watch): a tiny model that knows some English, trained on Bokmal only.
+WATCH_DEV = Path(__file__).resolve().parents[1] / "src" / "nortune" / "data" / "heldout" / "handwritten" / "dev"
+
+
+def text_lines(path: Path) -> list[str]:
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def english_gemma3(tmp_path_factory, tiny_gemma3) -> Path:
+    """The tiny Gemma 3 after 400 full-weight steps on English sentences (seeded: the same model every run)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("english") / "model"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma3, dtype=torch.float32)
+    english = text_lines(WATCH_DEV / "en.txt") + text_lines(WATCH_DEV.parent / "en.txt")
+    encoded = [tokenizer(text, return_tensors="pt").input_ids for text in english]
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(400):
+        ids = encoded[step % len(encoded)]
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def norwegian_chats(tmp_path_factory) -> Path:
+    """Norwegian only: the Bokmål dev sentences as answers (so the trained language's texts do improve)."""
+    path = tmp_path_factory.mktemp("chats") / "nb.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "Skriv en setning."},
+                                                     {"role": "assistant", "content": text}]}) + "\n"
+                            for text in text_lines(WATCH_DEV / "nb.txt")))
+    return path

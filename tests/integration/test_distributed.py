@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from conftest import REPO, logits, write_recipe
+from conftest import REPO, WATCH_DEV, logits, write_recipe
 from nortune.adapters import attach_adapter
 from nortune.config import load_recipe
 from nortune.plan import build_plan
@@ -77,6 +77,19 @@ SITECUSTOMIZE = textwrap.dedent('''
                     raise RuntimeError(f"injected crash on rank 1 at optimizer step {crash_at}")
                 return real_step(self, *args, **kwargs)
             torch.optim.AdamW.step = step
+        count_to = os.environ.get("NORTUNE_TEST_COUNT_STEPS")
+        if count_to:
+            import atexit
+            import torch
+            real_step, counted = torch.optim.AdamW.step, [0]
+            def counting(self, *args, **kwargs):
+                counted[0] += 1
+                return real_step(self, *args, **kwargs)
+            torch.optim.AdamW.step = counting
+            def report(write=io.open):
+                with write(count_to, "w") as out:
+                    out.write(str(counted[0]))
+            atexit.register(report)
 ''')
 
 
@@ -224,3 +237,23 @@ def test_gpu_memory_benchmark_runs_its_several_process_part(tiny_gemma3):
     figures = json.loads(done.stdout.strip().splitlines()[-1])["processes"]
     assert figures["processes"] == 2 and figures["steps"] == 2 and figures["tokens_per_s"] > 0
     assert figures["per_rank"] is None and figures["estimate_without_overhead_gib"] > 0  # no GPU here
+
+
+def test_the_watch_stops_every_rank_at_the_same_step(tmp_path, english_gemma3, norwegian_chats):
+    """train.watch under --gpus 2: rank 0's scores decide, and rank 1 takes exactly as many optimizer steps."""
+    texts = {"nb": str(WATCH_DEV / "nb.txt"), "en": str(WATCH_DEV / "en.txt")}
+    recipe_path = _recipe_file(tmp_path, english_gemma3, train={
+        "data": str(norwegian_chats), "lr": 3e-3, "max_steps": 40, "save_steps": 100, "logging_steps": 5,
+        "merge": False, "watch": {"texts": texts, "every_steps": 5}})
+    counted = tmp_path / "rank1_steps.txt"
+    done = _launch(recipe_path, env={"NORTUNE_TEST_COUNT_STEPS": str(counted)})
+    assert done.returncode == 0, done.stderr[-6000:]
+    stage = load_recipe(recipe_path).run_dir / "train"
+    manifest = json.loads((stage / "manifest.json").read_text())
+    watch = manifest["watch"]
+    assert manifest["processes"] == 2 and watch["stopped_early"]
+    assert watch["stop_reason"].startswith("forgetting: en +")
+    assert manifest["metrics"]["steps"] == watch["stopped_at_step"] < 40
+    assert int(counted.read_text()) == watch["stopped_at_step"]  # rank 1 stopped at the same step
+    assert 0 < watch["best_step"] < watch["stopped_at_step"] and watch["kept"].startswith("checkpoint-")
+    assert not (recipe_path.parent / "rank1_writes.txt").exists()  # the watch wrote on rank 0 only

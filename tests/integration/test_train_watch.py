@@ -16,51 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_recipe
+from conftest import WATCH_DEV, text_lines, write_recipe
 from nortune.config import load_recipe
-from nortune.config.base import PACKAGE_DATA
 from nortune.runs import Options
 from nortune.train import run as train_run
 
 pytestmark = pytest.mark.slow
-DEV = PACKAGE_DATA / "heldout" / "handwritten" / "dev"
-TEXTS = {"nb": str(DEV / "nb.txt"), "en": str(DEV / "en.txt")}
-
-
-def lines(path: Path) -> list[str]:
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def english_gemma3(tmp_path_factory, tiny_gemma3) -> Path:
-    """The tiny Gemma 3 after 400 full-weight steps on English sentences (seeded: the same model every run)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("english") / "model"
-    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
-    model = AutoModelForCausalLM.from_pretrained(tiny_gemma3, dtype=torch.float32)
-    english = lines(DEV / "en.txt") + lines(PACKAGE_DATA / "heldout" / "handwritten" / "en.txt")
-    encoded = [tokenizer(text, return_tensors="pt").input_ids for text in english]
-    torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(400):
-        ids = encoded[step % len(encoded)]
-        model(input_ids=ids, labels=ids).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def norwegian_chats(tmp_path_factory) -> Path:
-    """Norwegian only: the Bokmål dev sentences as answers (so the trained language's texts do improve)."""
-    path = tmp_path_factory.mktemp("chats") / "nb.jsonl"
-    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "Skriv en setning."},
-                                                     {"role": "assistant", "content": text}]}) + "\n"
-                            for text in lines(DEV / "nb.txt")))
-    return path
+TEXTS = {"nb": str(WATCH_DEV / "nb.txt"), "en": str(WATCH_DEV / "en.txt")}
 
 
 def trained(tmp_path, model, data, lr, max_steps):
@@ -78,7 +40,7 @@ def dev_ppl(model: Path, adapter: Path, text_file: str) -> float:
     from nortune.text_perplexity import score
 
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), adapter).eval()
-    scored = score(tuned, AutoTokenizer.from_pretrained(model), lines(text_file)[:20], 256, 20, "cpu")
+    scored = score(tuned, AutoTokenizer.from_pretrained(model), text_lines(text_file)[:20], 256, 20, "cpu")
     return math.exp(sum(s[0] for s in scored) / sum(s[1] for s in scored))
 
 
