@@ -68,6 +68,9 @@ def test_a_run_that_forgets_english_is_stopped_and_keeps_the_step_before(tmp_pat
     assert [row["step"] for row in logged if "watch" in row] == steps
     assert any("loss" in row and row["step"] == steps[-1] for row in logged)  # the stopping step's loss too
     assert (stage / "loss.png").stat().st_size > 0 and not (stage / "checkpoints").exists()
+    page = (stage / "watch.md").read_text()  # the run report shows it beside the chart
+    assert f"Stopped at step {steps[-1]}: forgetting: en +" in page and f"Kept: checkpoint-{best} (step {best})" in page
+    assert f"| {steps[-1]} | " in page and "**forgetting: en**" in page
 
 
 def test_a_benign_run_runs_all_its_steps_and_keeps_the_last(tmp_path, english_gemma3, norwegian_chats):

@@ -143,6 +143,11 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
         del state
     watched = kept_by_watch(recipe, layout, peft_model if main else None, watch, trainer.state.global_step)
     outputs = save_outputs(recipe, layout, peft_model, ready) if main else []
+    if main and watched is not None:
+        from nortune.train.watch import markdown
+
+        atomic_write_text(stage_dir / "watch.md", markdown(watched))
+        outputs.append(stage_dir / "watch.md")
     if main:
         shutil.rmtree(checkpoints, ignore_errors=True)
     history = [e for e in trainer.state.log_history if "loss" in e]

@@ -136,6 +136,33 @@ class Watch:
                 "seconds": round(sum(e["seconds"] for e in self.evaluations), 2), "evaluations": self.evaluations}
 
 
+def markdown(summary: dict[str, Any]) -> str:
+    """``train/watch.md`` (shown in the run report beside the chart): every measurement, why it stopped, what was
+    kept."""
+    from nortune import markup
+
+    names = list(summary["evaluations"][0]["sets"]) if summary["evaluations"] else []
+    lines = ["# Forgetting watch", ""]
+    if summary["stopped_early"]:
+        lines += [f"> **Stopped at step {summary['stopped_at_step']}: {markup.text(summary['stop_reason'])}**", ""]
+    else:
+        lines += [f"Ran every step ({summary['last_step']}); nothing stopped it.", ""]
+    lines += [f"Kept: {markup.text(summary['kept'])}. Rule: {markup.text(summary['rule'])}.", "",
+              "| step | " + " | ".join(markup.text(n) for n in names) + " | trained mean | finding |",
+              "|---:|" + "---:|" * len(names) + "---:|---|"]
+    for e in summary["evaluations"]:
+        cells = [f"ppl {e['sets'][n]['ppl']:.2f} (reference)" if e is summary["evaluations"][0] else
+                 f"{e['sets'][n]['change']:+.1%} [{e['sets'][n]['ci'][0]:+.1%}, {e['sets'][n]['ci'][1]:+.1%}]"
+                 for n in names]
+        finding = ("**forgetting: " + ", ".join(map(markup.text, e["forgetting"])) + "**") if e["forgetting"] else ""
+        lines.append(f"| {e['step']} | " + " | ".join(cells) + f" | {e['trained_change']:+.1%} | {finding} |")
+    lines += ["", f"Change of dev perplexity against step {summary['evaluations'][0]['step'] if names else 0}, "
+                  f"{summary['texts_per_set']} texts per set, paired bootstrap interval; trained: "
+                  f"{markup.text(', '.join(summary['trained']))}; guarded: {markup.text(', '.join(summary['guarded']))} "
+                  f"(tolerance {summary['tolerance']:.0%}). {summary['seconds']} s measuring.", ""]
+    return "\n".join(lines)
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
