@@ -77,8 +77,9 @@ def test_default_is_off_and_demo_configures_the_shipped_files():
     assert load_recipe(ROOT / "configs" / "norskgemma4-31b.yaml").evaluate.perplexity is None
     demo = load_recipe(ROOT / "configs" / "demo.yaml")
     ppl = demo.evaluate.perplexity
-    assert {k: Path(v).resolve() for k, v in ppl.texts.items()} == \
-        {f"handwritten.{k}": (HELDOUT / f"{k}.txt").resolve() for k in ("nb", "nn", "en")}
+    assert {k: Path(v).resolve() for k, v in ppl.texts.items()} == {  # both sources: the demo measures every one
+        f"{source}.{k}": (PACKAGE_DATA / "heldout" / source / f"{k}.txt").resolve()
+        for source in ("handwritten", "debian") for k in ("nb", "nn", "en")}
     assert ppl.trained == ["nb", "nn"] and ppl.tolerance == 0.02
     assert not ppl.allow_forgetting  # the demo fails on forgetting like any recipe
     assert demo.decontam_test_side().heldout == ppl.texts  # decontam follows evaluate

@@ -103,8 +103,9 @@ class Recipe(Section):
         return self.runs_dir / self.name
 
     def section_fingerprint(self, *sections: str) -> str:
-        """Stable hash of the named sections: a stage reruns only when one of them changed."""
-        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        """Stable hash of the named sections: a stage reruns only when one of them changed. An optional setting
+        left unset (None) is left out, so a release that adds one (``train.watch``) leaves finished runs current."""
+        payload = {name: getattr(self, name).model_dump(mode="json", exclude_none=True) for name in sections}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
