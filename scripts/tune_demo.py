@@ -61,7 +61,7 @@ def scored_sets(recipe, label: str, texts: dict[str, Path]) -> dict[str, dict]:
     out = {}
     for name, path in texts.items():
         scored = perplexity.score(model, tokenizer, perplexity.read_texts(path), settings.max_tokens_per_text,
-                                  settings.batch_size, device)
+                                  settings.batch_size, device, settings.memory_mib * 2**20)
         out[name] = {"nll": [s[0] for s in scored], "tokens": [s[1] for s in scored]}
     return out
 

@@ -80,3 +80,31 @@ def test_a_benign_run_runs_all_its_steps_and_keeps_the_last(tmp_path, english_ge
     assert [e["step"] for e in watch["evaluations"]] == [0, 5, 10, 15, 20]
     assert watch["best_step"] == 20 and watch["kept"] == "the last step (20)"
     assert all(not e["forgetting"] for e in watch["evaluations"])
+
+
+def test_a_crashed_run_resumes_with_the_watch_judging_as_an_uninterrupted_run(tmp_path, english_gemma3,
+                                                                              norwegian_chats):
+    from transformers import TrainerCallback
+
+    class Crash(Exception):
+        pass
+
+    class CrashAtStep12(TrainerCallback):  # after checkpoint-10 (a measured step) and before step 15
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 12:
+                raise Crash()
+
+    (tmp_path / "a").mkdir()
+    _, straight = trained(tmp_path / "a", english_gemma3, norwegian_chats, lr=3e-3, max_steps=40)
+    recipe = load_recipe(write_recipe(tmp_path / "b.yaml", english_gemma3, tmp_path / "b", train={
+        "data": str(norwegian_chats), "lr": 3e-3, "max_steps": 40, "save_steps": 100, "logging_steps": 5,
+        "watch": {"texts": TEXTS, "every_steps": 5, "patience": 3}}))
+    with pytest.raises(Crash):
+        train_run(recipe, Options(allow_contaminated="tiny test data"), callbacks=(CrashAtStep12(),))
+    resumed = train_run(recipe, Options(resume=True, allow_contaminated="tiny test data"))
+    assert resumed["resumed_from"].endswith("checkpoint-10")
+    a, b = straight["watch"], resumed["watch"]
+    assert [e["step"] for e in b["evaluations"]] == [e["step"] for e in a["evaluations"]]
+    assert (b["stopped_at_step"], b["best_step"], b["kept"]) == (a["stopped_at_step"], a["best_step"], a["kept"])
+    for x, y in zip(a["evaluations"], b["evaluations"]):
+        assert all(y["sets"][n]["change"] == pytest.approx(x["sets"][n]["change"], abs=1e-5) for n in x["sets"])

@@ -86,19 +86,20 @@ def test_a_benign_run_is_never_stopped_and_without_stop_on_forgetting_nothing_st
     assert recorder.stop_reason is None and recorder.best_step == 0
 
 
-def test_the_state_a_checkpoint_keeps_resumes_the_same_judgement(tmp_path):
-    straight, first = Watch(settings(tmp_path, patience=2)), Watch(settings(tmp_path, patience=2))
-    for watch in (straight, first):
-        watch.add(0, scores(), 1.0)
-        watch.add(10, scores(nb=0.95), 1.0)
-    resumed = Watch(settings(tmp_path, patience=2))
+def test_replaying_the_written_scores_resumes_the_same_judgement(tmp_path):
+    """A resumed run replays watch_scores.jsonl (scores through JSON) up to its checkpoint, then judges on."""
     import json
 
-    resumed.restore(json.loads(json.dumps(first.to_json())))  # through JSON, as watch.json
-    for watch in (straight, resumed):
-        watch.add(20, scores(nb=0.96), 1.0)
-        watch.add(30, scores(nb=0.96), 1.0)
-    assert resumed.to_json() == straight.to_json() and resumed.stopped_at == 30
+    measured = [(0, scores()), (10, scores(nb=0.95)), (20, scores(nb=0.96)), (30, scores(nb=0.96))]
+    straight = Watch(settings(tmp_path, patience=2))
+    for step, scored in measured:
+        straight.add(step, scored, 1.0)
+    resumed = Watch(settings(tmp_path, patience=2))
+    for step, scored in measured[:2]:
+        resumed.add(step, json.loads(json.dumps(scored)), 1.0)  # as written, tuples become lists
+    for step, scored in measured[2:]:
+        resumed.add(step, scored, 1.0)
+    assert resumed.evaluations == straight.evaluations and resumed.stopped_at == straight.stopped_at == 30
 
 
 def test_read_sets_takes_the_first_texts_and_names_a_short_file(tmp_path):

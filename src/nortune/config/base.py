@@ -61,6 +61,9 @@ class GuardTexts(Section):
     trained: list[str] = Field(default_factory=lambda: ["nb", "nn"])  # the languages the recipe trains toward
     tolerance: float = Field(0.02, ge=0)  # relative rise allowed for a language not in `trained`
     max_tokens_per_text: int = Field(256, ge=2)  # longer texts are cut (the first tokens are scored)
+    # What one batch's logits may take (texts x tokens x vocabulary x 4 bytes, twice with cross-entropy's copy):
+    # a 262k vocabulary makes 16 texts of 200 tokens 7 GB otherwise.
+    memory_mib: int = Field(512, ge=16)
 
     @model_validator(mode="before")
     @classmethod

@@ -28,7 +28,6 @@ class WatchSection(GuardTexts):
     patience: int = Field(3, ge=1)
     stop_on_forgetting: bool = True  # stop at the first measurement that finds forgetting (or no progress)
     restore_best: bool = True  # keep the best measured step's weights (the rule in docs/train.md), not the last
-    memory_mib: int = Field(512, ge=16)  # what one batch's logits may take (rows x tokens x vocabulary x 4 bytes)
     bootstrap_samples: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1)
 

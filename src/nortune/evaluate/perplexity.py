@@ -67,7 +67,8 @@ def measure(recipe: Any, label: str, args: dict[str, Any]) -> dict[str, Any]:
     sets: dict[str, Any] = {}
     for name, path in settings.texts.items():
         texts = read_texts(Path(path))
-        scored = score(model, tokenizer, texts, settings.max_tokens_per_text, settings.batch_size, device)
+        scored = score(model, tokenizer, texts, settings.max_tokens_per_text, settings.batch_size, device,
+                       settings.memory_mib * 2**20)
         nll, tokens = [s[0] for s in scored], [s[1] for s in scored]
         sets[name] = {"file": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
                       "texts": len(texts), "tokens": sum(tokens), "ppl": math.exp(sum(nll) / sum(tokens)),

@@ -91,16 +91,16 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
 
     device = adapters.device_of_choice(recipe)
     log_path = stage_dir / "log.jsonl"
-    watch = None
-    if recipe.train.watch is not None:  # its texts are read now, before any weights load
-        from nortune.train.watch import callback as watch_callback
-
-        watch = watch_callback(recipe.train.watch, ready.tokenizer, device, log_path, main, resume_from)
     if main:  # under a launcher only rank 0 writes into the run folder
         checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write_text(checkpoints / "fingerprint.json", json.dumps(ctx.fingerprint, sort_keys=True))
         if resume_from is None:
             log_path.unlink(missing_ok=True)
+    watch = None
+    if recipe.train.watch is not None:  # its texts are read now, before any weights load
+        from nortune.train.watch import callback as watch_callback
+
+        watch = watch_callback(recipe.train.watch, ready.tokenizer, device, log_path, main, checkpoints, resume_from)
     args = sft_config(recipe, checkpoints, device)
     # Resolving the Trainer's device starts accelerate's PartialState: under a launcher it joins the
     # process group (gloo or NCCL) and makes this rank's GPU the current "cuda" device.

@@ -32,11 +32,13 @@ from typing import Any
 from nortune.config.base import language_of
 from nortune.errors import UsageError
 from nortune.text_perplexity import ratio_bootstrap, read_texts, verdict
-from nortune.jsonl import DataError
+from nortune.jsonl import DataError, iter_jsonl
 from nortune.runs import atomic_write_text
 
 log = logging.getLogger(__name__)
-STATE_FILE = "watch.json"  # in each checkpoint folder: what a resumed run's watch continues from
+# In the checkpoints folder: every measurement's per-text scores, one line each. The watch's state is a function of
+# them, so a resumed run replays the lines up to its checkpoint and judges on as an uninterrupted run would.
+SCORES_FILE = "watch_scores.jsonl"
 RULE = ("the measured step with the lowest mean perplexity change of the trained sets against step 0 "
         "among those that find no forgetting (step 0 counts)")
 
@@ -115,15 +117,6 @@ class Watch:
                 self.stopped_at = step
         return entry
 
-    def to_json(self) -> dict[str, Any]:
-        return {"reference": self.reference, "evaluations": self.evaluations, "best_step": self.best_step,
-                "best_change": self.best_change, "without_progress": self.without_progress,
-                "stop_reason": self.stop_reason, "stopped_at": self.stopped_at}
-
-    def restore(self, saved: dict[str, Any]) -> None:
-        for key, value in saved.items():
-            setattr(self, key, value)
-
     def summary(self, last_step: int, kept: str) -> dict[str, Any]:
         """What the train manifest records: why training stopped, where, and which weights were kept."""
         s = self.settings
@@ -167,22 +160,30 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def callback(settings: Any, tokenizer: Any, device: str, log_path: Path, main: bool,
+def callback(settings: Any, tokenizer: Any, device: str, log_path: Path, main: bool, checkpoints: Path,
              resume_from: Path | None) -> Any:
     """The watch as a Trainer callback (transformers imported here, when training starts)."""
     from transformers import TrainerCallback
 
     sets = read_sets(settings)
+    scores_file = checkpoints / SCORES_FILE
+    watch = Watch(settings)
+    if resume_from is not None:
+        resumed_at = int(resume_from.name.split("-")[-1])
+        lines = [row for _, row in iter_jsonl(scores_file)] if scores_file.is_file() else []
+        if not lines:
+            raise UsageError(f"cannot resume the watch: {scores_file} is missing (delete {checkpoints} to start over)")
+        kept = [row for row in lines if row["step"] <= resumed_at]  # later lines: the killed run's, measured again
+        for row in kept:
+            watch.add(row["step"], row["scored"], row["seconds"])
+        if main:
+            atomic_write_text(scores_file, "".join(json.dumps(row) + "\n" for row in kept))
+    elif main:
+        scores_file.unlink(missing_ok=True)
 
     class ForgettingWatch(TrainerCallback):
         def __init__(self) -> None:
-            self.watch = Watch(settings)
-            if resume_from is not None:
-                saved = resume_from / STATE_FILE
-                if not saved.is_file():
-                    raise UsageError(f"cannot resume the watch: {saved} is missing (delete the checkpoints folder "
-                                     "to start over)")
-                self.watch.restore(json.loads(saved.read_text()))
+            self.watch = watch
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
             if self.watch.reference is None:
@@ -193,17 +194,14 @@ def callback(settings: Any, tokenizer: Any, device: str, log_path: Path, main: b
                 self._measure(state, control, model)
             return control
 
-        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
-            if main:
-                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                if folder.is_dir():
-                    atomic_write_text(folder / STATE_FILE, json.dumps(self.watch.to_json()))
-
         def _measure(self, state, control, model) -> None:  # noqa: ANN001
             started = time.perf_counter()
             scored = _broadcast(_score(model, tokenizer, sets, settings, device))
-            entry = self.watch.add(state.global_step, scored, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            entry = self.watch.add(state.global_step, scored, seconds)
             if main:
+                with open(scores_file, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": state.global_step, "scored": scored, "seconds": seconds}) + "\n")
                 _log(log_path, entry, self.watch)
             if settings.restore_best and state.global_step > 0:
                 control.should_save = True  # every measured step has a checkpoint to go back to
