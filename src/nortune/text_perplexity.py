@@ -69,7 +69,8 @@ def _batches(encoded: list[list[int]], rows: int, positions: int | None) -> list
     batches: list[list[int]] = []
     for i in order:
         last = batches[-1] if batches else None
-        if last is not None and len(last) < rows and (positions is None or (len(last) + 1) * len(encoded[i]) <= positions):
+        fits = positions is None or (len(last or []) + 1) * len(encoded[i]) <= positions
+        if last is not None and len(last) < rows and fits:
             last.append(i)
         else:
             batches.append([i])

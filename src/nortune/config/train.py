@@ -13,7 +13,7 @@ from nortune.config.names import MIN_VERDICT_ITEMS
 
 class WatchSection(GuardTexts):
     """The forgetting watch: perplexity of dev texts per set during training, against step 0, that can stop a run
-    that forgets and keep its best step (docs/train.md). Never the held-out split evaluate reports: stopping on
+    that forgets and keep its best step (docs/train-watch.md). Never the held-out split evaluate reports: stopping on
     the test texts would select on them."""
 
     split: ClassVar[str] = "dev"
@@ -27,7 +27,7 @@ class WatchSection(GuardTexts):
     # Stop after this many measurements in a row without a new lowest mean perplexity of the trained languages.
     patience: int = Field(3, ge=1)
     stop_on_forgetting: bool = True  # stop at the first measurement that finds forgetting (or no progress)
-    restore_best: bool = True  # keep the best measured step's weights (the rule in docs/train.md), not the last
+    restore_best: bool = True  # keep the best measured step's weights (the rule in docs/train-watch.md), not the last
     bootstrap_samples: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1)
 
@@ -85,7 +85,7 @@ class TrainSection(Section):
     distributed: Literal["fsdp", "deepspeed_zero3"] = "fsdp"
     # cpu: train on CPU processes (gloo); cuda: GPUs (NCCL); auto: cuda when torch sees a GPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # The forgetting watch during training (None: off): dev-text perplexity every few steps (docs/train.md).
+    # The forgetting watch during training (None: off): dev-text perplexity every few steps (docs/train-watch.md).
     watch: WatchSection | None = None
 
     @field_validator("data")

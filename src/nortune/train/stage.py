@@ -167,7 +167,8 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
     return StageResult(outputs, metrics, extra)
 
 
-def kept_by_watch(recipe: Recipe, layout: RunLayout, peft_model: Any, watch: Any, last_step: int) -> dict[str, Any] | None:
+def kept_by_watch(recipe: Recipe, layout: RunLayout, peft_model: Any, watch: Any,
+                  last_step: int) -> dict[str, Any] | None:
     """The watch's record for the manifest; with ``restore_best``, the best measured step's adapter is loaded into
     ``peft_model`` (rank 0's whole model; None on other ranks) before anything is saved."""
     if watch is None:

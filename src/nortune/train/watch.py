@@ -151,7 +151,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {e['step']} | " + " | ".join(cells) + f" | {e['trained_change']:+.1%} | {finding} |")
     lines += ["", f"Change of dev perplexity against step {summary['evaluations'][0]['step'] if names else 0}, "
                   f"{summary['texts_per_set']} texts per set, paired bootstrap interval; trained: "
-                  f"{markup.text(', '.join(summary['trained']))}; guarded: {markup.text(', '.join(summary['guarded']))} "
+                  f"{markup.text(', '.join(summary['trained']))}; "
+                  f"guarded: {markup.text(', '.join(summary['guarded']))} "
                   f"(tolerance {summary['tolerance']:.0%}). {summary['seconds']} s measuring.", ""]
     return "\n".join(lines)
 
