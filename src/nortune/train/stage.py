@@ -141,7 +141,12 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
         if main:
             peft_model = ranks.rebuild_on_cpu(model.config, adapters.lora_config_for_saving(recipe, plan), state)
         del state
-    watched = kept_by_watch(recipe, layout, peft_model if main else None, watch, trainer.state.global_step)
+    watched = None
+    if watch is not None:
+        from nortune.train.watch import keep_best
+
+        watched = keep_best(watch.watch, peft_model if main else None, layout.adapter_init("train"), checkpoints,
+                            trainer.state.global_step)
     outputs = save_outputs(recipe, layout, peft_model, ready) if main else []
     if main and watched is not None:
         from nortune.train.watch import markdown
@@ -165,33 +170,6 @@ def work(ctx: StageContext, callbacks: tuple[Any, ...] = ()) -> StageResult:
     if watched is not None:
         extra["watch"] = watched
     return StageResult(outputs, metrics, extra)
-
-
-def kept_by_watch(recipe: Recipe, layout: RunLayout, peft_model: Any, watch: Any,
-                  last_step: int) -> dict[str, Any] | None:
-    """The watch's record for the manifest; with ``restore_best``, the best measured step's adapter is loaded into
-    ``peft_model`` (rank 0's whole model; None on other ranks) before anything is saved."""
-    if watch is None:
-        return None
-    from nortune.train.watch import load_adapter_weights
-
-    found = watch.watch
-    best = found.best_step
-    if not recipe.train.watch.restore_best or best == last_step:
-        kept = f"the last step ({last_step})"
-    elif best == 0:
-        kept = "step 0: the starting adapter (no measurement improved the trained languages without forgetting)"
-        if peft_model is not None:
-            load_adapter_weights(peft_model, layout.adapter_init("train"))
-    else:
-        kept = f"checkpoint-{best} (step {best})"
-        if peft_model is not None:
-            load_adapter_weights(peft_model, layout.model_dir("train") / CHECKPOINTS / f"checkpoint-{best}")
-    if found.stop_reason:
-        log.warning("train: the watch stopped training at step %d: %s; kept %s", found.stopped_at,
-                    found.stop_reason, kept)
-    return found.summary(last_step, kept)
-
 
 
 def save_outputs(recipe: Recipe, layout: RunLayout, peft_model: Any, ready: Prepared) -> list[Path]:

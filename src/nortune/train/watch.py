@@ -214,6 +214,27 @@ def callback(settings: Any, tokenizer: Any, device: str, log_path: Path, main: b
     return ForgettingWatch()
 
 
+def keep_best(watch: Watch, peft_model: Any, starting_adapter: Path, checkpoints: Path,
+              last_step: int) -> dict[str, Any]:
+    """The watch's record for the manifest; with ``restore_best``, the best measured step's adapter is loaded into
+    ``peft_model`` (rank 0's whole model; None on other ranks) before anything is saved."""
+    best = watch.best_step
+    if not watch.settings.restore_best or best == last_step:
+        kept = f"the last step ({last_step})"
+    elif best == 0:
+        kept = "step 0: the starting adapter (no measurement improved the trained languages without forgetting)"
+        if peft_model is not None:
+            load_adapter_weights(peft_model, starting_adapter)
+    else:
+        kept = f"checkpoint-{best} (step {best})"
+        if peft_model is not None:
+            load_adapter_weights(peft_model, checkpoints / f"checkpoint-{best}")
+    if watch.stop_reason:
+        log.warning("train: the watch stopped training at step %d: %s; kept %s", watch.stopped_at,
+                    watch.stop_reason, kept)
+    return watch.summary(last_step, kept)
+
+
 def load_adapter_weights(peft_model: Any, folder: Path) -> None:
     """The adapter saved in ``folder`` (a checkpoint, or the starting adapter) back into ``peft_model``."""
     from peft import set_peft_model_state_dict
